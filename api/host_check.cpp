@@ -1,0 +1,167 @@
+// host_check.cpp — uffdm::check_host: privileges, features, ioctls per memory kind, io_uring.
+#include <liburing.h>
+#include <sys/utsname.h>
+
+#include <cstring>
+#include <fstream>
+#include <uffdm/uffdm.hpp>
+
+#include "uffd/mapping.hpp"
+#include "uffd/privilege_probe.hpp"
+#include "uffd/userfault_fd.hpp"
+
+namespace uffdm {
+
+namespace {
+
+using uffd::MemoryKind;
+
+std::vector<std::string> ioctls_for(const uffd::UserfaultFd& fd, const uffd::Mapping& mapping,
+                                    uffd::RegisterModes modes, std::string* error) {
+    auto reg = fd.register_mapping(mapping, modes);
+    if (!reg) {
+        if (error != nullptr) {
+            *error = reg.error().message();
+        }
+        return {};
+    }
+    return reg->ioctls().names();
+}
+
+MemoryKindReport check_kind(const uffd::UserfaultFd& fd, MemoryKind kind) {
+    MemoryKindReport report;
+    report.kind = std::string(uffd::to_string(kind));
+    std::size_t length = kind == MemoryKind::Hugetlb ? uffd::kHugePageSize : uffd::base_page_size();
+    auto mapping = uffd::Mapping::create(kind, length);
+    if (!mapping) {
+        report.note = "cannot map: " + mapping.error().message();
+        if (kind == MemoryKind::Hugetlb) {
+            report.note += " (reserve huge pages: sysctl vm.nr_hugepages=N)";
+        }
+        return report;
+    }
+    std::string error;
+    report.missing_ioctls = ioctls_for(fd, *mapping, {.missing = true}, &error);
+    report.available = !report.missing_ioctls.empty();
+    if (!report.available) {
+        report.note = "cannot register in MISSING mode: " + error;
+    }
+    if (kind != MemoryKind::Anonymous) {
+        report.minor_ioctls = ioctls_for(fd, *mapping, {.minor = true}, nullptr);
+    }
+    report.wp_ioctls = ioctls_for(fd, *mapping, {.write_protect = true}, nullptr);
+    return report;
+}
+
+std::uint64_t meminfo(std::string_view key) {
+    std::ifstream in("/proc/meminfo");
+    std::string name;
+    std::uint64_t value = 0;
+    std::string unit;
+    while (in >> name >> value) {
+        std::getline(in, unit);
+        if (name.size() == key.size() + 1 && name.starts_with(key)) {
+            return value;
+        }
+    }
+    return 0;
+}
+
+void check_io_uring(HostReport& report) {
+    io_uring ring{};
+    int rc = ::io_uring_queue_init(4, &ring, 0);
+    if (rc < 0) {
+        report.io_uring_available = false;
+        report.io_uring_detail = std::string("io_uring_setup failed: ") + std::strerror(-rc);
+        std::ifstream disabled("/proc/sys/kernel/io_uring_disabled");
+        int value = 0;
+        if (disabled >> value && value != 0) {
+            report.io_uring_detail += " (kernel.io_uring_disabled=" + std::to_string(value) + ")";
+        }
+        return;
+    }
+    io_uring_probe* probe = ::io_uring_get_probe_ring(&ring);
+    int supported = 0;
+    if (probe != nullptr) {
+        for (int op = 0; op <= probe->last_op; ++op) {
+            supported += (probe->ops[op].flags & IO_URING_OP_SUPPORTED) ? 1 : 0;
+        }
+        ::io_uring_free_probe(probe);
+    }
+    ::io_uring_queue_exit(&ring);
+    report.io_uring_available = true;
+    report.io_uring_detail = std::to_string(supported) + " opcodes supported";
+}
+
+}  // namespace
+
+std::string_view version() noexcept {
+    return UFFDM_VERSION;
+}
+
+std::string_view to_string(HostVerdict verdict) noexcept {
+    switch (verdict) {
+        case HostVerdict::KernelFaults:
+            return "kernel-faults";
+        case HostVerdict::UserFaultsOnly:
+            return "user-faults-only";
+        case HostVerdict::NoUserfaultfd:
+            return "no-userfaultfd";
+        case HostVerdict::Invalid:
+            break;
+    }
+    return "invalid";
+}
+
+int HostReport::exit_code() const noexcept {
+    switch (verdict) {
+        case HostVerdict::KernelFaults:
+            return 0;
+        case HostVerdict::UserFaultsOnly:
+            return 2;
+        default:
+            return 1;
+    }
+}
+
+HostReport check_host(const CheckOptions& options) {
+    HostReport report;
+    utsname uts{};
+    if (::uname(&uts) == 0) {
+        report.kernel_release = uts.release;
+        report.machine = uts.machine;
+    }
+    uffd::PrivilegeFacts facts = uffd::probe_privileges(options.device_path);
+    uffd::GateDecision decision = uffd::decide(facts);
+    for (const auto& g : decision.grants) {
+        report.grants.push_back({std::string(uffd::to_string(g.grant)), g.holds, g.detail});
+    }
+    report.in_user_namespace = facts.in_user_namespace;
+    report.grant = std::string(uffd::to_string(decision.grant));
+    report.refusal = decision.refusal;
+
+    auto opened = uffd::open_with_decision(facts, decision, false, {}, {});
+    if (!opened) {
+        report.verdict = HostVerdict::NoUserfaultfd;
+        report.open_error = opened.error().message;
+    } else {
+        report.verdict = decision.scope == uffd::FaultScope::KernelAndUser
+                             ? HostVerdict::KernelFaults
+                             : HostVerdict::UserFaultsOnly;
+        const uffd::UserfaultFd& fd = opened->uffd;
+        report.open_route = std::string(uffd::to_string(fd.route()));
+        report.features_offered = fd.offered().bits();
+        report.feature_names = fd.offered().names();
+        report.api_ioctls = fd.api_ioctls().names();
+        for (MemoryKind kind : {MemoryKind::Anonymous, MemoryKind::Shmem, MemoryKind::Hugetlb}) {
+            report.memory_kinds.push_back(check_kind(fd, kind));
+        }
+    }
+    report.huge_page_size = meminfo("Hugepagesize") * 1024;
+    report.huge_pages_total = meminfo("HugePages_Total");
+    report.huge_pages_free = meminfo("HugePages_Free");
+    check_io_uring(report);
+    return report;
+}
+
+}  // namespace uffdm

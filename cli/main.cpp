@@ -1,0 +1,45 @@
+// main.cpp — The `uffd-migrate` command line: parses arguments and dispatches subcommands.
+#include <CLI/CLI.hpp>
+#include <exception>
+#include <iostream>
+#include <uffdm/uffdm.hpp>
+
+#include "cli/check_command.hpp"
+
+int main(int argc, char** argv) {
+    CLI::App app{"uffd-migrate: postcopy live migration of guest memory over userfaultfd"};
+    app.set_version_flag("--version", std::string(uffdm::version()));
+    app.require_subcommand(1);
+
+    bool json = false;
+    uffdm::CheckOptions check_options;
+    CLI::App* check = app.add_subcommand(
+        "check",
+        "Say what this host allows. Exit 0: kernel faults can be served; 2: user-mode faults "
+        "only; 1: no userfaultfd.");
+    check->add_flag("--json", json, "Print a JSON report (fields documented in README.md)");
+    check->add_option("--device", check_options.device_path, "The userfaultfd device node")
+        ->capture_default_str();
+
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        return app.exit(e);
+    }
+
+    try {
+        if (check->parsed()) {
+            uffdm::HostReport report = uffdm::check_host(check_options);
+            if (json) {
+                uffdm::cli::print_check_json(report, std::cout);
+            } else {
+                uffdm::cli::print_check_text(report, std::cout);
+            }
+            return report.exit_code();
+        }
+    } catch (const std::exception& e) {
+        std::cerr << "uffd-migrate: " << e.what() << "\n";
+        return 1;
+    }
+    return 1;
+}

@@ -1,0 +1,130 @@
+// userfault_fd.hpp — An open, API-handshaken userfaultfd: registration and page placement.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <expected>
+#include <string>
+#include <system_error>
+
+#include "uffd/features.hpp"
+#include "uffd/mapping.hpp"
+#include "uffd/registration.hpp"
+#include "uffd/unique_fd.hpp"
+
+namespace uffdm::uffd {
+
+inline constexpr const char* kDefaultDevicePath = "/dev/userfaultfd";
+
+// How the descriptor is created. /dev/userfaultfd (USERFAULTFD_IOC_NEW, Linux 6.1+) is gated by
+// plain file permissions; the userfaultfd(2) syscall is gated by CAP_SYS_PTRACE or
+// vm.unprivileged_userfaultfd unless UFFD_USER_MODE_ONLY is asked for.
+enum class OpenRoute : std::uint8_t { Invalid = 0, Auto, Device, Syscall };
+
+[[nodiscard]] std::string_view to_string(OpenRoute route) noexcept;
+
+struct OpenOptions {
+    OpenRoute route = OpenRoute::Auto;
+    std::string device_path = kDefaultDevicePath;
+    // Only faults from user mode are reported; kernel-mode faults (copy_to_user, KVM) fail
+    // with EFAULT instead. Needs no privilege.
+    bool user_mode_only = false;
+    // Open fails with Errc::Unsupported unless the kernel offers every required feature.
+    FeatureSet required;
+    // Granted where the kernel offers them.
+    FeatureSet optional;
+};
+
+// Mode bits of UFFDIO_COPY.
+struct CopyMode {
+    bool dont_wake = false;      // the caller wakes the range later (UFFDIO_WAKE)
+    bool write_protect = false;  // map the page write-protected (needs WP registration)
+};
+
+struct MoveMode {
+    bool dont_wake = false;
+    bool allow_source_holes = false;  // skip holes in the source instead of failing with ENOENT
+};
+
+// Every placement call (copy, zeropage, continue_minor, move, poison) returns the number of
+// bytes it placed. Partial progress reported by the kernel is finished internally; a short
+// count N < len means the page at dst+N stopped the call, and calling again at dst+N reports
+// why (AlreadyPresent, RetryLater, ...). With no progress the error is returned directly:
+//   Errc::AlreadyPresent  EEXIST — a page is there already. Nobody was woken: wake the range.
+//   Errc::RetryLater      EAGAIN — a REMOVE/UNMAP/REMAP event is queued; read it, then retry.
+//   Errc::NotRegistered   ENOENT — not inside one registration (or crosses its end).
+//   Errc::Unaligned       not a multiple of the base page size (hugetlbfs: kernel EINVAL).
+//   Errc::Unsupported     the feature or ioctl was not granted.
+//   Errc::Closed          the descriptor was moved from.
+class UserfaultFd {
+  public:
+    [[nodiscard]] static std::expected<UserfaultFd, std::error_code> open(
+        const OpenOptions& options);
+    // Features the kernel offers on this route, without keeping a descriptor.
+    [[nodiscard]] static std::expected<FeatureSet, std::error_code> probe_features(
+        const OpenOptions& options);
+    // Takes a freshly created userfaultfd (for example received over SCM_RIGHTS from a
+    // privileged helper) and performs the API handshake on it.
+    [[nodiscard]] static std::expected<UserfaultFd, std::error_code> adopt(UniqueFd fd,
+                                                                           FeatureSet required,
+                                                                           FeatureSet optional);
+
+    [[nodiscard]] int fd() const noexcept { return fd_.get(); }
+    [[nodiscard]] bool valid() const noexcept { return fd_.valid(); }
+    [[nodiscard]] FeatureSet granted() const noexcept { return granted_; }
+    [[nodiscard]] FeatureSet offered() const noexcept { return offered_; }
+    [[nodiscard]] IoctlSet api_ioctls() const noexcept { return api_ioctls_; }
+    [[nodiscard]] OpenRoute route() const noexcept { return route_; }
+    [[nodiscard]] bool user_mode_only() const noexcept { return user_mode_only_; }
+
+    // Registers [start, start+length) in the given modes and checks that the ioctls those
+    // modes need are in the mask the kernel returns.
+    [[nodiscard]] std::expected<Registration, std::error_code> register_range(
+        std::uint64_t start, std::uint64_t length, RegisterModes modes) const;
+    // As register_range, but checks the features this memory kind needs first, so that a
+    // missing one is reported as Errc::Unsupported instead of a bare EINVAL.
+    [[nodiscard]] std::expected<Registration, std::error_code> register_mapping(
+        const Mapping& mapping, RegisterModes modes) const;
+
+    [[nodiscard]] std::expected<std::uint64_t, std::error_code> copy(std::uint64_t dst,
+                                                                     const void* src,
+                                                                     std::uint64_t len,
+                                                                     CopyMode mode = {}) const;
+    [[nodiscard]] std::expected<std::uint64_t, std::error_code> zeropage(
+        std::uint64_t dst, std::uint64_t len, bool dont_wake = false) const;
+    // Resolves MINOR faults: maps the page-cache pages already present for the range.
+    [[nodiscard]] std::expected<std::uint64_t, std::error_code> continue_minor(
+        std::uint64_t dst, std::uint64_t len, bool dont_wake = false,
+        bool write_protect = false) const;
+    // Moves anonymous pages from src to dst without copying (UFFDIO_MOVE, Linux 6.8+).
+    [[nodiscard]] std::expected<std::uint64_t, std::error_code> move(std::uint64_t dst,
+                                                                     std::uint64_t src,
+                                                                     std::uint64_t len,
+                                                                     MoveMode mode = {}) const;
+    // Installs poison entries: touching the range raises SIGBUS (a memory error), not a hang.
+    [[nodiscard]] std::expected<std::uint64_t, std::error_code> poison(
+        std::uint64_t dst, std::uint64_t len, bool dont_wake = false) const;
+    [[nodiscard]] std::expected<void, std::error_code> wake(std::uint64_t start,
+                                                            std::uint64_t len) const;
+    [[nodiscard]] std::expected<void, std::error_code> writeprotect(std::uint64_t start,
+                                                                    std::uint64_t len, bool protect,
+                                                                    bool dont_wake = false) const;
+
+  private:
+    UserfaultFd(UniqueFd fd, FeatureSet offered, FeatureSet granted, IoctlSet api_ioctls,
+                OpenRoute route, bool user_mode_only) noexcept;
+    static std::expected<UserfaultFd, std::error_code> handshake(UniqueFd fd, FeatureSet offered,
+                                                                 FeatureSet required,
+                                                                 FeatureSet optional,
+                                                                 OpenRoute route,
+                                                                 bool user_mode_only);
+
+    UniqueFd fd_;
+    FeatureSet offered_;
+    FeatureSet granted_;
+    IoctlSet api_ioctls_;
+    OpenRoute route_ = OpenRoute::Invalid;
+    bool user_mode_only_ = false;
+};
+
+}  // namespace uffdm::uffd
