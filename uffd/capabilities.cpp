@@ -5,6 +5,8 @@
 #include <sys/capability.h>
 #include <sys/prctl.h>
 
+#include <cerrno>
+#include <cstdlib>
 #include <fstream>
 #include <string>
 
@@ -19,28 +21,35 @@ std::expected<CapabilityState, std::error_code> read_capability_state() {
     }
     CapabilityState state;
     std::string line;
-    auto hex = [](const std::string& s) { return std::stoull(s, nullptr, 16); };
+    // Parsed without exceptions: a malformed line leaves its field at zero.
+    auto number = [](const std::string& text, int base) -> std::uint64_t {
+        char* end = nullptr;
+        errno = 0;
+        unsigned long long value = std::strtoull(text.c_str(), &end, base);
+        return (errno != 0 || end == text.c_str()) ? 0 : value;
+    };
     while (std::getline(in, line)) {
         auto colon = line.find(':');
         if (colon == std::string::npos) {
             continue;
         }
         std::string key = line.substr(0, colon);
-        std::string value = line.substr(line.find_first_not_of(" \t", colon + 1));
+        auto first = line.find_first_not_of(" \t", colon + 1);
+        std::string value = first == std::string::npos ? std::string() : line.substr(first);
         if (key == "CapInh") {
-            state.inheritable = hex(value);
+            state.inheritable = number(value, 16);
         } else if (key == "CapPrm") {
-            state.permitted = hex(value);
+            state.permitted = number(value, 16);
         } else if (key == "CapEff") {
-            state.effective = hex(value);
+            state.effective = number(value, 16);
         } else if (key == "CapBnd") {
-            state.bounding = hex(value);
+            state.bounding = number(value, 16);
         } else if (key == "CapAmb") {
-            state.ambient = hex(value);
+            state.ambient = number(value, 16);
         } else if (key == "NoNewPrivs") {
             state.no_new_privs = value == "1";
         } else if (key == "Threads") {
-            state.threads = std::stoi(value);
+            state.threads = static_cast<int>(number(value, 10));
         }
     }
     return state;

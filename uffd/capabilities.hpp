@@ -5,6 +5,8 @@
 #include <expected>
 #include <system_error>
 
+#include <uffdm/error.hpp>
+
 namespace uffdm::uffd {
 
 // The capability sets of the calling thread and the no_new_privs flag, as /proc/self/status

@@ -5,6 +5,8 @@
 #include <expected>
 #include <system_error>
 
+#include <uffdm/error.hpp>
+
 #include "uffd/unique_fd.hpp"
 
 namespace uffdm::uffd {

@@ -8,6 +8,8 @@
 #include <string_view>
 #include <system_error>
 
+#include <uffdm/error.hpp>
+
 #include "uffd/unique_fd.hpp"
 
 namespace uffdm::uffd {

@@ -75,12 +75,15 @@ std::expected<void, std::error_code> check_range(int fd, std::uint64_t start, st
     return {};
 }
 
-template <typename Arg>
-Step issue_ioctl(int fd, unsigned long request, Arg& arg, const std::int64_t& progress_field) {
+// progress_field is a member of arg (its own type: __s64 is long long, not std::int64_t, so
+// binding it to a const std::int64_t& would read a copy taken before the ioctl).
+template <typename Arg, typename Field>
+Step issue_ioctl(int fd, unsigned long request, Arg& arg, const Field& progress_field) {
     if (::ioctl(fd, request, &arg) == 0) {
-        return {.ok = true, .progress = progress_field, .err = 0};
+        return {.ok = true, .progress = static_cast<std::int64_t>(progress_field), .err = 0};
     }
-    return {.ok = false, .progress = progress_field, .err = errno};
+    int err = errno;
+    return {.ok = false, .progress = static_cast<std::int64_t>(progress_field), .err = err};
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -221,10 +222,11 @@ std::expected<Registration, std::error_code> UserfaultFd::register_range(
         .range = {.start = start, .len = length}, .mode = modes.bits(), .ioctls = 0};
     if (::ioctl(uffd.get(), UFFDIO_REGISTER, &reg) < 0) {
         int err = errno;
-        // EINVAL: a hole or a VMA of a kind that cannot be registered (or wrong alignment
-        // for hugetlbfs); ENOMEM: no VMA at all in part of the range.
-        if (err == ENOMEM) {
-            return fail(Errc::NotRegistered);
+        // EINVAL covers both "no mapping there" and "a mapping that cannot be registered"
+        // (or hugetlbfs misalignment); msync(2) tells a hole apart with ENOMEM.
+        if (err == EINVAL && ::msync(reinterpret_cast<void*>(start), length, MS_ASYNC) < 0 &&
+            errno == ENOMEM) {
+            return fail(Errc::NotMapped);
         }
         return fail_errno(err);
     }

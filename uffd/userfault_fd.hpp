@@ -7,6 +7,8 @@
 #include <string>
 #include <system_error>
 
+#include <uffdm/error.hpp>
+
 #include "uffd/features.hpp"
 #include "uffd/mapping.hpp"
 #include "uffd/registration.hpp"

@@ -21,6 +21,7 @@ enum class Errc : int {
     NotRegistered = 8,      // the range is not (wholly) inside one registration of this userfaultfd
     Closed = 9,             // the object was moved from or closed
     InvalidArgument = 10,   // zero length, overflow, or contradictory options
+    NotMapped = 11,         // part of the address range has no mapping at all
 };
 
 class ErrorCategory final : public std::error_category {
@@ -50,6 +51,8 @@ class ErrorCategory final : public std::error_category {
                 return "object is closed";
             case Errc::InvalidArgument:
                 return "invalid argument";
+            case Errc::NotMapped:
+                return "address range is not wholly mapped";
         }
         return "unknown uffdm error " + std::to_string(value);
     }

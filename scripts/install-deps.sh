@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# install-deps.sh — Installs the Debian 12 packages uffd-migrate builds, tests and benchmarks with.
+# Idempotent: does nothing (and touches no package list) when everything is installed.
+set -euo pipefail
+
+PACKAGES=(
+  meson ninja-build g++ pkg-config python3   # build
+  libcap-dev                                 # capabilities: the privilege gate
+  liburing-dev                               # io_uring: probe today, data path next
+  libcli11-dev nlohmann-json3-dev            # CLI arguments and JSON reports
+  libgtest-dev libgmock-dev                  # tests
+  libbenchmark-dev                           # benchmarks
+  clang-format                               # the format check in the test command
+  iproute2                                   # network namespaces for "two hosts" tests
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]} == 0)); then
+  echo "install-deps: all ${#PACKAGES[@]} packages present"
+  exit 0
+fi
+
+if [[ $(id -u) -ne 0 ]]; then
+  echo "install-deps: missing ${missing[*]}; run as root (or install them) and retry" >&2
+  exit 1
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}"
