@@ -23,25 +23,41 @@ inline double percentile(std::vector<double>& samples, double p) {
 }
 
 // Floors measured earlier in the same process run, by name (e.g. "eventfd_p50_ns").
+// Google Benchmark calls a benchmark several times with growing iteration counts before the
+// run it reports, and once per repetition; get() is the median over the runs with at least
+// half the largest iteration count, so the short calibration runs do not count.
 class Floors {
   public:
     static Floors& instance() {
         static Floors floors;
         return floors;
     }
-    void set(const std::string& name, double value) {
+    void set(const std::string& name, double value, std::int64_t iterations) {
         std::lock_guard lock(mutex_);
-        values_[name] = value;
+        values_[name].emplace_back(iterations, value);
     }
     [[nodiscard]] double get(const std::string& name) const {
         std::lock_guard lock(mutex_);
         auto it = values_.find(name);
-        return it == values_.end() ? 0 : it->second;
+        if (it == values_.end()) {
+            return 0;
+        }
+        std::int64_t most = 0;
+        for (const auto& [iterations, value] : it->second) {
+            most = std::max(most, iterations);
+        }
+        std::vector<double> kept;
+        for (const auto& [iterations, value] : it->second) {
+            if (2 * iterations >= most) {
+                kept.push_back(value);
+            }
+        }
+        return percentile(kept, 50);
     }
 
   private:
     mutable std::mutex mutex_;
-    std::map<std::string, double> values_;
+    std::map<std::string, std::vector<std::pair<std::int64_t, double>>> values_;
 };
 
 // Adds "<name>_x" = value / floor when the floor was measured in this run.
@@ -51,6 +67,19 @@ inline void add_ratio(benchmark::State& state, const std::string& counter, doubl
     if (base > 0) {
         state.counters[counter] = value / base;
     }
+}
+
+struct Latency {
+    double p50_ns = 0;
+    double p99_ns = 0;
+};
+
+// Sets the p50_ns and p99_ns counters from per-iteration samples and returns them.
+inline Latency report_latency(benchmark::State& state, std::vector<double>& samples) {
+    Latency latency{percentile(samples, 50), percentile(samples, 99)};
+    state.counters["p50_ns"] = latency.p50_ns;
+    state.counters["p99_ns"] = latency.p99_ns;
+    return latency;
 }
 
 }  // namespace uffdm::bench

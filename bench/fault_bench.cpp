@@ -46,12 +46,9 @@ void BM_EventFdPingPong(benchmark::State& state) {
     stop.store(true, std::memory_order_release);
     (void)ping->signal();
     peer.join();
-    double p50 = percentile(samples, 50);
-    double p99 = percentile(samples, 99);
-    state.counters["p50_ns"] = p50;
-    state.counters["p99_ns"] = p99;
-    Floors::instance().set("eventfd_p50_ns", p50);
-    Floors::instance().set("eventfd_p99_ns", p99);
+    Latency latency = report_latency(state, samples);
+    Floors::instance().set("eventfd_p50_ns", latency.p50_ns, state.iterations());
+    Floors::instance().set("eventfd_p99_ns", latency.p99_ns, state.iterations());
 }
 BENCHMARK(BM_EventFdPingPong)->UseManualTime()->Iterations(20000);
 
@@ -148,12 +145,9 @@ void BM_LocalFaultRoundTrip(benchmark::State& state) {
     }
     (void)stop->signal();
     server.join();
-    double p50 = percentile(samples, 50);
-    double p99 = percentile(samples, 99);
-    state.counters["p50_ns"] = p50;
-    state.counters["p99_ns"] = p99;
-    add_ratio(state, "p50_x_eventfd", p50, "eventfd_p50_ns");
-    add_ratio(state, "p99_x_eventfd", p99, "eventfd_p99_ns");
+    Latency latency = report_latency(state, samples);
+    add_ratio(state, "p50_x_eventfd", latency.p50_ns, "eventfd_p50_ns");
+    add_ratio(state, "p99_x_eventfd", latency.p99_ns, "eventfd_p99_ns");
     state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * page));
     state.SetLabel(std::string(uffd::to_string(kind)));
 }

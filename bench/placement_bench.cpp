@@ -56,7 +56,8 @@ void BM_Memcpy(benchmark::State& state) {
     double seconds = busy.seconds();
     state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * run));
     Floors::instance().set(memcpy_floor(run),
-                           static_cast<double>(state.iterations() * run) / seconds);
+                           static_cast<double>(state.iterations() * run) / seconds,
+                           static_cast<std::int64_t>(state.iterations()));
 }
 BENCHMARK(BM_Memcpy)->Arg(4 << 10)->Arg(64 << 10)->Arg(2 << 20);
 
