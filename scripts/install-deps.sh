@@ -11,6 +11,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev                  # tests
   libbenchmark-dev                           # benchmarks
   clang-format                               # the format check in the test command
+  clang-16 libclang-rt-16-dev                # libFuzzer targets (clang 16 compiles <expected>)
   iproute2                                   # network namespaces for "two hosts" tests
 )
 

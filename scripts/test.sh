@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # test.sh — Installs, builds and runs every test: release, address+undefined sanitizers,
-# thread sanitizer, plus the clang-format check. Prints "N passed, N failed, N skipped".
+# thread sanitizer, a bounded libFuzzer run, and the clang-format check. Ends with one line:
+# "N passed, N failed, N skipped".
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,5 +37,14 @@ if ! clang-format --dry-run --Werror "${sources[@]}"; then
   format_failed=1
 fi
 
-python3 scripts/test_summary.py build/release build/asan build/tsan ${format_failed:+--extra-failure clang-format} || status=1
+echo "test: fuzzing the frame decoder and the handshake (bounded)"
+if bash scripts/fuzz.sh "${UFFDM_FUZZ_SECONDS:-30}"; then
+  fuzz_result=(--extra-pass fuzz)
+else
+  fuzz_result=(--extra-failure fuzz)
+  status=1
+fi
+
+python3 scripts/test_summary.py build/release build/asan build/tsan "${fuzz_result[@]}" \
+  ${format_failed:+--extra-failure clang-format} || status=1
 exit $status
