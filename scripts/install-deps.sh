@@ -7,6 +7,7 @@ PACKAGES=(
   meson ninja-build g++ pkg-config python3   # build
   libcap-dev                                 # capabilities: the privilege gate
   liburing-dev                               # io_uring: probe today, data path next
+  libboost-dev                               # Boost.Asio: connection set-up, handshakes, timers
   libcli11-dev nlohmann-json3-dev            # CLI arguments and JSON reports
   libgtest-dev libgmock-dev                  # tests
   libbenchmark-dev                           # benchmarks

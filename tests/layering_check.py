@@ -15,7 +15,7 @@ ALLOWED = {
     "include": set(),
 }
 INCLUDE = re.compile(r'^\s*#\s*include\s*[<"]([a-z_]+)/')
-PARTS = set(ALLOWED) | {"bench", "tests", "examples"}
+PARTS = set(ALLOWED) | {"bench", "tests", "examples", "fuzz"}
 
 
 def main(root: pathlib.Path) -> int:

@@ -1,0 +1,68 @@
+// netns.cpp — ip(8) to build the veth pair, setns(2) to move a thread between namespaces.
+#include "tests/support/netns.hpp"
+
+#include <fcntl.h>
+#include <sched.h>
+#include <unistd.h>
+
+#include <cstdlib>
+
+namespace uffdm::test {
+
+bool NetnsPair::ip(const std::string& arguments) {
+    std::string command = "ip " + arguments + " >/dev/null 2>&1";
+    return std::system(command.c_str()) == 0;
+}
+
+NetnsPair::NetnsPair() {
+    std::string id = std::to_string(::getpid());
+    a_ = "uffdm-a-" + id;
+    b_ = "uffdm-b-" + id;
+    std::string va = "ufa" + id;  // interface names: at most 15 characters
+    std::string vb = "ufb" + id;
+    original_ = ::open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+    if (::geteuid() != 0 || original_ < 0) {
+        why_ = "network namespaces need root";
+        return;
+    }
+    if (!ip("netns add " + a_) || !ip("netns add " + b_)) {
+        why_ = "ip netns add failed (no iproute2, or namespaces not permitted)";
+        return;
+    }
+    available_ = ip("link add " + va + " type veth peer name " + vb) &&
+                 ip("link set " + va + " netns " + a_) && ip("link set " + vb + " netns " + b_) &&
+                 ip("-n " + a_ + " addr add " + kAddressA + "/24 dev " + va) &&
+                 ip("-n " + b_ + " addr add " + kAddressB + "/24 dev " + vb) &&
+                 ip("-n " + a_ + " link set " + va + " up") &&
+                 ip("-n " + b_ + " link set " + vb + " up") && ip("-n " + a_ + " link set lo up") &&
+                 ip("-n " + b_ + " link set lo up");
+    if (!available_) {
+        why_ = "could not set up the veth pair";
+    }
+}
+
+NetnsPair::~NetnsPair() {
+    leave();
+    if (original_ >= 0) {
+        ::close(original_);
+    }
+    // Deleting a namespace deletes the veth end inside it, and with it the pair.
+    ip("netns del " + a_);
+    ip("netns del " + b_);
+}
+
+bool NetnsPair::enter(const std::string& name) {
+    int fd = ::open(("/run/netns/" + name).c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return false;
+    }
+    bool ok = ::setns(fd, CLONE_NEWNET) == 0;
+    ::close(fd);
+    return ok;
+}
+
+bool NetnsPair::leave() {
+    return original_ >= 0 && ::setns(original_, CLONE_NEWNET) == 0;
+}
+
+}  // namespace uffdm::test

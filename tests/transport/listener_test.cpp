@@ -1,0 +1,390 @@
+// listener_test.cpp — Real sockets: authentication, sessions, floods, timeouts, broken peers.
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <future>
+#include <mutex>
+#include <thread>
+
+#include "transport/listener.hpp"
+
+namespace uffdm::transport {
+namespace {
+
+using namespace std::chrono_literals;
+
+Secret secret_of(const std::string& text) {
+    std::vector<std::byte> key;
+    for (char c : text) {
+        key.push_back(static_cast<std::byte>(c));
+    }
+    return *Secret::from_bytes(key);
+}
+
+// A listener on its own io_context thread; every joined connection gets a reader that
+// records what it reads until the peer goes away.
+class Server {
+  public:
+    explicit Server(ListenerOptions options) {
+        auto listener = Listener::open(io_, std::move(options), [this](Connection c) {
+            auto connection = std::make_shared<Connection>(std::move(c));
+            {
+                std::lock_guard lock(mutex_);
+                joined_.push_back(connection->joined());
+            }
+            asio::co_spawn(io_, read_all(connection), asio::detached);
+        });
+        if (!listener) {
+            error_ = listener.error().detail;
+            return;
+        }
+        listener_ = *listener;
+        listener_->start();
+        thread_ = std::thread([this] { io_.run(); });
+    }
+    ~Server() {
+        if (listener_) {
+            listener_->stop();
+        }
+        work_.reset();
+        io_.stop();
+        if (thread_.joinable()) {
+            thread_.join();
+        }
+    }
+    [[nodiscard]] const std::string& error() const { return error_; }
+    [[nodiscard]] Endpoint endpoint() const { return listener_->local_endpoint(); }
+    [[nodiscard]] ListenerStats stats() const { return listener_->stats(); }
+    std::vector<Joined> joined() {
+        std::lock_guard lock(mutex_);
+        return joined_;
+    }
+    std::vector<Failure> read_failures() {
+        std::lock_guard lock(mutex_);
+        return read_failures_;
+    }
+    // Waits (bounded) until pred() holds.
+    template <typename Pred>
+    bool eventually(Pred pred, std::chrono::milliseconds limit = 5000ms) {
+        auto end = std::chrono::steady_clock::now() + limit;
+        while (std::chrono::steady_clock::now() < end) {
+            if (pred()) {
+                return true;
+            }
+            std::this_thread::sleep_for(5ms);
+        }
+        return pred();
+    }
+
+  private:
+    asio::awaitable<void> read_all(std::shared_ptr<Connection> connection) {
+        for (;;) {
+            auto frame = co_await connection->read_frame();
+            if (!frame) {
+                std::lock_guard lock(mutex_);
+                read_failures_.push_back(frame.error());
+                co_return;
+            }
+        }
+    }
+
+    asio::io_context io_;
+    asio::executor_work_guard<asio::io_context::executor_type> work_{io_.get_executor()};
+    std::shared_ptr<Listener> listener_;
+    std::thread thread_;
+    std::mutex mutex_;
+    std::vector<Joined> joined_;
+    std::vector<Failure> read_failures_;
+    std::string error_;
+};
+
+// Connects and handshakes on a private io_context; returns the joined connection's facts.
+std::expected<Joined, Failure> join(const Endpoint& endpoint, ClientHandshakeConfig config,
+                                    LivenessOptions liveness = {},
+                                    std::vector<std::byte> then_send = {}) {
+    asio::io_context io;
+    auto result = asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<std::expected<Joined, Failure>> {
+            auto socket = co_await connect_to(endpoint, liveness);
+            if (!socket) {
+                co_return std::unexpected(socket.error());
+            }
+            auto connection = co_await client_handshake(std::move(*socket), config, liveness);
+            if (!connection) {
+                co_return std::unexpected(connection.error());
+            }
+            if (!then_send.empty()) {
+                (void)co_await connection->write(then_send);
+            }
+            co_return connection->joined();
+        },
+        asio::use_future);
+    io.run();
+    return result.get();
+}
+
+// A raw TCP socket to the listener (no handshake), for hostile clients.
+int raw_connect(const Endpoint& endpoint) {
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(endpoint.port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0) {
+        ::close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+ListenerOptions tcp_options(const Secret* secret) {
+    ListenerOptions options;
+    options.endpoint = *parse_endpoint("tcp:127.0.0.1:0");
+    options.secret = secret;
+    return options;
+}
+
+TEST(Listener, UrgentThenBulkConnectionsJoinOneAuthenticatedSessionOverTcp) {
+    Secret secret = secret_of("a-shared-secret-of-enough-length");
+    Server server(tcp_options(&secret));
+    ASSERT_EQ(server.error(), "");
+    auto urgent = join(server.endpoint(), {.secret = &secret, .role = Role::Urgent});
+    ASSERT_TRUE(urgent) << urgent.error().detail;
+    EXPECT_NE(urgent->session_id, 0u);
+    for (std::uint8_t index : {0, 1}) {
+        auto bulk = join(server.endpoint(), {.secret = &secret,
+                                             .role = Role::Bulk,
+                                             .session_id = urgent->session_id,
+                                             .bulk_index = index});
+        ASSERT_TRUE(bulk) << bulk.error().detail;
+        EXPECT_EQ(bulk->session_id, urgent->session_id);
+    }
+    ASSERT_TRUE(server.eventually([&] { return server.joined().size() == 3; }));
+    EXPECT_EQ(server.stats().joined, 3u);
+    // The same bulk index twice is refused.
+    auto again = join(
+        server.endpoint(),
+        {.secret = &secret, .role = Role::Bulk, .session_id = urgent->session_id, .bulk_index = 1});
+    EXPECT_FALSE(again);
+}
+
+TEST(Listener, UnixSocketWithoutSecretIsAllowedBecauseItIsLocal) {
+    std::string path = "/tmp/uffdm-test-" + std::to_string(::getpid()) + ".sock";
+    ListenerOptions options;
+    options.endpoint = *parse_endpoint("unix:" + path);
+    Server server(std::move(options));
+    ASSERT_EQ(server.error(), "");
+    auto urgent = join(*parse_endpoint("unix:" + path), {.secret = nullptr, .role = Role::Urgent});
+    ASSERT_TRUE(urgent) << urgent.error().detail;
+    ::unlink(path.c_str());
+}
+
+TEST(Listener, Ipv6Loopback) {
+    ListenerOptions options;
+    options.endpoint = *parse_endpoint("tcp:[::1]:0");
+    Server server(std::move(options));
+    if (!server.error().empty()) {
+        GTEST_SKIP() << "no IPv6 loopback here: " << server.error();
+    }
+    auto endpoint = server.endpoint();
+    EXPECT_EQ(endpoint.host, "::1");
+    ASSERT_TRUE(join(endpoint, {.secret = nullptr, .role = Role::Urgent}));
+}
+
+TEST(Listener, WrongSecretIsRefusedAndNothingJoins) {
+    Secret server_secret = secret_of("a-shared-secret-of-enough-length");
+    Secret client_secret = secret_of("not-the-secret-the-server-holds");
+    Server server(tcp_options(&server_secret));
+    auto result = join(server.endpoint(), {.secret = &client_secret, .role = Role::Urgent});
+    ASSERT_FALSE(result);
+    EXPECT_EQ(result.error().code, Errc::PermissionDenied);
+    ASSERT_TRUE(server.eventually([&] { return server.stats().refused == 1; }));
+    EXPECT_TRUE(server.joined().empty());
+}
+
+TEST(Listener, ClientWithoutSecretIsRefusedByAnAuthenticatingServer) {
+    Secret secret = secret_of("a-shared-secret-of-enough-length");
+    Server server(tcp_options(&secret));
+    auto result = join(server.endpoint(), {.secret = nullptr, .role = Role::Urgent});
+    ASSERT_FALSE(result);
+    EXPECT_NE(result.error().detail.find("authentication failed"), std::string::npos)
+        << result.error().detail;
+    ASSERT_TRUE(server.eventually([&] { return server.stats().refused == 1; }));
+    EXPECT_TRUE(server.joined().empty());
+}
+
+TEST(Listener, BulkConnectionWithAForeignSessionIdIsRefused) {
+    Secret secret = secret_of("a-shared-secret-of-enough-length");
+    Server server(tcp_options(&secret));
+    auto urgent = join(server.endpoint(), {.secret = &secret, .role = Role::Urgent});
+    ASSERT_TRUE(urgent);
+    auto foreign = join(server.endpoint(), {.secret = &secret,
+                                            .role = Role::Bulk,
+                                            .session_id = urgent->session_id + 1,
+                                            .bulk_index = 0});
+    ASSERT_FALSE(foreign);
+    EXPECT_NE(foreign.error().detail.find("unknown session"), std::string::npos);
+    ASSERT_TRUE(server.eventually([&] { return server.stats().refused == 1; }));
+    EXPECT_EQ(server.joined().size(), 1u);
+}
+
+TEST(Listener, SilentClientsAreTimedOutAndDoNotExhaustTheServer) {
+    Secret secret = secret_of("a-shared-secret-of-enough-length");
+    ListenerOptions options = tcp_options(&secret);
+    options.liveness.handshake_timeout = 200ms;
+    options.max_pending_handshakes = 4;
+    Server server(std::move(options));
+    std::vector<int> silent;
+    for (int i = 0; i < 12; ++i) {
+        silent.push_back(raw_connect(server.endpoint()));
+        ASSERT_GE(silent.back(), 0);
+    }
+    // Every silent connection is closed by the server: shed at once, or timed out.
+    for (int fd : silent) {
+        char byte;
+        timeval limit{.tv_sec = 5, .tv_usec = 0};
+        ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+        EXPECT_EQ(::read(fd, &byte, 1), 0) << "server did not close a silent connection";
+        ::close(fd);
+    }
+    ASSERT_TRUE(server.eventually([&] {
+        auto s = server.stats();
+        return s.timed_out + s.shed == 12;
+    }));
+    EXPECT_GE(server.stats().timed_out, 4u);
+    EXPECT_GE(server.stats().shed, 1u);
+    EXPECT_TRUE(join(server.endpoint(), {.secret = &secret, .role = Role::Urgent}));
+}
+
+TEST(Listener, HundredsOfRefusedConnectionsInARowLeaveTheServerServing) {
+    Secret secret = secret_of("a-shared-secret-of-enough-length");
+    Server server(tcp_options(&secret));
+    const char garbage[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    for (int i = 0; i < 300; ++i) {
+        int fd = raw_connect(server.endpoint());
+        ASSERT_GE(fd, 0);
+        ASSERT_GT(::write(fd, garbage, sizeof garbage - 1), 0);
+        // The server answers with an ERROR frame naming the bad field, then closes.
+        std::vector<std::byte> reply(512);
+        timeval limit{.tv_sec = 5, .tv_usec = 0};
+        ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+        ssize_t n = ::read(fd, reply.data(), reply.size());
+        ASSERT_GT(n, static_cast<ssize_t>(kHeaderSize));
+        FrameDecoder decoder;
+        decoder.feed(std::span(reply).first(static_cast<std::size_t>(n)));
+        auto frame = decoder.next();
+        ASSERT_TRUE(frame && frame->has_value());
+        EXPECT_EQ((*frame)->header.type, FrameType::Error);
+        auto error = decode_error((*frame)->payload);
+        ASSERT_TRUE(error);
+        EXPECT_EQ(error->code, ErrorCode::BadFrame);
+        EXPECT_NE(error->text.find("magic"), std::string::npos) << error->text;
+        ::close(fd);
+    }
+    ASSERT_TRUE(server.eventually([&] { return server.stats().refused == 300; }));
+    EXPECT_TRUE(join(server.endpoint(), {.secret = &secret, .role = Role::Urgent}));
+    // The server hands the connection on just after it sent ACCEPT.
+    EXPECT_TRUE(server.eventually([&] { return server.joined().size() == 1; }));
+}
+
+TEST(Listener, UnauthenticatedNonLoopbackListenerNeedsInsecure) {
+    asio::io_context io;
+    ListenerOptions options;
+    options.endpoint = *parse_endpoint("tcp:0.0.0.0:0");
+    auto refused = Listener::open(io, options, [](Connection) {});
+    ASSERT_FALSE(refused);
+    EXPECT_EQ(refused.error().code, Errc::PermissionDenied);
+    EXPECT_NE(refused.error().detail.find("--insecure"), std::string::npos);
+    options.insecure = true;
+    EXPECT_TRUE(Listener::open(io, options, [](Connection) {}));
+    Secret secret = secret_of("a-shared-secret-of-enough-length");
+    options.insecure = false;
+    options.secret = &secret;
+    EXPECT_TRUE(Listener::open(io, options, [](Connection) {}));
+}
+
+TEST(Listener, PeerClosingMidFrameIsReportedAsPeerLost) {
+    Server server(tcp_options(nullptr));
+    auto half = encode_frame(FrameType::FirstApplication, std::vector<std::byte>(1000));
+    half.resize(600);  // the connection ends inside this frame
+    auto joined = join(server.endpoint(), {.secret = nullptr, .role = Role::Urgent}, {}, half);
+    ASSERT_TRUE(joined);
+    ASSERT_TRUE(server.eventually([&] { return server.read_failures().size() == 1; }));
+    auto failure = server.read_failures()[0];
+    EXPECT_EQ(failure.code, Errc::PeerLost);
+    EXPECT_NE(failure.detail.find("inside a frame"), std::string::npos) << failure.detail;
+}
+
+TEST(Listener, MalformedFrameAfterTheHandshakeIsAProtocolViolation) {
+    Server server(tcp_options(nullptr));
+    auto bad = encode_frame(FrameType::Ping, encode_ping({1}));
+    bad[7] = std::byte{0x01};  // reserved flags
+    auto joined = join(server.endpoint(), {.secret = nullptr, .role = Role::Urgent}, {}, bad);
+    ASSERT_TRUE(joined);
+    ASSERT_TRUE(server.eventually([&] { return server.read_failures().size() == 1; }));
+    EXPECT_EQ(server.read_failures()[0].code, Errc::ProtocolViolation);
+    EXPECT_NE(server.read_failures()[0].detail.find("flags"), std::string::npos);
+}
+
+TEST(Listener, ResetByPeerIsReportedAsPeerLost) {
+    Server server(tcp_options(nullptr));
+    asio::io_context io;
+    auto done = asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<bool> {
+            auto socket = co_await connect_to(server.endpoint(), {});
+            if (!socket) {
+                co_return false;
+            }
+            auto connection =
+                co_await client_handshake(std::move(*socket), {.role = Role::Urgent}, {});
+            if (!connection) {
+                co_return false;
+            }
+            linger hard{.l_onoff = 1, .l_linger = 0};
+            ::setsockopt(connection->socket().native_handle(), SOL_SOCKET, SO_LINGER, &hard,
+                         sizeof hard);
+            connection->socket().close();  // RST, not FIN
+            co_return true;
+        },
+        asio::use_future);
+    io.run();
+    ASSERT_TRUE(done.get());
+    ASSERT_TRUE(server.eventually([&] { return server.read_failures().size() == 1; }));
+    EXPECT_EQ(server.read_failures()[0].code, Errc::PeerLost);
+}
+
+TEST(Connect, UnreachableEndpointIsPeerLostWithTheAddress) {
+    auto result = join(*parse_endpoint("tcp:127.0.0.1:1"), {.role = Role::Urgent});
+    ASSERT_FALSE(result);
+    EXPECT_EQ(result.error().code, Errc::PeerLost);
+    EXPECT_NE(result.error().detail.find("tcp:127.0.0.1:1"), std::string::npos);
+}
+
+TEST(Connect, ServerThatNeverAnswersTimesOutTheClientHandshake) {
+    // A plain listening socket that accepts (in the kernel backlog) but never speaks.
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    ASSERT_EQ(::listen(fd, 4), 0);
+    socklen_t length = sizeof addr;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &length);
+    Endpoint mute = *parse_endpoint("tcp:127.0.0.1:" + std::to_string(ntohs(addr.sin_port)));
+    LivenessOptions liveness;
+    liveness.handshake_timeout = 150ms;
+    auto start = std::chrono::steady_clock::now();
+    auto result = join(mute, {.role = Role::Urgent}, liveness);
+    auto took = std::chrono::steady_clock::now() - start;
+    ::close(fd);
+    ASSERT_FALSE(result);
+    EXPECT_NE(result.error().detail.find("timed out"), std::string::npos) << result.error().detail;
+    EXPECT_LT(took, 5s);
+}
+
+}  // namespace
+}  // namespace uffdm::transport

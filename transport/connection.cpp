@@ -1,0 +1,134 @@
+// connection.cpp — Connecting, framed I/O, and the client handshake under a deadline.
+#include "transport/connection.hpp"
+
+#include <optional>
+
+namespace uffdm::transport {
+
+namespace {
+
+Failure peer_failure(const boost::system::error_code& ec, const char* doing) {
+    bool lost = ec == asio::error::eof || ec == asio::error::connection_reset ||
+                ec == asio::error::broken_pipe || ec == asio::error::operation_aborted ||
+                ec == asio::error::timed_out;
+    return failure(lost ? Errc::PeerLost : Errc::ProtocolViolation,
+                   std::string(doing) + ": " + ec.message());
+}
+
+}  // namespace
+
+asio::awaitable<std::expected<Frame, Failure>> read_frame_from(Socket& socket,
+                                                               FrameDecoder& decoder,
+                                                               std::span<std::byte> scratch) {
+    for (;;) {
+        auto next = decoder.next();
+        if (!next) {
+            co_return std::unexpected(next.error());
+        }
+        if (next->has_value()) {
+            co_return std::move(**next);
+        }
+        boost::system::error_code ec;
+        std::size_t n =
+            co_await socket.async_read_some(asio::buffer(scratch.data(), scratch.size()),
+                                            asio::redirect_error(asio::use_awaitable, ec));
+        if (ec) {
+            std::string doing = decoder.buffered() > 0
+                                    ? "connection ended inside a frame (" +
+                                          std::to_string(decoder.buffered()) + " bytes buffered)"
+                                    : "reading a frame";
+            co_return std::unexpected(peer_failure(ec, doing.c_str()));
+        }
+        decoder.feed(scratch.first(n));
+    }
+}
+
+asio::awaitable<std::expected<Frame, Failure>> Connection::read_frame() {
+    return read_frame_from(socket_, decoder_, read_buffer_);
+}
+
+asio::awaitable<std::expected<void, Failure>> Connection::write(std::span<const std::byte> bytes) {
+    boost::system::error_code ec;
+    co_await asio::async_write(socket_, asio::buffer(bytes.data(), bytes.size()),
+                               asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) {
+        co_return std::unexpected(peer_failure(ec, "writing"));
+    }
+    co_return std::expected<void, Failure>{};
+}
+
+asio::awaitable<std::expected<Socket, Failure>> connect_to(const Endpoint& endpoint,
+                                                           const LivenessOptions& liveness) {
+    auto executor = co_await asio::this_coro::executor;
+    boost::system::error_code ec;
+    if (endpoint.kind == Endpoint::Kind::Unix) {
+        asio::local::stream_protocol::socket local(executor);
+        co_await local.async_connect(asio::local::stream_protocol::endpoint(endpoint.path),
+                                     asio::redirect_error(asio::use_awaitable, ec));
+        if (ec) {
+            co_return std::unexpected(failure(
+                Errc::PeerLost, "cannot connect to " + endpoint.to_string() + ": " + ec.message()));
+        }
+        co_return Socket(std::move(local));
+    }
+    asio::ip::tcp::resolver resolver(executor);
+    auto results = co_await resolver.async_resolve(endpoint.host, std::to_string(endpoint.port),
+                                                   asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) {
+        co_return std::unexpected(failure(Errc::InvalidArgument,
+                                          "cannot resolve " + endpoint.host + ": " + ec.message()));
+    }
+    asio::ip::tcp::socket tcp(executor);
+    co_await asio::async_connect(tcp, results, asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) {
+        co_return std::unexpected(failure(
+            Errc::PeerLost, "cannot connect to " + endpoint.to_string() + ": " + ec.message()));
+    }
+    if (auto ok = apply_liveness(tcp.native_handle(), liveness); !ok) {
+        co_return std::unexpected(
+            failure(Errc::InvalidArgument, "socket options: " + ok.error().message()));
+    }
+    co_return Socket(std::move(tcp));
+}
+
+asio::awaitable<std::expected<Connection, Failure>> client_handshake(Socket socket,
+                                                                     ClientHandshakeConfig config,
+                                                                     LivenessOptions liveness) {
+    Deadline deadline(socket, liveness.handshake_timeout);
+    ClientHandshake handshake(config);
+    FrameDecoder decoder(kMaxPayload);
+    std::vector<std::byte> scratch(4096);
+    auto timed_out = [&](Failure f) {
+        if (deadline.fired()) {
+            f = failure(Errc::PeerLost, "handshake timed out after " +
+                                            std::to_string(liveness.handshake_timeout.count()) +
+                                            " ms");
+        }
+        return std::unexpected(std::move(f));
+    };
+    std::vector<std::byte> out = handshake.start();
+    for (;;) {
+        if (!out.empty()) {
+            boost::system::error_code ec;
+            co_await asio::async_write(socket, asio::buffer(out),
+                                       asio::redirect_error(asio::use_awaitable, ec));
+            if (ec) {
+                co_return timed_out(peer_failure(ec, "sending the handshake"));
+            }
+        }
+        auto frame = co_await read_frame_from(socket, decoder, scratch);
+        if (!frame) {
+            co_return timed_out(frame.error());
+        }
+        HandshakeStep step = handshake.on_frame(*frame);
+        if (step.failed) {
+            co_return std::unexpected(*step.failed);
+        }
+        if (step.joined) {
+            co_return Connection(std::move(socket), *step.joined, std::move(decoder));
+        }
+        out = std::move(step.send);
+    }
+}
+
+}  // namespace uffdm::transport

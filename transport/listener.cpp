@@ -1,0 +1,183 @@
+// listener.cpp — The accept loop, the server handshake under a deadline, the session table.
+#include "transport/listener.hpp"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+
+namespace uffdm::transport {
+
+Listener::Listener(asio::io_context& io, ListenerOptions options, OnJoined on_joined)
+    : io_(io), options_(std::move(options)), on_joined_(std::move(on_joined)), acceptor_(io) {}
+
+std::expected<std::shared_ptr<Listener>, Failure> Listener::open(asio::io_context& io,
+                                                                 ListenerOptions options,
+                                                                 OnJoined on_joined) {
+    const Endpoint where = options.endpoint;  // a copy: options is moved below
+    if (options.secret == nullptr && !where.is_loopback() && !options.insecure) {
+        return std::unexpected(failure(
+            Errc::PermissionDenied,
+            "refusing to listen on " + where.to_string() +
+                " without authentication: anyone who can reach it could read or write guest "
+                "memory (give a token file, or --insecure on a network you trust)"));
+    }
+    std::shared_ptr<Listener> self(new Listener(io, std::move(options), std::move(on_joined)));
+    boost::system::error_code ec;
+    asio::generic::stream_protocol::endpoint bind_to;
+    if (where.kind == Endpoint::Kind::Unix) {
+        struct stat st {};
+        // A socket file left by a previous run would make bind fail; nothing else is removed.
+        if (::lstat(where.path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) {
+            ::unlink(where.path.c_str());
+        }
+        bind_to = asio::local::stream_protocol::endpoint(where.path);
+    } else {
+        asio::ip::tcp::resolver resolver(io);
+        auto results = resolver.resolve(where.host, std::to_string(where.port),
+                                        asio::ip::tcp::resolver::passive, ec);
+        if (ec || results.empty()) {
+            return std::unexpected(failure(Errc::InvalidArgument,
+                                           "cannot resolve " + where.host + ": " + ec.message()));
+        }
+        bind_to = results.begin()->endpoint();
+    }
+    auto& acceptor = self->acceptor_;
+    acceptor.open(bind_to.protocol(), ec);
+    if (!ec && where.kind == Endpoint::Kind::Tcp) {
+        acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+    }
+    if (!ec) {
+        acceptor.bind(bind_to, ec);
+    }
+    if (!ec) {
+        acceptor.listen(asio::socket_base::max_listen_connections, ec);
+    }
+    if (ec) {
+        return std::unexpected(failure(
+            Errc::InvalidArgument, "cannot listen on " + where.to_string() + ": " + ec.message()));
+    }
+    self->local_ = where;
+    if (where.kind == Endpoint::Kind::Tcp) {
+        auto bound = acceptor.local_endpoint();
+        asio::ip::tcp::endpoint tcp;
+        std::memcpy(tcp.data(), bound.data(), bound.size());
+        self->local_.port = tcp.port();
+    }
+    return self;
+}
+
+void Listener::start() {
+    asio::co_spawn(
+        io_, [self = shared_from_this()] { return self->accept_loop(); }, asio::detached);
+}
+
+void Listener::stop() {
+    asio::post(io_, [self = shared_from_this()] {
+        boost::system::error_code ignored;
+        self->acceptor_.close(ignored);
+    });
+}
+
+void Listener::end_session(std::uint64_t session_id) {
+    asio::post(io_, [self = shared_from_this(), session_id] { self->sessions_.erase(session_id); });
+}
+
+ListenerStats Listener::stats() const {
+    return {counters_.accepted.load(), counters_.joined.load(), counters_.refused.load(),
+            counters_.timed_out.load(), counters_.shed.load()};
+}
+
+std::uint64_t Listener::new_session_id() {
+    for (;;) {
+        Nonce random = fresh_nonce();
+        std::uint64_t id = 0;
+        std::memcpy(&id, random.data(), sizeof id);
+        if (id != 0 && !sessions_.contains(id)) {
+            return id;
+        }
+    }
+}
+
+asio::awaitable<void> Listener::accept_loop() {
+    auto self = shared_from_this();
+    for (;;) {
+        boost::system::error_code ec;
+        Socket socket =
+            co_await acceptor_.async_accept(asio::redirect_error(asio::use_awaitable, ec));
+        if (ec == asio::error::operation_aborted || !acceptor_.is_open()) {
+            co_return;
+        }
+        if (ec) {
+            continue;  // EMFILE, ECONNABORTED...: keep serving the others
+        }
+        counters_.accepted++;
+        if (pending_ >= options_.max_pending_handshakes) {
+            counters_.shed++;
+            socket.close(ec);
+            continue;
+        }
+        if (local_.kind == Endpoint::Kind::Tcp) {
+            (void)apply_liveness(socket.native_handle(), options_.liveness);
+        }
+        ++pending_;
+        asio::co_spawn(io_, handshake(std::move(socket)), asio::detached);
+    }
+}
+
+asio::awaitable<void> Listener::handshake(Socket socket) {
+    auto self = shared_from_this();
+    std::optional<Connection> joined;
+    {
+        Deadline deadline(socket, options_.liveness.handshake_timeout);
+        ServerHandshake server({.secret = options_.secret,
+                                .max_bulk_channels = options_.max_bulk_channels,
+                                .may_join =
+                                    [this](std::uint64_t id, std::uint8_t index) {
+                                        auto it = sessions_.find(id);
+                                        return it != sessions_.end() &&
+                                               (it->second & (1U << index)) == 0;
+                                    },
+                                .new_session_id = [this] { return new_session_id(); }});
+        FrameDecoder decoder(4096);  // nothing in a handshake is larger
+        std::vector<std::byte> scratch(4096);
+        for (;;) {
+            auto frame = co_await read_frame_from(socket, decoder, scratch);
+            HandshakeStep step;
+            if (frame) {
+                step = server.on_frame(*frame);
+            } else {
+                step.failed = frame.error();
+                if (frame.error().code == Errc::ProtocolViolation) {
+                    step.send = frame_of(FrameType::Error,
+                                         ErrorMessage{ErrorCode::BadFrame, frame.error().detail});
+                }
+            }
+            if (!step.send.empty()) {
+                boost::system::error_code ec;
+                co_await asio::async_write(socket, asio::buffer(step.send),
+                                           asio::redirect_error(asio::use_awaitable, ec));
+            }
+            if (step.failed) {
+                (deadline.fired() ? counters_.timed_out : counters_.refused)++;
+                break;
+            }
+            if (step.joined) {
+                if (step.joined->role == Role::Urgent) {
+                    sessions_[step.joined->session_id] = 0;
+                } else {
+                    sessions_[step.joined->session_id] |= 1U << step.joined->bulk_index;
+                }
+                counters_.joined++;
+                joined.emplace(std::move(socket), *step.joined, std::move(decoder));
+                break;
+            }
+        }
+    }
+    --pending_;
+    if (joined) {
+        on_joined_(std::move(*joined));
+    }
+}
+
+}  // namespace uffdm::transport

@@ -1,0 +1,24 @@
+// liveness.hpp — Timeouts and dead-peer detection settings, applied to a socket.
+#pragma once
+
+#include <chrono>
+#include <expected>
+#include <system_error>
+
+namespace uffdm::transport {
+
+// Defaults find a dead peer within seconds: keepalive probes after 2 s idle, every 1 s, 3
+// misses; unacknowledged data for 5 s (TCP_USER_TIMEOUT) ends the connection.
+struct LivenessOptions {
+    std::chrono::milliseconds handshake_timeout{5000};
+    std::chrono::seconds keepalive_idle{2};
+    std::chrono::seconds keepalive_interval{1};
+    int keepalive_count = 3;
+    std::chrono::milliseconds user_timeout{5000};
+};
+
+// TCP_NODELAY, SO_KEEPALIVE with the probe timing, TCP_USER_TIMEOUT. A no-op for Unix sockets.
+[[nodiscard]] std::expected<void, std::error_code> apply_liveness(int fd,
+                                                                  const LivenessOptions& options);
+
+}  // namespace uffdm::transport
