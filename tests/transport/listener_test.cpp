@@ -4,11 +4,14 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <future>
 #include <mutex>
 #include <thread>
+#include <tuple>
 
 #include "transport/listener.hpp"
+#include "transport/session.hpp"
 
 namespace uffdm::transport {
 namespace {
@@ -65,6 +68,11 @@ class Server {
         std::lock_guard lock(mutex_);
         return read_failures_;
     }
+    // Application frames received, as (role, bulk index, first payload byte).
+    std::vector<std::tuple<Role, int, int>> frames() {
+        std::lock_guard lock(mutex_);
+        return frames_;
+    }
     // Waits (bounded) until pred() holds.
     template <typename Pred>
     bool eventually(Pred pred, std::chrono::milliseconds limit = 5000ms) {
@@ -82,10 +90,14 @@ class Server {
     asio::awaitable<void> read_all(std::shared_ptr<Connection> connection) {
         for (;;) {
             auto frame = co_await connection->read_frame();
+            std::lock_guard lock(mutex_);
             if (!frame) {
-                std::lock_guard lock(mutex_);
                 read_failures_.push_back(frame.error());
                 co_return;
+            }
+            if (is_application(frame->header.type) && !frame->payload.empty()) {
+                frames_.emplace_back(connection->joined().role, connection->joined().bulk_index,
+                                     static_cast<int>(frame->payload[0]));
             }
         }
     }
@@ -97,6 +109,7 @@ class Server {
     std::mutex mutex_;
     std::vector<Joined> joined_;
     std::vector<Failure> read_failures_;
+    std::vector<std::tuple<Role, int, int>> frames_;
     std::string error_;
 };
 
@@ -355,6 +368,77 @@ TEST(Listener, ResetByPeerIsReportedAsPeerLost) {
     ASSERT_TRUE(done.get());
     ASSERT_TRUE(server.eventually([&] { return server.read_failures().size() == 1; }));
     EXPECT_EQ(server.read_failures()[0].code, Errc::PeerLost);
+}
+
+// Connects a whole session and sends one application frame on every connection, tagged.
+std::expected<std::size_t, Failure> session_roundtrip(SessionOptions options) {
+    asio::io_context io;
+    auto result = asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<std::expected<std::size_t, Failure>> {
+            auto session = co_await connect_session(options);
+            if (!session) {
+                co_return std::unexpected(session.error());
+            }
+            auto tagged = [](int tag) {
+                return encode_frame(FrameType::FirstApplication,
+                                    std::vector<std::byte>(100, static_cast<std::byte>(tag)));
+            };
+            (void)co_await session->urgent.write(tagged(0xee));
+            for (std::size_t i = 0; i < session->bulk.size(); ++i) {
+                (void)co_await session->bulk[i].write(tagged(static_cast<int>(i)));
+            }
+            co_return session->bulk.size();
+        },
+        asio::use_future);
+    io.run();
+    return result.get();
+}
+
+class SessionOverTransport : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(SessionOverTransport, UrgentAndFourBulkConnectionsAuthenticateAndCarryFrames) {
+    Secret secret = secret_of("a-shared-secret-of-enough-length");
+    ListenerOptions options;
+    std::string path = "/tmp/uffdm-session-" + std::to_string(::getpid()) + ".sock";
+    options.endpoint = *parse_endpoint(GetParam() == "unix" ? "unix:" + path : "tcp:127.0.0.1:0");
+    options.secret = &secret;
+    Server server(std::move(options));
+    ASSERT_EQ(server.error(), "");
+    auto bulk = session_roundtrip(
+        {.endpoint = server.endpoint(), .secret = &secret, .bulk_channels = 4, .liveness = {}});
+    ASSERT_TRUE(bulk) << bulk.error().detail;
+    EXPECT_EQ(*bulk, 4u);
+    ASSERT_TRUE(server.eventually([&] { return server.frames().size() == 5; }));
+    auto frames = server.frames();
+    std::sort(frames.begin(), frames.end());
+    EXPECT_EQ(frames[0], std::make_tuple(Role::Urgent, 0, 0xee));
+    for (int i = 0; i < 4; ++i) {
+        EXPECT_EQ(frames[static_cast<std::size_t>(i) + 1], std::make_tuple(Role::Bulk, i, i));
+    }
+    ::unlink(path.c_str());
+}
+
+INSTANTIATE_TEST_SUITE_P(Transports, SessionOverTransport, ::testing::Values("tcp", "unix"),
+                         [](const auto& info) { return info.param; });
+
+TEST(Session, MoreBulkChannelsThanTheProtocolAllowsIsRefusedBeforeConnecting) {
+    auto result = session_roundtrip({.endpoint = *parse_endpoint("tcp:127.0.0.1:1"),
+                                     .secret = nullptr,
+                                     .bulk_channels = 17,
+                                     .liveness = {}});
+    ASSERT_FALSE(result);
+    EXPECT_EQ(result.error().code, Errc::InvalidArgument);
+}
+
+TEST(Session, ServerCapOnBulkChannelsIsRespected) {
+    ListenerOptions options = tcp_options(nullptr);
+    options.max_bulk_channels = 2;
+    Server server(std::move(options));
+    auto bulk = session_roundtrip(
+        {.endpoint = server.endpoint(), .secret = nullptr, .bulk_channels = 8, .liveness = {}});
+    ASSERT_TRUE(bulk) << bulk.error().detail;
+    EXPECT_EQ(*bulk, 2u);
 }
 
 TEST(Connect, UnreachableEndpointIsPeerLostWithTheAddress) {

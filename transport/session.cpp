@@ -1,0 +1,48 @@
+// session.cpp — Connecting the urgent connection, then the bulk connections that join it.
+#include "transport/session.hpp"
+
+#include <algorithm>
+
+namespace uffdm::transport {
+
+asio::awaitable<std::expected<Session, Failure>> connect_session(SessionOptions options) {
+    if (options.bulk_channels > kMaxBulkChannels) {
+        co_return std::unexpected(failure(Errc::InvalidArgument,
+                                          "bulk channels " + std::to_string(options.bulk_channels) +
+                                              " outside 0.." + std::to_string(kMaxBulkChannels)));
+    }
+    auto socket = co_await connect_to(options.endpoint, options.liveness);
+    if (!socket) {
+        co_return std::unexpected(socket.error());
+    }
+    auto urgent = co_await client_handshake(
+        std::move(*socket), {.secret = options.secret, .role = Role::Urgent}, options.liveness);
+    if (!urgent) {
+        co_return std::unexpected(urgent.error());
+    }
+    std::uint64_t id = urgent->joined().session_id;
+    std::size_t wanted =
+        std::min<std::size_t>(options.bulk_channels, urgent->joined().max_bulk_channels);
+    Session session{id, std::move(*urgent), {}};
+    for (std::size_t index = 0; index < wanted; ++index) {
+        auto bulk_socket = co_await connect_to(options.endpoint, options.liveness);
+        if (!bulk_socket) {
+            co_return std::unexpected(bulk_socket.error());
+        }
+        auto bulk = co_await client_handshake(std::move(*bulk_socket),
+                                              {.secret = options.secret,
+                                               .role = Role::Bulk,
+                                               .session_id = id,
+                                               .bulk_index = static_cast<std::uint8_t>(index)},
+                                              options.liveness);
+        if (!bulk) {
+            co_return std::unexpected(
+                Failure{bulk.error().code,
+                        "bulk connection " + std::to_string(index) + ": " + bulk.error().detail});
+        }
+        session.bulk.push_back(std::move(*bulk));
+    }
+    co_return session;
+}
+
+}  // namespace uffdm::transport

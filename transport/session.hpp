@@ -1,0 +1,31 @@
+// session.hpp — A client session: one urgent connection plus N bulk connections, all joined.
+#pragma once
+
+#include <vector>
+
+#include "transport/connection.hpp"
+
+namespace uffdm::transport {
+
+struct SessionOptions {
+    Endpoint endpoint;
+    const Secret* secret = nullptr;
+    std::size_t bulk_channels = 1;  // 0..16; capped by what the server's ACCEPT allows
+    LivenessOptions liveness;
+};
+
+// The urgent connection carries only fault requests and the pages that answer them; the bulk
+// connections carry the background stream. Separate sockets mean an urgent frame never
+// waits behind bulk bytes in a socket buffer on either side.
+struct Session {
+    std::uint64_t id = 0;
+    Connection urgent;
+    std::vector<Connection> bulk;
+};
+
+// Connects and authenticates the urgent connection first (it opens the session), then each
+// bulk connection with the session id. Any failure ends the whole attempt.
+[[nodiscard]] asio::awaitable<std::expected<Session, Failure>> connect_session(
+    SessionOptions options);
+
+}  // namespace uffdm::transport
