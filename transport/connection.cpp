@@ -48,11 +48,26 @@ asio::awaitable<std::expected<Frame, Failure>> Connection::read_frame() {
 }
 
 asio::awaitable<std::expected<void, Failure>> Connection::write(std::span<const std::byte> bytes) {
-    boost::system::error_code ec;
-    co_await asio::async_write(socket_, asio::buffer(bytes.data(), bytes.size()),
-                               asio::redirect_error(asio::use_awaitable, ec));
-    if (ec) {
-        co_return std::unexpected(peer_failure(ec, "writing"));
+    std::size_t written = 0;
+    while (written < bytes.size()) {
+        // Each write_some must make progress before the stall deadline; a slow but moving
+        // peer is fine, a stopped one is not.
+        Deadline deadline(socket_, liveness_.stall_timeout);
+        boost::system::error_code ec;
+        std::size_t n = co_await socket_.async_write_some(
+            asio::buffer(bytes.data() + written, bytes.size() - written),
+            asio::redirect_error(asio::use_awaitable, ec));
+        if (ec) {
+            if (deadline.fired()) {
+                co_return std::unexpected(failure(
+                    Errc::PeerLost, "peer stopped reading: no progress for " +
+                                        std::to_string(liveness_.stall_timeout.count()) +
+                                        " ms with " + std::to_string(bytes.size() - written) +
+                                        " bytes unsent"));
+            }
+            co_return std::unexpected(peer_failure(ec, "writing"));
+        }
+        written += n;
     }
     co_return std::expected<void, Failure>{};
 }
@@ -125,7 +140,7 @@ asio::awaitable<std::expected<Connection, Failure>> client_handshake(Socket sock
             co_return std::unexpected(*step.failed);
         }
         if (step.joined) {
-            co_return Connection(std::move(socket), *step.joined, std::move(decoder));
+            co_return Connection(std::move(socket), *step.joined, std::move(decoder), liveness);
         }
         out = std::move(step.send);
     }

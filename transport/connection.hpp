@@ -16,8 +16,11 @@ namespace uffdm::transport {
 
 class Connection {
   public:
-    Connection(Socket socket, Joined joined, FrameDecoder decoder)
-        : socket_(std::move(socket)), joined_(joined), decoder_(std::move(decoder)) {}
+    Connection(Socket socket, Joined joined, FrameDecoder decoder, LivenessOptions liveness = {})
+        : socket_(std::move(socket)),
+          joined_(joined),
+          decoder_(std::move(decoder)),
+          liveness_(liveness) {}
 
     [[nodiscard]] const Joined& joined() const noexcept { return joined_; }
     [[nodiscard]] Socket& socket() noexcept { return socket_; }
@@ -25,6 +28,8 @@ class Connection {
     // The next whole, validated frame. A malformed frame, a peer that closes mid-frame or
     // resets is a Failure naming what happened (Errc::ProtocolViolation or Errc::PeerLost).
     [[nodiscard]] asio::awaitable<std::expected<Frame, Failure>> read_frame();
+    // Writes all bytes. A peer that accepts nothing for liveness.stall_timeout is PeerLost
+    // ("stopped reading"), and the connection is closed.
     [[nodiscard]] asio::awaitable<std::expected<void, Failure>> write(
         std::span<const std::byte> bytes);
 
@@ -32,6 +37,7 @@ class Connection {
     Socket socket_;
     Joined joined_;
     FrameDecoder decoder_;
+    LivenessOptions liveness_;
     std::vector<std::byte> read_buffer_ = std::vector<std::byte>(64 * 1024);
 };
 

@@ -169,7 +169,8 @@ asio::awaitable<void> Listener::handshake(Socket socket) {
                     sessions_[step.joined->session_id] |= 1U << step.joined->bulk_index;
                 }
                 counters_.joined++;
-                joined.emplace(std::move(socket), *step.joined, std::move(decoder));
+                joined.emplace(std::move(socket), *step.joined, std::move(decoder),
+                               options_.liveness);
                 break;
             }
         }

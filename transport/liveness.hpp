@@ -8,9 +8,13 @@
 namespace uffdm::transport {
 
 // Defaults find a dead peer within seconds: keepalive probes after 2 s idle, every 1 s, 3
-// misses; unacknowledged data for 5 s (TCP_USER_TIMEOUT) ends the connection.
+// misses; unacknowledged data for 5 s (TCP_USER_TIMEOUT) ends the connection; a peer that is
+// alive but stops reading is found by the stall timeout.
 struct LivenessOptions {
     std::chrono::milliseconds handshake_timeout{5000};
+    // A write that makes no progress for this long means the peer stopped reading (its
+    // receive buffer and our send buffer are full): the connection is reported PeerLost.
+    std::chrono::milliseconds stall_timeout{10000};
     std::chrono::seconds keepalive_idle{2};
     std::chrono::seconds keepalive_interval{1};
     int keepalive_count = 3;

@@ -441,6 +441,57 @@ TEST(Session, ServerCapOnBulkChannelsIsRespected) {
     EXPECT_EQ(*bulk, 2u);
 }
 
+TEST(Connection, PeerThatStopsReadingIsReportedWithinTheStallTimeout) {
+    // A listener whose connections are never read from: socket buffers fill up.
+    asio::io_context server_io;
+    std::vector<std::shared_ptr<Connection>> parked;
+    auto listener = Listener::open(server_io, tcp_options(nullptr), [&](Connection c) {
+        parked.push_back(std::make_shared<Connection>(std::move(c)));
+    });
+    ASSERT_TRUE(listener);
+    (*listener)->start();
+    std::thread server([&] { server_io.run_for(10s); });
+
+    LivenessOptions liveness;
+    liveness.stall_timeout = 300ms;
+    asio::io_context io;
+    auto outcome = asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<std::expected<void, Failure>> {
+            auto socket = co_await connect_to((*listener)->local_endpoint(), liveness);
+            if (!socket) {
+                co_return std::unexpected(socket.error());
+            }
+            auto connection =
+                co_await client_handshake(std::move(*socket), {.role = Role::Urgent}, liveness);
+            if (!connection) {
+                co_return std::unexpected(connection.error());
+            }
+            std::vector<std::byte> chunk(1 << 20);
+            auto frame = encode_frame(FrameType::FirstApplication, chunk);
+            for (int i = 0; i < 256; ++i) {  // far more than any socket buffer holds
+                auto written = co_await connection->write(frame);
+                if (!written) {
+                    co_return written;
+                }
+            }
+            co_return std::expected<void, Failure>{};
+        },
+        asio::use_future);
+    auto start = std::chrono::steady_clock::now();
+    io.run();
+    auto took = std::chrono::steady_clock::now() - start;
+    auto result = outcome.get();
+    (*listener)->stop();
+    server_io.stop();
+    server.join();
+    ASSERT_FALSE(result);
+    EXPECT_EQ(result.error().code, Errc::PeerLost);
+    EXPECT_NE(result.error().detail.find("stopped reading"), std::string::npos)
+        << result.error().detail;
+    EXPECT_LT(took, 5s);
+}
+
 TEST(Connect, UnreachableEndpointIsPeerLostWithTheAddress) {
     auto result = join(*parse_endpoint("tcp:127.0.0.1:1"), {.role = Role::Urgent});
     ASSERT_FALSE(result);
