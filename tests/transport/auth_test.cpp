@@ -8,6 +8,7 @@
 #include <fstream>
 #include <set>
 
+#include "tests/support/transport_support.hpp"
 #include "transport/auth.hpp"
 #include "transport/endpoint.hpp"
 #include "transport/handshake.hpp"
@@ -15,17 +16,7 @@
 namespace uffdm::transport {
 namespace {
 
-std::vector<std::byte> key_bytes(const std::string& text) {
-    std::vector<std::byte> out;
-    for (char c : text) {
-        out.push_back(static_cast<std::byte>(c));
-    }
-    return out;
-}
-
-Secret secret_of(const std::string& text) {
-    return *Secret::from_bytes(key_bytes(text));
-}
+using test::secret_of;
 
 class TokenFile : public ::testing::Test {
   protected:

@@ -10,6 +10,7 @@
 #include <thread>
 #include <tuple>
 
+#include "tests/support/transport_support.hpp"
 #include "transport/listener.hpp"
 #include "transport/session.hpp"
 
@@ -17,14 +18,8 @@ namespace uffdm::transport {
 namespace {
 
 using namespace std::chrono_literals;
-
-Secret secret_of(const std::string& text) {
-    std::vector<std::byte> key;
-    for (char c : text) {
-        key.push_back(static_cast<std::byte>(c));
-    }
-    return *Secret::from_bytes(key);
-}
+using test::join;
+using test::secret_of;
 
 // A listener on its own io_context thread; every joined connection gets a reader that
 // records what it reads until the peer goes away.
@@ -112,32 +107,6 @@ class Server {
     std::vector<std::tuple<Role, int, int>> frames_;
     std::string error_;
 };
-
-// Connects and handshakes on a private io_context; returns the joined connection's facts.
-std::expected<Joined, Failure> join(const Endpoint& endpoint, ClientHandshakeConfig config,
-                                    LivenessOptions liveness = {},
-                                    std::vector<std::byte> then_send = {}) {
-    asio::io_context io;
-    auto result = asio::co_spawn(
-        io,
-        [&]() -> asio::awaitable<std::expected<Joined, Failure>> {
-            auto socket = co_await connect_to(endpoint, liveness);
-            if (!socket) {
-                co_return std::unexpected(socket.error());
-            }
-            auto connection = co_await client_handshake(std::move(*socket), config, liveness);
-            if (!connection) {
-                co_return std::unexpected(connection.error());
-            }
-            if (!then_send.empty()) {
-                (void)co_await connection->write(then_send);
-            }
-            co_return connection->joined();
-        },
-        asio::use_future);
-    io.run();
-    return result.get();
-}
 
 // A raw TCP socket to the listener (no handshake), for hostile clients.
 int raw_connect(const Endpoint& endpoint) {

@@ -4,38 +4,14 @@
 #include <future>
 
 #include "tests/support/netns.hpp"
+#include "tests/support/transport_support.hpp"
 #include "transport/listener.hpp"
 
 namespace uffdm::transport {
 namespace {
 
-Secret secret_of(const std::string& text) {
-    std::vector<std::byte> key;
-    for (char c : text) {
-        key.push_back(static_cast<std::byte>(c));
-    }
-    return *Secret::from_bytes(key);
-}
-
-std::expected<Joined, Failure> join(const Endpoint& endpoint, ClientHandshakeConfig config) {
-    asio::io_context io;
-    auto result = asio::co_spawn(
-        io,
-        [&]() -> asio::awaitable<std::expected<Joined, Failure>> {
-            auto socket = co_await connect_to(endpoint, {});
-            if (!socket) {
-                co_return std::unexpected(socket.error());
-            }
-            auto connection = co_await client_handshake(std::move(*socket), config, {});
-            if (!connection) {
-                co_return std::unexpected(connection.error());
-            }
-            co_return connection->joined();
-        },
-        asio::use_future);
-    io.run();
-    return result.get();
-}
+using test::join;
+using test::secret_of;
 
 class TwoHosts : public ::testing::Test {
   protected:
