@@ -24,6 +24,9 @@ class Connection {
 
     [[nodiscard]] const Joined& joined() const noexcept { return joined_; }
     [[nodiscard]] Socket& socket() noexcept { return socket_; }
+    [[nodiscard]] const LivenessOptions& liveness() const noexcept { return liveness_; }
+    // Bytes already read past the last frame returned (see FrameDecoder::take_buffered).
+    [[nodiscard]] std::vector<std::byte> take_buffered() { return decoder_.take_buffered(); }
 
     // The next whole, validated frame. A malformed frame, a peer that closes mid-frame or
     // resets is a Failure naming what happened (Errc::ProtocolViolation or Errc::PeerLost).

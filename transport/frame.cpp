@@ -162,6 +162,14 @@ void FrameDecoder::feed(std::span<const std::byte> bytes) {
     buffer_.insert(buffer_.end(), bytes.begin(), bytes.end());
 }
 
+std::vector<std::byte> FrameDecoder::take_buffered() {
+    std::vector<std::byte> rest(buffer_.begin() + static_cast<std::ptrdiff_t>(consumed_),
+                                buffer_.end());
+    buffer_.clear();
+    consumed_ = 0;
+    return rest;
+}
+
 std::expected<std::optional<Frame>, FrameError> FrameDecoder::next() {
     if (failed_) {
         return std::unexpected(error_);

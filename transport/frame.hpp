@@ -89,6 +89,9 @@ class FrameDecoder {
     [[nodiscard]] std::expected<std::optional<Frame>, FrameError> next();
     [[nodiscard]] std::size_t buffered() const noexcept { return buffer_.size() - consumed_; }
     [[nodiscard]] bool failed() const noexcept { return failed_; }
+    // The bytes fed but not yet cut into frames (a peer may send its first frames right behind
+    // the handshake); the decoder is empty afterwards.
+    [[nodiscard]] std::vector<std::byte> take_buffered();
 
   private:
     std::vector<std::byte> buffer_;

@@ -15,6 +15,12 @@ struct LivenessOptions {
     // A write that makes no progress for this long means the peer stopped reading (its
     // receive buffer and our send buffer are full): the connection is reported PeerLost.
     std::chrono::milliseconds stall_timeout{10000};
+    // Once joined, a connection that receives nothing for this long is dead even where TCP
+    // still says it is alive (a stopped or hung peer process, a Unix socket): 0 turns it off.
+    // Each side sends a PING after heartbeat_interval without sending anything, so an idle but
+    // healthy connection never reaches it.
+    std::chrono::milliseconds idle_timeout{10000};
+    std::chrono::milliseconds heartbeat_interval{2000};
     std::chrono::seconds keepalive_idle{2};
     std::chrono::seconds keepalive_interval{1};
     int keepalive_count = 3;

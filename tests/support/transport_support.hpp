@@ -2,11 +2,14 @@
 #pragma once
 
 #include <future>
+#include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "transport/auth.hpp"
 #include "transport/connection.hpp"
+#include "transport/listener.hpp"
 
 namespace uffdm::test {
 
@@ -44,6 +47,65 @@ inline std::expected<transport::Joined, transport::Failure> join(
         asio::use_future);
     io.run();
     return result.get();
+}
+
+}  // namespace uffdm::test
+
+namespace uffdm::test {
+
+// Two ends of one authenticated, joined connection: a real listener and a real client
+// handshake on a private io_context, which lives as long as this object (the connections'
+// sockets belong to it until a data path takes them).
+struct JoinedPair {
+    transport::asio::io_context io;
+    std::optional<transport::Connection> client;
+    std::optional<transport::Connection> server;
+    std::string error;
+};
+
+inline std::unique_ptr<JoinedPair> joined_pair(const std::string& where = "tcp:127.0.0.1:0",
+                                               const transport::Secret* secret = nullptr) {
+    using namespace transport;
+    auto pair = std::make_unique<JoinedPair>();
+    ListenerOptions options;
+    options.endpoint = *parse_endpoint(where);
+    options.secret = secret;
+    auto listener = Listener::open(
+        pair->io, options, [p = pair.get()](Connection c) { p->server.emplace(std::move(c)); });
+    if (!listener) {
+        pair->error = listener.error().detail;
+        return pair;
+    }
+    (*listener)->start();
+    Endpoint remote = (*listener)->local_endpoint();
+    asio::co_spawn(
+        pair->io,
+        [p = pair.get(), remote, secret]() -> asio::awaitable<void> {
+            auto socket = co_await connect_to(remote, {});
+            if (!socket) {
+                p->error = socket.error().detail;
+                co_return;
+            }
+            auto c = co_await client_handshake(std::move(*socket),
+                                               {.secret = secret, .role = Role::Urgent}, {});
+            if (!c) {
+                p->error = c.error().detail;
+                co_return;
+            }
+            p->client.emplace(std::move(*c));
+        },
+        asio::detached);
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while ((!pair->client || !pair->server) && pair->error.empty() &&
+           std::chrono::steady_clock::now() < deadline) {
+        pair->io.run_one_for(std::chrono::milliseconds(100));
+    }
+    (*listener)->stop();
+    pair->io.poll();
+    if (pair->error.empty() && (!pair->client || !pair->server)) {
+        pair->error = "the pair did not join within 10 s";
+    }
+    return pair;
 }
 
 }  // namespace uffdm::test

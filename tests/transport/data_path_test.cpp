@@ -1,0 +1,511 @@
+// data_path_test.cpp — Both data path backends over real sockets: order, memory, ends, deadlines.
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <condition_variable>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <numeric>
+#include <thread>
+
+#include "tests/support/transport_support.hpp"
+#include "transport/control.hpp"
+#include "transport/data_path.hpp"
+
+namespace uffdm::transport {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr auto kApp = static_cast<FrameType>(0x41);
+
+// Records what arrives and serves frames from a queue; every access under one mutex because the
+// test thread reads while the loop thread writes.
+class Recorder final : public ChannelHandler {
+  public:
+    struct Received {
+        FrameType type;
+        std::vector<std::byte> payload;
+    };
+
+    void on_frame(ChannelId, const FrameView& frame) override {
+        if (frame_delay_.count() > 0) {
+            std::this_thread::sleep_for(frame_delay_);
+        }
+        std::lock_guard lock(mutex_);
+        received_.push_back({frame.type, {frame.payload.begin(), frame.payload.end()}});
+        changed_.notify_all();
+    }
+    std::optional<OutgoingFrame> next_frame(ChannelId) override {
+        std::lock_guard lock(mutex_);
+        if (outbox_.empty()) {
+            return std::nullopt;
+        }
+        OutgoingFrame frame = outbox_.front();
+        outbox_.pop_front();
+        ++taken_;
+        max_outstanding_ = std::max(max_outstanding_, taken_ - sent_.size());
+        return frame;
+    }
+    void on_sent(ChannelId, std::uint64_t token) override {
+        std::lock_guard lock(mutex_);
+        sent_.push_back(token);
+        changed_.notify_all();
+    }
+    void on_closed(ChannelId, const Failure& why) override {
+        std::lock_guard lock(mutex_);
+        closed_ = why;
+        changed_.notify_all();
+    }
+
+    // Queues a frame whose payload is borrowed from `data` (kept alive by the test).
+    void queue(std::span<const std::byte> data, std::uint64_t token,
+               std::span<const std::byte> inline_bytes = {}) {
+        OutgoingFrame frame{.type = kApp};
+        EXPECT_TRUE(frame.set_inline(inline_bytes));
+        frame.borrowed[0] = data;
+        frame.token = token;
+        std::lock_guard lock(mutex_);
+        outbox_.push_back(frame);
+    }
+
+    template <typename Pred>
+    bool wait(Pred pred, std::chrono::milliseconds limit = 10s) {
+        std::unique_lock lock(mutex_);
+        return changed_.wait_for(lock, limit, [&] { return pred(*this); });
+    }
+
+    // Accessors for use inside wait() predicates (the mutex is held there) and after the
+    // channel ended.
+    std::vector<Received> received_;
+    std::vector<std::uint64_t> sent_;
+    std::optional<Failure> closed_;
+    std::size_t taken_ = 0;
+    std::size_t max_outstanding_ = 0;
+    std::chrono::milliseconds frame_delay_{0};
+
+    std::mutex mutex_;
+
+  private:
+    std::condition_variable changed_;
+    std::deque<OutgoingFrame> outbox_;
+};
+
+// A data path on its own thread, stopped and joined on destruction. Declare the handlers before
+// it: they must outlive their channels' on_closed.
+class Running {
+  public:
+    explicit Running(DataPathOptions options) {
+        auto created = DataPath::create(std::move(options));
+        EXPECT_TRUE(created) << created.error().detail;
+        path_ = std::move(*created);
+        thread_ = std::thread([this] { path_->run(); });
+    }
+    ~Running() {
+        path_->stop();
+        thread_.join();
+    }
+    DataPath* operator->() { return path_.get(); }
+
+  private:
+    std::unique_ptr<DataPath> path_;
+    std::thread thread_;
+};
+
+std::vector<std::byte> pattern(std::size_t size, unsigned seed) {
+    std::vector<std::byte> out(size);
+    std::uint32_t x = seed * 2654435761U + 1;
+    for (auto& b : out) {
+        x = x * 1103515245U + 12345U;
+        b = static_cast<std::byte>(x >> 24);
+    }
+    return out;
+}
+
+class DataPathTest : public ::testing::TestWithParam<Backend> {
+  protected:
+    DataPathOptions options() const {
+        DataPathOptions o;
+        o.backend = GetParam();
+        return o;
+    }
+};
+
+TEST_P(DataPathTest, RunsOnTheBackendAskedFor) {
+    Running path(options());
+    EXPECT_EQ(path->backend(), GetParam());
+    EXPECT_FALSE(path->describe().empty());
+}
+
+TEST_P(DataPathTest, FramesArriveWholeAndInOrderAndEachIsReportedSentOnce) {
+    auto pair = test::joined_pair();
+    ASSERT_TRUE(pair->error.empty()) << pair->error;
+    Recorder sender;
+    Recorder receiver;
+    Running a(options());
+    Running b(options());
+    constexpr int kFrames = 300;
+    std::vector<std::vector<std::byte>> payloads;
+    for (int i = 0; i < kFrames; ++i) {
+        // Sizes from 0 to ~200 KiB, so that gather writes end mid-frame and frames wrap the ring.
+        payloads.push_back(pattern(static_cast<std::size_t>(i * 677) % (200 << 10), i));
+    }
+    for (int i = 0; i < kFrames; ++i) {
+        std::array<std::byte, 4> index{};
+        std::memcpy(index.data(), &i, 4);
+        sender.queue(payloads[static_cast<std::size_t>(i)], static_cast<std::uint64_t>(i), index);
+    }
+    ChannelId out = a->add(std::move(*pair->client), sender);
+    b->add(std::move(*pair->server), receiver);
+    a->want_send(out);
+    ASSERT_TRUE(receiver.wait([](Recorder& r) { return r.received_.size() == kFrames; }));
+    ASSERT_TRUE(sender.wait([](Recorder& r) { return r.sent_.size() == kFrames; }));
+    std::lock_guard lock(receiver.mutex_);
+    for (int i = 0; i < kFrames; ++i) {
+        const auto& got = receiver.received_[static_cast<std::size_t>(i)];
+        ASSERT_EQ(got.type, kApp);
+        ASSERT_EQ(got.payload.size(), 4 + payloads[static_cast<std::size_t>(i)].size());
+        int index = 0;
+        std::memcpy(&index, got.payload.data(), 4);
+        ASSERT_EQ(index, i);
+        ASSERT_TRUE(std::equal(got.payload.begin() + 4, got.payload.end(),
+                               payloads[static_cast<std::size_t>(i)].begin()))
+            << "frame " << i;
+    }
+    std::vector<std::uint64_t> expected(kFrames);
+    std::iota(expected.begin(), expected.end(), 0);
+    std::lock_guard sent_lock(sender.mutex_);
+    EXPECT_EQ(sender.sent_, expected);
+}
+
+TEST_P(DataPathTest, FramesReadDuringTheHandshakeAreDeliveredFirst) {
+    // The peer's first frame can arrive in the same read as ACCEPT; the handshake's decoder then
+    // holds it, and the data path must take it over rather than lose it.
+    auto pair = test::joined_pair();
+    ASSERT_TRUE(pair->error.empty()) << pair->error;
+    auto early = encode_frame(kApp, pattern(100, 7));
+    auto late = encode_frame(kApp, pattern(50, 8));
+    auto both = early;
+    both.insert(both.end(), late.begin(), late.end());
+    int raw = pair->server->socket().release();
+    ASSERT_EQ(::send(raw, both.data(), both.size(), 0), static_cast<ssize_t>(both.size()));
+    // The client reads through its handshake decoder, as it would right after ACCEPT: both
+    // frames land in the decoder in one read, and read_frame returns the first.
+    pair->io.restart();
+    asio::co_spawn(
+        pair->io,
+        [&]() -> asio::awaitable<void> {
+            auto f = co_await pair->client->read_frame();
+            EXPECT_TRUE(f);
+            if (f) {
+                EXPECT_EQ(f->payload.size(), 100u);
+            }
+        },
+        asio::detached);
+    pair->io.run_for(2s);
+    Recorder receiver;
+    Running path(options());
+    path->add(std::move(*pair->client), receiver);
+    ASSERT_TRUE(receiver.wait([](Recorder& r) { return r.received_.size() == 1; }));
+    std::lock_guard lock(receiver.mutex_);
+    EXPECT_EQ(receiver.received_[0].payload, pattern(50, 8));
+    ::close(raw);
+}
+
+TEST_P(DataPathTest, OrderlyCloseSendsEverythingThenGoodbyeAndBothSidesEndCleanly) {
+    std::string path = "/tmp/uffdm-dp-" + std::to_string(::getpid());
+    auto pair = test::joined_pair("unix:" + path);
+    ::unlink(path.c_str());
+    ASSERT_TRUE(pair->error.empty()) << pair->error;
+    Recorder sender;
+    Recorder receiver;
+    Running a(options());
+    Running b(options());
+    auto data = pattern(64 << 10, 3);
+    for (int i = 0; i < 50; ++i) {
+        sender.queue(data, static_cast<std::uint64_t>(i));
+    }
+    ChannelId out = a->add(std::move(*pair->client), sender);
+    b->add(std::move(*pair->server), receiver);
+    a->close(out);
+    ASSERT_TRUE(sender.wait([](Recorder& r) { return r.closed_.has_value(); }));
+    ASSERT_TRUE(receiver.wait([](Recorder& r) { return r.closed_.has_value(); }));
+    EXPECT_FALSE(sender.closed_->code) << sender.closed_->detail;
+    EXPECT_FALSE(receiver.closed_->code) << receiver.closed_->detail;
+    // close() was asked before the frames were taken: none of them is sent, and GOODBYE still
+    // ends both sides in order.
+    EXPECT_LE(receiver.received_.size(), 50u);
+}
+
+TEST_P(DataPathTest, CloseAfterFramesFlushesThemFirst) {
+    auto pair = test::joined_pair();
+    ASSERT_TRUE(pair->error.empty()) << pair->error;
+    Recorder sender;
+    Recorder receiver;
+    Running a(options());
+    Running b(options());
+    auto data = pattern(64 << 10, 3);
+    for (int i = 0; i < 50; ++i) {
+        sender.queue(data, static_cast<std::uint64_t>(i));
+    }
+    ChannelId out = a->add(std::move(*pair->client), sender);
+    b->add(std::move(*pair->server), receiver);
+    ASSERT_TRUE(sender.wait([](Recorder& r) { return r.taken_ == 50; }));
+    a->close(out);
+    ASSERT_TRUE(receiver.wait([](Recorder& r) { return r.closed_.has_value(); }));
+    EXPECT_FALSE(receiver.closed_->code) << receiver.closed_->detail;
+    EXPECT_EQ(receiver.received_.size(), 50u);
+}
+
+TEST_P(DataPathTest, SlowReceiverPushesBackAndTheSenderHoldsAtMostItsWindow) {
+    auto pair = test::joined_pair();
+    ASSERT_TRUE(pair->error.empty()) << pair->error;
+    DataPathOptions small = options();
+    small.send_window_frames = 4;
+    small.receive_ring_bytes = 4U << 20;
+    Recorder sender;
+    Recorder receiver;
+    Running a(small);
+    Running b(options());
+    receiver.frame_delay_ = 2ms;
+    auto data = pattern(1 << 20, 5);
+    constexpr int kFrames = 60;  // 60 MiB: far more than socket buffers and the ring hold
+    for (int i = 0; i < kFrames; ++i) {
+        sender.queue(data, static_cast<std::uint64_t>(i));
+    }
+    ChannelId out = a->add(std::move(*pair->client), sender);
+    b->add(std::move(*pair->server), receiver);
+    a->want_send(out);
+    ASSERT_TRUE(receiver.wait([](Recorder& r) { return r.received_.size() == kFrames; }, 30s));
+    std::lock_guard lock(sender.mutex_);
+    EXPECT_LE(sender.max_outstanding_, 4u);
+    EXPECT_GE(sender.max_outstanding_, 1u);
+}
+
+TEST_P(DataPathTest, MalformedFrameEndsTheChannelAndThePeerIsToldWhy) {
+    auto pair = test::joined_pair();
+    ASSERT_TRUE(pair->error.empty()) << pair->error;
+    int raw = pair->client->socket().release();
+    Recorder receiver;
+    Running path(options());
+    path->add(std::move(*pair->server), receiver);
+    auto good = encode_frame(kApp, pattern(10, 1));
+    auto bad = encode_frame(kApp, pattern(10, 2));
+    bad[7] = std::byte{0x80};  // reserved flag bits
+    auto after = encode_frame(kApp, pattern(10, 3));
+    std::vector<std::byte> all = good;
+    all.insert(all.end(), bad.begin(), bad.end());
+    all.insert(all.end(), after.begin(), after.end());
+    ASSERT_EQ(::send(raw, all.data(), all.size(), MSG_NOSIGNAL), static_cast<ssize_t>(all.size()));
+    ASSERT_TRUE(receiver.wait([](Recorder& r) { return r.closed_.has_value(); }));
+    EXPECT_EQ(receiver.closed_->code, Errc::ProtocolViolation);
+    EXPECT_NE(receiver.closed_->detail.find("reserved"), std::string::npos)
+        << receiver.closed_->detail;
+    EXPECT_EQ(receiver.received_.size(), 1u);  // the good one; nothing past the bad one
+    // The peer reads an ERROR frame naming the problem, then EOF.
+    std::vector<std::byte> reply(1024);
+    timeval tv{.tv_sec = 5, .tv_usec = 0};
+    ::setsockopt(raw, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    ssize_t n = ::recv(raw, reply.data(), reply.size(), MSG_WAITALL);
+    ASSERT_GT(n, static_cast<ssize_t>(kHeaderSize));
+    FrameDecoder decoder;
+    decoder.feed(std::span(reply.data(), static_cast<std::size_t>(n)));
+    auto frame = decoder.next();
+    ASSERT_TRUE(frame && frame->has_value());
+    EXPECT_EQ((*frame)->header.type, FrameType::Error);
+    auto error = decode_error((*frame)->payload);
+    ASSERT_TRUE(error);
+    EXPECT_EQ(error->code, ErrorCode::BadFrame);
+    ::close(raw);
+}
+
+TEST_P(DataPathTest, HandshakeFrameAfterJoiningIsAProtocolViolation) {
+    auto pair = test::joined_pair();
+    ASSERT_TRUE(pair->error.empty()) << pair->error;
+    int raw = pair->client->socket().release();
+    Recorder receiver;
+    Running path(options());
+    path->add(std::move(*pair->server), receiver);
+    auto hello = frame_of(FrameType::Hello, Hello{.role = Role::Urgent, .auth = AuthMode::None});
+    ASSERT_EQ(::send(raw, hello.data(), hello.size(), MSG_NOSIGNAL),
+              static_cast<ssize_t>(hello.size()));
+    ASSERT_TRUE(receiver.wait([](Recorder& r) { return r.closed_.has_value(); }));
+    EXPECT_EQ(receiver.closed_->code, Errc::ProtocolViolation);
+    ::close(raw);
+}
+
+TEST_P(DataPathTest, PeerClosingInsideAFrameIsPeerLost) {
+    auto pair = test::joined_pair();
+    ASSERT_TRUE(pair->error.empty()) << pair->error;
+    int raw = pair->client->socket().release();
+    Recorder receiver;
+    Running path(options());
+    path->add(std::move(*pair->server), receiver);
+    auto frame = encode_frame(kApp, pattern(5000, 1));
+    ASSERT_EQ(::send(raw, frame.data(), 3000, MSG_NOSIGNAL), 3000);
+    ::close(raw);
+    ASSERT_TRUE(receiver.wait([](Recorder& r) { return r.closed_.has_value(); }));
+    EXPECT_EQ(receiver.closed_->code, Errc::PeerLost);
+    EXPECT_NE(receiver.closed_->detail.find("inside a frame"), std::string::npos)
+        << receiver.closed_->detail;
+    EXPECT_TRUE(receiver.received_.empty());
+}
+
+TEST_P(DataPathTest, ResetByPeerIsPeerLost) {
+    auto pair = test::joined_pair();
+    ASSERT_TRUE(pair->error.empty()) << pair->error;
+    int raw = pair->client->socket().release();
+    Recorder receiver;
+    Running path(options());
+    path->add(std::move(*pair->server), receiver);
+    linger hard{.l_onoff = 1, .l_linger = 0};
+    ::setsockopt(raw, SOL_SOCKET, SO_LINGER, &hard, sizeof hard);
+    ::close(raw);  // RST
+    ASSERT_TRUE(receiver.wait([](Recorder& r) { return r.closed_.has_value(); }));
+    EXPECT_EQ(receiver.closed_->code, Errc::PeerLost);
+}
+
+TEST_P(DataPathTest, PeerThatStopsReadingIsFoundByTheStallTimeout) {
+    auto pair = test::joined_pair();
+    ASSERT_TRUE(pair->error.empty()) << pair->error;
+    int raw = pair->client->socket().release();  // never read
+    DataPathOptions o = options();
+    o.liveness.stall_timeout = 300ms;
+    o.liveness.idle_timeout = 0ms;
+    Recorder sender;
+    Running path(o);
+    auto data = pattern(1 << 20, 9);
+    for (int i = 0; i < 64; ++i) {
+        sender.queue(data, static_cast<std::uint64_t>(i));
+    }
+    auto start = std::chrono::steady_clock::now();
+    ChannelId id = path->add(std::move(*pair->server), sender);
+    path->want_send(id);
+    ASSERT_TRUE(sender.wait([](Recorder& r) { return r.closed_.has_value(); }));
+    EXPECT_EQ(sender.closed_->code, Errc::PeerLost);
+    EXPECT_NE(sender.closed_->detail.find("stopped reading"), std::string::npos)
+        << sender.closed_->detail;
+    EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
+    ::close(raw);
+}
+
+TEST_P(DataPathTest, SilentPeerIsFoundByTheIdleTimeout) {
+    auto pair = test::joined_pair();
+    ASSERT_TRUE(pair->error.empty()) << pair->error;
+    int raw = pair->client->socket().release();  // connected, says nothing, answers no PING
+    DataPathOptions o = options();
+    o.liveness.idle_timeout = 300ms;
+    o.liveness.heartbeat_interval = 100ms;
+    Recorder receiver;
+    Running path(o);
+    path->add(std::move(*pair->server), receiver);
+    ASSERT_TRUE(receiver.wait([](Recorder& r) { return r.closed_.has_value(); }));
+    EXPECT_EQ(receiver.closed_->code, Errc::PeerLost);
+    EXPECT_NE(receiver.closed_->detail.find("nothing received"), std::string::npos)
+        << receiver.closed_->detail;
+    ::close(raw);
+}
+
+TEST_P(DataPathTest, HeartbeatsKeepAnIdleHealthyChannelOpen) {
+    auto pair = test::joined_pair();
+    ASSERT_TRUE(pair->error.empty()) << pair->error;
+    DataPathOptions o = options();
+    o.liveness.idle_timeout = 400ms;
+    o.liveness.heartbeat_interval = 100ms;
+    Recorder left;
+    Recorder right;
+    Running a(o);
+    Running b(o);
+    a->add(std::move(*pair->client), left);
+    b->add(std::move(*pair->server), right);
+    std::this_thread::sleep_for(1500ms);
+    {
+        std::lock_guard lock(left.mutex_);
+        EXPECT_FALSE(left.closed_.has_value()) << left.closed_->detail;
+    }
+    {
+        std::lock_guard lock(right.mutex_);
+        EXPECT_FALSE(right.closed_.has_value()) << right.closed_->detail;
+    }
+    // A PONG is traffic too, so one side's answered PINGs can spare the other its own: count
+    // both sides.
+    EXPECT_GT(a->stats().pings_sent + b->stats().pings_sent, 3u);
+}
+
+TEST_P(DataPathTest, AbortTellsThePeerWhyAndEndsBothSides) {
+    auto pair = test::joined_pair();
+    ASSERT_TRUE(pair->error.empty()) << pair->error;
+    Recorder left;
+    Recorder right;
+    Running a(options());
+    Running b(options());
+    ChannelId id = a->add(std::move(*pair->client), left);
+    b->add(std::move(*pair->server), right);
+    a->abort(id, failure(Errc::ProtocolViolation, "page 7 is outside region 0"));
+    ASSERT_TRUE(left.wait([](Recorder& r) { return r.closed_.has_value(); }));
+    ASSERT_TRUE(right.wait([](Recorder& r) { return r.closed_.has_value(); }));
+    EXPECT_EQ(left.closed_->code, Errc::ProtocolViolation);
+    EXPECT_EQ(right.closed_->code, Errc::PeerLost);
+    EXPECT_NE(right.closed_->detail.find("page 7 is outside region 0"), std::string::npos)
+        << right.closed_->detail;
+}
+
+TEST_P(DataPathTest, StopEndsEveryChannelWithClosed) {
+    auto pair = test::joined_pair();
+    ASSERT_TRUE(pair->error.empty()) << pair->error;
+    Recorder left;
+    {
+        Running a(options());
+        a->add(std::move(*pair->client), left);
+        std::this_thread::sleep_for(50ms);
+    }
+    ASSERT_TRUE(left.closed_.has_value());
+    EXPECT_EQ(left.closed_->code, Errc::Closed);
+}
+
+TEST_P(DataPathTest, PayloadLargerThanAllowedIsRefusedBeforeSending) {
+    auto pair = test::joined_pair();
+    ASSERT_TRUE(pair->error.empty()) << pair->error;
+    Recorder sender;
+    Running a(options());
+    auto data = pattern(kMaxPayload + 1, 1);
+    sender.queue(data, 1);
+    ChannelId id = a->add(std::move(*pair->client), sender);
+    a->want_send(id);
+    ASSERT_TRUE(sender.wait([](Recorder& r) { return r.closed_.has_value(); }));
+    EXPECT_EQ(sender.closed_->code, Errc::InvalidArgument);
+    EXPECT_TRUE(sender.sent_.empty());
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, DataPathTest, ::testing::Values(Backend::IoUring, Backend::Asio),
+                         [](const auto& info) {
+                             return std::string(to_string(info.param)) == "io_uring"
+                                        ? std::string("IoUring")
+                                        : std::string("Asio");
+                         });
+
+TEST(DataPathChoice, EnvironmentForcesTheAsioBackendForAuto) {
+    ::setenv("UFFDM_DATA_PATH", "asio", 1);
+    auto forced = DataPath::create({});
+    ::unsetenv("UFFDM_DATA_PATH");
+    ASSERT_TRUE(forced);
+    EXPECT_EQ((*forced)->backend(), Backend::Asio);
+    auto chosen = DataPath::create({});
+    ASSERT_TRUE(chosen);
+    EXPECT_EQ((*chosen)->backend(), Backend::IoUring);  // this kernel has io_uring
+}
+
+TEST(DataPathChoice, ImpossibleOptionsAreRefused) {
+    DataPathOptions o;
+    o.send_window_frames = 0;
+    EXPECT_FALSE(DataPath::create(o));
+    o = {};
+    o.max_payload = kMaxPayload + 1;
+    EXPECT_FALSE(DataPath::create(o));
+}
+
+}  // namespace
+}  // namespace uffdm::transport

@@ -1,0 +1,320 @@
+// channel_core.cpp — Frame cutting in the ring, the send window, heartbeats and deadlines.
+#include "transport/channel_core.hpp"
+
+#include <cstring>
+
+#include "transport/control.hpp"
+
+namespace uffdm::transport {
+
+namespace {
+
+// Room beyond the handler's window for PONG, PING and GOODBYE, which must never wait for it.
+constexpr std::size_t kControlSlots = 3;
+
+std::string millis(std::chrono::milliseconds ms) {
+    return std::to_string(ms.count()) + " ms";
+}
+
+}  // namespace
+
+bool OutgoingFrame::set_inline(std::span<const std::byte> bytes) noexcept {
+    if (bytes.size() > kMaxInline) {
+        return false;
+    }
+    std::memcpy(inline_bytes.data(), bytes.data(), bytes.size());
+    inline_size = static_cast<std::uint32_t>(bytes.size());
+    return true;
+}
+
+ChannelCore::ChannelCore(ChannelId id, ChannelHandler& handler, MirrorRing ring,
+                         const DataPathOptions& options, Clock::time_point now)
+    : id_(id),
+      handler_(handler),
+      ring_(std::move(ring)),
+      options_(options),
+      slots_(options.send_window_frames + kControlSlots),
+      last_received_(now),
+      last_sent_(now),
+      send_since_(now) {
+    iovecs_.reserve(slots_.size() * 3);
+}
+
+void ChannelCore::preload(std::span<const std::byte> bytes, Clock::time_point now) {
+    while (!bytes.empty() && !done()) {
+        auto space = ring_.free_space();
+        std::size_t n = std::min(space.size(), bytes.size());
+        std::memcpy(space.data(), bytes.data(), n);
+        bytes = bytes.subspan(n);
+        on_received(n, now);
+    }
+}
+
+void ChannelCore::on_received(std::size_t n, Clock::time_point now) {
+    ring_.produced(n);
+    stats_.bytes_received += n;
+    last_received_ = now;
+    deliver_frames(now);
+}
+
+void ChannelCore::deliver_frames(Clock::time_point /*now*/) {
+    while (!done()) {
+        auto data = ring_.data();
+        if (data.size() < kHeaderSize) {
+            return;
+        }
+        auto header = decode_header(data.first<kHeaderSize>());
+        if (!header) {
+            protocol_violation(header.error().detail);
+            return;
+        }
+        if (header->length > options_.max_payload) {
+            protocol_violation("frame length " + std::to_string(header->length) + " for " +
+                               to_string(header->type) + " exceeds this channel's limit " +
+                               std::to_string(options_.max_payload));
+            return;
+        }
+        std::size_t whole = kHeaderSize + header->length;
+        if (data.size() < whole) {
+            return;
+        }
+        auto payload = data.subspan(kHeaderSize, header->length);
+        ++stats_.frames_received;
+        if (is_application(header->type)) {
+            // After our GOODBYE the handler has asked to end; late frames are not its concern.
+            if (state_ != State::Draining) {
+                handler_.on_frame(id_, FrameView{header->type, header->version, payload});
+            }
+        } else {
+            handle_transport_frame(*header, payload);
+        }
+        ring_.consumed(whole);
+    }
+}
+
+void ChannelCore::handle_transport_frame(const FrameHeader& header,
+                                         std::span<const std::byte> payload) {
+    switch (header.type) {
+        case FrameType::Ping: {
+            if (auto ping = decode_ping(payload); ping && state_ != State::Draining) {
+                push_control(FrameType::Pong, payload);
+            }
+            return;
+        }
+        case FrameType::Pong:
+            return;
+        case FrameType::Goodbye:
+            fail(Failure{});  // orderly: the peer sends nothing more and closes
+            return;
+        case FrameType::Error: {
+            auto error = decode_error(payload);
+            std::string text =
+                error ? to_string(error->code) + (error->text.empty() ? "" : ": " + error->text)
+                      : "a malformed ERROR (" + error.error().detail + ")";
+            fail(failure(Errc::PeerLost, "peer ended the connection: " + text));
+            return;
+        }
+        default:
+            protocol_violation(to_string(header.type) + " frame after the handshake");
+            return;
+    }
+}
+
+void ChannelCore::protocol_violation(std::string detail) {
+    abort(failure(Errc::ProtocolViolation, std::move(detail)));
+}
+
+void ChannelCore::abort(Failure why) {
+    if (done()) {
+        return;
+    }
+    ErrorCode code = why.code == Errc::ProtocolViolation ? ErrorCode::BadFrame
+                     : why.code == Errc::Closed          ? ErrorCode::Shutdown
+                                                         : ErrorCode::Internal;
+    farewell_ = frame_of(FrameType::Error, ErrorMessage{code, why.detail});
+    fail(std::move(why));
+}
+
+void ChannelCore::on_receive_error(int err) {
+    if (done()) {
+        return;
+    }
+    if (err == 0) {
+        if (state_ == State::Draining) {
+            fail(Failure{});
+        } else if (ring_.size() > 0) {
+            fail(failure(Errc::PeerLost, "connection ended inside a frame (" +
+                                             std::to_string(ring_.size()) + " bytes buffered)"));
+        } else {
+            fail(failure(Errc::PeerLost, "peer closed the connection"));
+        }
+        return;
+    }
+    fail(failure(Errc::PeerLost, std::string("reading: ") + std::strerror(err)));
+}
+
+bool ChannelCore::push(const OutgoingFrame& frame, bool from_handler) {
+    if (count_ == slots_.size()) {
+        return false;
+    }
+    Slot& slot = slots_[(front_ + count_) % slots_.size()];
+    auto header = encode_header({.version = kMaxVersion,
+                                 .type = frame.type,
+                                 .length = static_cast<std::uint32_t>(frame.payload_size())});
+    std::memcpy(slot.head.data(), header.data(), kHeaderSize);
+    std::memcpy(slot.head.data() + kHeaderSize, frame.inline_bytes.data(), frame.inline_size);
+    slot.head_size = kHeaderSize + frame.inline_size;
+    slot.borrowed = frame.borrowed;
+    slot.token = frame.token;
+    slot.from_handler = from_handler;
+    slot.total = slot.head_size + frame.borrowed[0].size() + frame.borrowed[1].size();
+    ++count_;
+    if (from_handler) {
+        ++handler_frames_;
+    } else if (frame.type == FrameType::Goodbye) {
+        goodbye_queued_ = true;
+    }
+    return true;
+}
+
+void ChannelCore::push_control(FrameType type, std::span<const std::byte> payload) {
+    OutgoingFrame frame{.type = type};
+    (void)frame.set_inline(payload);
+    (void)push(frame, false);  // no room: three control frames are already waiting
+}
+
+void ChannelCore::pull_from_handler() {
+    while (state_ == State::Open && handler_frames_ < options_.send_window_frames &&
+           count_ < slots_.size()) {
+        auto frame = handler_.next_frame(id_);
+        if (!frame) {
+            return;
+        }
+        if (frame->payload_size() > options_.max_payload || !is_application(frame->type)) {
+            // A bug in the layer above, never the peer's doing: refuse loudly.
+            fail(failure(Errc::InvalidArgument, "cannot send " + to_string(frame->type) + " of " +
+                                                    std::to_string(frame->payload_size()) +
+                                                    " bytes on a data channel"));
+            return;
+        }
+        (void)push(*frame, true);
+        ++stats_.frames_sent;
+    }
+}
+
+std::span<const iovec> ChannelCore::send_iovecs() {
+    iovecs_.clear();
+    if (done()) {
+        return {};
+    }
+    pull_from_handler();
+    if (state_ == State::Flushing && handler_frames_ == 0 && !goodbye_queued_) {
+        push_control(FrameType::Goodbye, {});
+    }
+    std::size_t bytes = 0;
+    std::size_t skip = offset_;
+    for (std::size_t i = 0; i < count_ && (i == 0 || bytes < options_.send_batch_bytes); ++i) {
+        const Slot& slot = slots_[(front_ + i) % slots_.size()];
+        std::span<const std::byte> pieces[3] = {
+            {slot.head.data(), slot.head_size}, slot.borrowed[0], slot.borrowed[1]};
+        for (auto piece : pieces) {
+            if (skip >= piece.size()) {
+                skip -= piece.size();
+                continue;
+            }
+            piece = piece.subspan(skip);
+            skip = 0;
+            iovecs_.push_back(
+                iovec{const_cast<std::byte*>(piece.data()), piece.size()});  // sendmsg: const
+            bytes += piece.size();
+        }
+    }
+    return iovecs_;
+}
+
+void ChannelCore::send_started(Clock::time_point now) noexcept {
+    send_since_ = now;
+    ++stats_.send_calls;
+}
+
+void ChannelCore::on_sent(std::size_t n, Clock::time_point now) {
+    stats_.bytes_sent += n;
+    last_sent_ = now;
+    send_since_ = now;
+    while (n > 0 && count_ > 0) {
+        Slot& slot = slots_[front_];
+        std::size_t remaining = slot.total - offset_;
+        if (n < remaining) {
+            offset_ += n;
+            return;
+        }
+        n -= remaining;
+        offset_ = 0;
+        front_ = (front_ + 1) % slots_.size();
+        --count_;
+        if (slot.from_handler) {
+            --handler_frames_;
+            if (!done()) {
+                handler_.on_sent(id_, slot.token);
+            }
+        } else if (slot.head_size >= kHeaderSize &&
+                   static_cast<FrameType>(slot.head[6]) == FrameType::Goodbye &&
+                   state_ == State::Flushing) {
+            state_ = State::Draining;
+        }
+    }
+}
+
+void ChannelCore::on_send_error(int err) {
+    fail(failure(Errc::PeerLost, std::string("writing: ") + std::strerror(err)));
+}
+
+void ChannelCore::request_close() noexcept {
+    if (state_ == State::Open) {
+        state_ = State::Flushing;
+    }
+}
+
+void ChannelCore::fail(Failure why) noexcept {
+    if (done()) {
+        return;
+    }
+    state_ = State::Done;
+    why_ = std::move(why);
+}
+
+void ChannelCore::on_tick(Clock::time_point now, bool send_in_flight) {
+    if (done()) {
+        return;
+    }
+    const LivenessOptions& live = options_.liveness;
+    if (send_in_flight && now - send_since_ > live.stall_timeout) {
+        std::size_t unsent = 0;
+        for (std::size_t i = 0; i < count_; ++i) {
+            unsent += slots_[(front_ + i) % slots_.size()].total;
+        }
+        fail(failure(Errc::PeerLost, "peer stopped reading: no progress for " +
+                                         millis(live.stall_timeout) + " with " +
+                                         std::to_string(unsent - offset_) + " bytes unsent"));
+        return;
+    }
+    if (state_ == State::Draining) {
+        if (now - last_sent_ > live.stall_timeout) {
+            fail(Failure{});  // GOODBYE went out; the peer just never closed its side
+        }
+        return;
+    }
+    if (live.idle_timeout.count() > 0 && now - last_received_ > live.idle_timeout) {
+        fail(failure(Errc::PeerLost, "nothing received for " + millis(live.idle_timeout) +
+                                         " (the peer is hung or stopped, or the network is down)"));
+        return;
+    }
+    if (live.heartbeat_interval.count() > 0 && state_ == State::Open && count_ == 0 &&
+        now - last_sent_ > live.heartbeat_interval) {
+        push_control(FrameType::Ping, encode_ping(Ping{++ping_token_}));
+        ++stats_.pings_sent;
+        last_sent_ = now;  // one PING per interval, even while it waits to be written
+    }
+}
+
+}  // namespace uffdm::transport

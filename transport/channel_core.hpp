@@ -1,0 +1,120 @@
+// channel_core.hpp — One data channel's protocol state, shared by the io_uring and Asio backends.
+#pragma once
+
+#include <sys/uio.h>
+
+#include <chrono>
+#include <optional>
+#include <vector>
+
+#include "transport/data_path.hpp"
+#include "transport/mirror_ring.hpp"
+
+namespace uffdm::transport {
+
+using Clock = std::chrono::steady_clock;
+
+// Everything about a channel except how bytes move: cutting received bytes into frames in the
+// ring, answering PING, ending on GOODBYE/ERROR/bad frames, the send window and its gather
+// list, heartbeat and idle/stall deadlines. A backend reads into receive_space(), writes
+// send_iovecs(), and reports what the kernel did.
+class ChannelCore {
+  public:
+    enum class State : std::uint8_t {
+        Open,      // frames both ways
+        Flushing,  // close() asked: send what is taken, then GOODBYE
+        Draining,  // GOODBYE sent and write side shut: read until the peer closes
+        Done,      // ended; why() says how
+    };
+
+    ChannelCore(ChannelId id, ChannelHandler& handler, MirrorRing ring,
+                const DataPathOptions& options, Clock::time_point now);
+
+    [[nodiscard]] ChannelId id() const noexcept { return id_; }
+    [[nodiscard]] ChannelHandler& handler() const noexcept { return handler_; }
+    [[nodiscard]] State state() const noexcept { return state_; }
+    [[nodiscard]] bool done() const noexcept { return state_ == State::Done; }
+    [[nodiscard]] const Failure& why() const noexcept { return why_; }
+    [[nodiscard]] const MirrorRing& ring() const noexcept { return ring_; }
+
+    // ---- receiving
+    // Where to read next (never empty while the channel is open: the ring holds a whole frame).
+    [[nodiscard]] std::span<std::byte> receive_space() const noexcept { return ring_.free_space(); }
+    // Bytes received before the data path took over (read during the handshake).
+    void preload(std::span<const std::byte> bytes, Clock::time_point now);
+    // n > 0 bytes arrived in receive_space(): hands every whole frame to the handler.
+    void on_received(std::size_t n, Clock::time_point now);
+    // The read ended: 0 bytes (the peer closed) or an error.
+    void on_receive_error(int err);
+
+    // ---- sending
+    // The next gather write: pulls frames from the handler while the window has room (not after
+    // close()), adds heartbeats, GOODBYE when flushing is complete. Empty: nothing to send.
+    [[nodiscard]] std::span<const iovec> send_iovecs();
+    // The last write from send_iovecs() moved n bytes (n may be short).
+    void on_sent(std::size_t n, Clock::time_point now);
+    void on_send_error(int err);
+    // A write is in flight since this time (for the stall deadline).
+    void send_started(Clock::time_point now) noexcept;
+
+    // ---- ending and time
+    void request_close() noexcept;
+    // Ends the channel now with this reason (first reason wins).
+    void fail(Failure why) noexcept;
+    // The same, and leaves an ERROR frame with the reason for the peer in farewell().
+    void abort(Failure why);
+    // Checks heartbeat, idle and stall deadlines; may end the channel or queue a PING.
+    void on_tick(Clock::time_point now, bool send_in_flight);
+    // After GOODBYE has been written completely the backend shuts the write side.
+    [[nodiscard]] bool wants_shutdown_write() const noexcept {
+        return state_ == State::Draining && !write_shut_;
+    }
+    void write_shut() noexcept { write_shut_ = true; }
+    // A best-effort ERROR frame for the peer when this side ended it for a bad frame.
+    [[nodiscard]] const std::vector<std::byte>& farewell() const noexcept { return farewell_; }
+
+    [[nodiscard]] DataPathStats& stats() noexcept { return stats_; }
+
+  private:
+    struct Slot {
+        std::array<std::byte, kHeaderSize + OutgoingFrame::kMaxInline> head{};
+        std::size_t head_size = 0;
+        std::array<std::span<const std::byte>, 2> borrowed{};
+        std::uint64_t token = 0;
+        bool from_handler = false;
+        std::size_t total = 0;
+    };
+
+    void deliver_frames(Clock::time_point now);
+    void handle_transport_frame(const FrameHeader& header, std::span<const std::byte> payload);
+    void push_control(FrameType type, std::span<const std::byte> payload);
+    bool push(const OutgoingFrame& frame, bool from_handler);
+    void pull_from_handler();
+    void protocol_violation(std::string detail);
+
+    ChannelId id_;
+    ChannelHandler& handler_;
+    MirrorRing ring_;
+    const DataPathOptions& options_;
+    State state_ = State::Open;
+    Failure why_;
+    bool goodbye_queued_ = false;
+    bool write_shut_ = false;
+
+    // Send window: slots_ is a queue (front = oldest), offset_ bytes of the front are written.
+    std::vector<Slot> slots_;
+    std::size_t front_ = 0;
+    std::size_t count_ = 0;
+    std::size_t offset_ = 0;
+    std::size_t handler_frames_ = 0;
+    std::vector<iovec> iovecs_;
+
+    Clock::time_point last_received_;
+    Clock::time_point last_sent_;
+    Clock::time_point send_since_;
+    std::uint64_t ping_token_ = 0;
+    std::vector<std::byte> farewell_;
+    DataPathStats stats_;
+};
+
+}  // namespace uffdm::transport
