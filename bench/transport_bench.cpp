@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "bench/bench_support.hpp"
+#include "tests/support/tls_support.hpp"
 #include "tests/support/transport_support.hpp"
 #include "transport/data_path.hpp"
 
@@ -223,10 +224,31 @@ class Sink final : public ChannelHandler {
 };
 
 // Background stream over N connections: one sending and one receiving data path, as the
-// source and destination run them.
+// source and destination run them; with tls=1 every connection is mutual TLS 1.3.
 void BM_BulkThroughput(benchmark::State& state) {
     Backend backend = backend_of(state.range(0));
     auto connections = static_cast<std::size_t>(state.range(1));
+    bool tls = state.range(2) != 0;
+    std::optional<test::TestPki> pki;
+    std::shared_ptr<TlsContext> server_tls;
+    std::shared_ptr<TlsContext> client_tls;
+    if (tls) {
+        pki.emplace();
+        if (!pki->available()) {
+            state.SkipWithError(pki->why().c_str());
+            return;
+        }
+        server_tls =
+            *TlsContext::create(TlsContext::Side::Server, {.certificate = pki->pem("server"),
+                                                           .private_key = pki->key("server"),
+                                                           .trusted_ca = pki->pem("ca"),
+                                                           .server_name = ""});
+        client_tls =
+            *TlsContext::create(TlsContext::Side::Client, {.certificate = pki->pem("client"),
+                                                           .private_key = pki->key("client"),
+                                                           .trusted_ca = pki->pem("ca"),
+                                                           .server_name = "localhost"});
+    }
     auto source = filled(kSourceBytes);
     // Handlers first: they must outlive the loops' channels.
     std::vector<std::unique_ptr<Streamer>> streamers;
@@ -236,7 +258,7 @@ void BM_BulkThroughput(benchmark::State& state) {
     Loop receiver(backend);
     std::vector<ChannelId> out;
     for (std::size_t i = 0; i < connections; ++i) {
-        pairs.push_back(test::joined_pair());
+        pairs.push_back(test::joined_pair("tcp:127.0.0.1:0", nullptr, server_tls, client_tls));
         if (!pairs.back()->error.empty()) {
             state.SkipWithError(pairs.back()->error.c_str());
             return;
@@ -413,8 +435,14 @@ void BM_UrgentRoundTrip(benchmark::State& state) {
 
 BENCHMARK(BM_RawTcpThroughput)->UseManualTime()->Iterations(3)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_BulkThroughput)
-    ->ArgNames({"asio", "connections"})
-    ->ArgsProduct({{0, 1}, {1, 2, 4}})
+    ->ArgNames({"asio", "connections", "tls"})
+    ->ArgsProduct({{0, 1}, {1, 2, 4}, {0}})
+    ->UseManualTime()
+    ->Iterations(3)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_BulkThroughput)
+    ->ArgNames({"asio", "connections", "tls"})
+    ->ArgsProduct({{0, 1}, {1, 2}, {1}})
     ->UseManualTime()
     ->Iterations(3)
     ->Unit(benchmark::kMillisecond);

@@ -14,6 +14,7 @@ PACKAGES=(
   clang-format                               # the format check in the test command
   clang-16 libclang-rt-16-dev                # libFuzzer targets (clang 16 compiles <expected>)
   iproute2                                   # network namespaces for "two hosts" tests
+  openssl                                    # the TLS tests make a throwaway CA and certificates
 )
 
 missing=()

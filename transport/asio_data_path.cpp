@@ -17,8 +17,10 @@ constexpr auto kTick = std::chrono::milliseconds(100);
 
 struct AsioChannel {
     AsioChannel(ChannelId id, ChannelHandler& handler, MirrorRing ring, Socket socket,
-                const DataPathOptions& options, Clock::time_point now)
-        : core(id, handler, std::move(ring), options, now), socket(std::move(socket)) {}
+                const DataPathOptions& options, Clock::time_point now,
+                std::unique_ptr<TlsSession> tls)
+        : core(id, handler, std::move(ring), options, now, std::move(tls)),
+          socket(std::move(socket)) {}
 
     ChannelCore core;
     Socket socket;
@@ -40,9 +42,11 @@ class AsioDataPath final : public DataPath {
         ChannelId id = next_id_.fetch_add(1);
         auto buffered = connection.take_buffered();
         auto protocol = connection.socket().local_endpoint().protocol();
+        auto tls = connection.take_tls();
         int fd = connection.socket().release();
-        asio::post(io_, [this, id, fd, protocol, &handler, buffered = std::move(buffered)] {
-            open_channel(id, fd, protocol, handler, buffered);
+        asio::post(io_, [this, id, fd, protocol, &handler, buffered = std::move(buffered),
+                         tls = std::move(tls)]() mutable {
+            open_channel(id, fd, protocol, handler, buffered, std::move(tls));
         });
         return id;
     }
@@ -99,7 +103,8 @@ class AsioDataPath final : public DataPath {
     }
 
     void open_channel(ChannelId id, int fd, asio::generic::stream_protocol protocol,
-                      ChannelHandler& handler, const std::vector<std::byte>& buffered) {
+                      ChannelHandler& handler, const std::vector<std::byte>& buffered,
+                      std::unique_ptr<TlsSession> tls) {
         auto now = Clock::now();
         auto ring = MirrorRing::create(
             std::max<std::size_t>(options_.receive_ring_bytes, kHeaderSize + options_.max_payload));
@@ -117,8 +122,8 @@ class AsioDataPath final : public DataPath {
                          : ring.error());
             return;
         }
-        auto channel = std::make_unique<AsioChannel>(id, handler, std::move(*ring),
-                                                     std::move(socket), options_, now);
+        auto channel = std::make_unique<AsioChannel>(
+            id, handler, std::move(*ring), std::move(socket), options_, now, std::move(tls));
         channel->core.preload(buffered, now);
         channels_.emplace(id, std::move(channel));
         drive(id);

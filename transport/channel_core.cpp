@@ -28,7 +28,8 @@ bool OutgoingFrame::set_inline(std::span<const std::byte> bytes) noexcept {
 }
 
 ChannelCore::ChannelCore(ChannelId id, ChannelHandler& handler, MirrorRing ring,
-                         const DataPathOptions& options, Clock::time_point now)
+                         const DataPathOptions& options, Clock::time_point now,
+                         std::unique_ptr<TlsSession> tls)
     : id_(id),
       handler_(handler),
       ring_(std::move(ring)),
@@ -36,28 +37,58 @@ ChannelCore::ChannelCore(ChannelId id, ChannelHandler& handler, MirrorRing ring,
       slots_(options.send_window_frames + kControlSlots),
       last_received_(now),
       last_sent_(now),
-      send_since_(now) {
+      send_since_(now),
+      tls_(std::move(tls)) {
     iovecs_.reserve(slots_.size() * 3);
+    if (tls_) {
+        cipher_in_.resize(64 * 1024);
+    }
 }
 
 void ChannelCore::preload(std::span<const std::byte> bytes, Clock::time_point now) {
+    // Plaintext the handshake's decoder already holds goes straight to the ring.
+    last_received_ = now;
     while (!bytes.empty() && !done()) {
         auto space = ring_.free_space();
         std::size_t n = std::min(space.size(), bytes.size());
         std::memcpy(space.data(), bytes.data(), n);
         bytes = bytes.subspan(n);
-        on_received(n, now);
+        ring_.produced(n);
+        deliver_frames();
+    }
+    if (tls_) {
+        decrypt_into_ring();  // records that came with the handshake
     }
 }
 
 void ChannelCore::on_received(std::size_t n, Clock::time_point now) {
-    ring_.produced(n);
     stats_.bytes_received += n;
     last_received_ = now;
-    deliver_frames(now);
+    if (tls_) {
+        tls_->feed(std::span(cipher_in_).first(n));
+        decrypt_into_ring();
+        return;
+    }
+    ring_.produced(n);
+    deliver_frames();
 }
 
-void ChannelCore::deliver_frames(Clock::time_point /*now*/) {
+void ChannelCore::decrypt_into_ring() {
+    while (!done()) {
+        long n = tls_->decrypt(ring_.free_space());
+        if (n < 0) {
+            abort(failure(Errc::ProtocolViolation, tls_->error()));
+            return;
+        }
+        if (n == 0) {
+            return;
+        }
+        ring_.produced(static_cast<std::size_t>(n));
+        deliver_frames();
+    }
+}
+
+void ChannelCore::deliver_frames() {
     while (!done()) {
         auto data = ring_.data();
         if (data.size() < kHeaderSize) {
@@ -132,6 +163,12 @@ void ChannelCore::abort(Failure why) {
                      : why.code == Errc::Closed          ? ErrorCode::Shutdown
                                                          : ErrorCode::Internal;
     farewell_ = frame_of(FrameType::Error, ErrorMessage{code, why.detail});
+    if (tls_) {
+        // Behind whatever ciphertext is still unsent, so the peer can decrypt it in order.
+        farewell_ = tls_->encrypt(farewell_)
+                        ? std::vector<std::byte>(tls_->output().begin(), tls_->output().end())
+                        : std::vector<std::byte>{};
+    }
     fail(std::move(why));
 }
 
@@ -207,6 +244,13 @@ std::span<const iovec> ChannelCore::send_iovecs() {
     if (done()) {
         return {};
     }
+    if (tls_ && !tls_->output().empty()) {
+        // Ciphertext not yet on the wire goes first, and nothing more is encrypted until it is:
+        // the TLS output buffer stays bounded by one batch.
+        auto out = tls_->output();
+        cipher_out_ = iovec{const_cast<std::byte*>(out.data()), out.size()};
+        return {&cipher_out_, 1};
+    }
     pull_from_handler();
     if (state_ == State::Flushing && handler_frames_ == 0 && !goodbye_queued_) {
         push_control(FrameType::Goodbye, {});
@@ -229,7 +273,26 @@ std::span<const iovec> ChannelCore::send_iovecs() {
             bytes += piece.size();
         }
     }
-    return iovecs_;
+    return tls_ && !iovecs_.empty() ? encrypt_batch() : std::span<const iovec>(iovecs_);
+}
+
+std::span<const iovec> ChannelCore::encrypt_batch() {
+    // One SSL_write for the whole batch: OpenSSL cuts full 16 KiB records instead of a record per
+    // 16-byte header.
+    plain_batch_.clear();
+    for (const iovec& v : iovecs_) {
+        auto* data = static_cast<const std::byte*>(v.iov_base);
+        plain_batch_.insert(plain_batch_.end(), data, data + v.iov_len);
+    }
+    iovecs_.clear();
+    if (!tls_->encrypt(plain_batch_)) {
+        abort(failure(Errc::ProtocolViolation, tls_->error()));
+        return {};
+    }
+    account_sent(plain_batch_.size());
+    auto out = tls_->output();
+    cipher_out_ = iovec{const_cast<std::byte*>(out.data()), out.size()};
+    return {&cipher_out_, 1};
 }
 
 void ChannelCore::send_started(Clock::time_point now) noexcept {
@@ -241,6 +304,14 @@ void ChannelCore::on_sent(std::size_t n, Clock::time_point now) {
     stats_.bytes_sent += n;
     last_sent_ = now;
     send_since_ = now;
+    if (tls_) {
+        tls_->consume_output(n);  // the frames were accounted for when encrypted
+        return;
+    }
+    account_sent(n);
+}
+
+void ChannelCore::account_sent(std::size_t n) {
     while (n > 0 && count_ > 0) {
         Slot& slot = slots_[front_];
         std::size_t remaining = slot.total - offset_;

@@ -9,6 +9,7 @@
 
 #include "transport/data_path.hpp"
 #include "transport/mirror_ring.hpp"
+#include "transport/tls.hpp"
 
 namespace uffdm::transport {
 
@@ -17,7 +18,9 @@ using Clock = std::chrono::steady_clock;
 // Everything about a channel except how bytes move: cutting received bytes into frames in the
 // ring, answering PING, ending on GOODBYE/ERROR/bad frames, the send window and its gather
 // list, heartbeat and idle/stall deadlines. A backend reads into receive_space(), writes
-// send_iovecs(), and reports what the kernel did.
+// send_iovecs(), and reports what the kernel did. With TLS the bytes it hands out and takes in are
+// ciphertext: received records are decrypted into the ring, and each send batch is encrypted
+// (its frames count as sent once OpenSSL has copied them).
 class ChannelCore {
   public:
     enum class State : std::uint8_t {
@@ -28,7 +31,8 @@ class ChannelCore {
     };
 
     ChannelCore(ChannelId id, ChannelHandler& handler, MirrorRing ring,
-                const DataPathOptions& options, Clock::time_point now);
+                const DataPathOptions& options, Clock::time_point now,
+                std::unique_ptr<TlsSession> tls = nullptr);
 
     [[nodiscard]] ChannelId id() const noexcept { return id_; }
     [[nodiscard]] ChannelHandler& handler() const noexcept { return handler_; }
@@ -36,10 +40,14 @@ class ChannelCore {
     [[nodiscard]] bool done() const noexcept { return state_ == State::Done; }
     [[nodiscard]] const Failure& why() const noexcept { return why_; }
     [[nodiscard]] const MirrorRing& ring() const noexcept { return ring_; }
+    // Reads land in the ring itself (false with TLS: they land in a ciphertext buffer).
+    [[nodiscard]] bool reads_into_ring() const noexcept { return tls_ == nullptr; }
 
     // ---- receiving
     // Where to read next (never empty while the channel is open: the ring holds a whole frame).
-    [[nodiscard]] std::span<std::byte> receive_space() const noexcept { return ring_.free_space(); }
+    [[nodiscard]] std::span<std::byte> receive_space() noexcept {
+        return tls_ ? std::span<std::byte>(cipher_in_) : ring_.free_space();
+    }
     // Bytes received before the data path took over (read during the handshake).
     void preload(std::span<const std::byte> bytes, Clock::time_point now);
     // n > 0 bytes arrived in receive_space(): hands every whole frame to the handler.
@@ -67,7 +75,7 @@ class ChannelCore {
     void on_tick(Clock::time_point now, bool send_in_flight);
     // After GOODBYE has been written completely the backend shuts the write side.
     [[nodiscard]] bool wants_shutdown_write() const noexcept {
-        return state_ == State::Draining && !write_shut_;
+        return state_ == State::Draining && !write_shut_ && (!tls_ || tls_->output().empty());
     }
     void write_shut() noexcept { write_shut_ = true; }
     // A best-effort ERROR frame for the peer when this side ended it for a bad frame.
@@ -85,7 +93,10 @@ class ChannelCore {
         std::size_t total = 0;
     };
 
-    void deliver_frames(Clock::time_point now);
+    void deliver_frames();
+    void decrypt_into_ring();
+    void account_sent(std::size_t plaintext_bytes);
+    std::span<const iovec> encrypt_batch();
     void handle_transport_frame(const FrameHeader& header, std::span<const std::byte> payload);
     void push_control(FrameType type, std::span<const std::byte> payload);
     bool push(const OutgoingFrame& frame, bool from_handler);
@@ -115,6 +126,11 @@ class ChannelCore {
     std::uint64_t ping_token_ = 0;
     std::vector<std::byte> farewell_;
     DataPathStats stats_;
+
+    std::unique_ptr<TlsSession> tls_;
+    std::vector<std::byte> cipher_in_;    // TLS: where reads land
+    std::vector<std::byte> plain_batch_;  // TLS: a batch gathered for one SSL_write
+    iovec cipher_out_{};
 };
 
 }  // namespace uffdm::transport

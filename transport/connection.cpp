@@ -19,7 +19,9 @@ Failure peer_failure(const boost::system::error_code& ec, const char* doing) {
 
 asio::awaitable<std::expected<Frame, Failure>> read_frame_from(Socket& socket,
                                                                FrameDecoder& decoder,
-                                                               std::span<std::byte> scratch) {
+                                                               std::span<std::byte> scratch,
+                                                               TlsSession* tls) {
+    std::vector<std::byte> plain(tls != nullptr ? 16 * 1024 : 0);
     for (;;) {
         auto next = decoder.next();
         if (!next) {
@@ -27,6 +29,22 @@ asio::awaitable<std::expected<Frame, Failure>> read_frame_from(Socket& socket,
         }
         if (next->has_value()) {
             co_return std::move(**next);
+        }
+        if (tls != nullptr) {
+            // Records already received may hold the next frame: decrypt before reading more.
+            long n = tls->decrypt(plain);
+            if (!tls->output().empty()) {
+                if (auto sent = co_await write_all(socket, {}, tls); !sent) {
+                    co_return std::unexpected(sent.error());
+                }
+            }
+            if (n < 0) {
+                co_return std::unexpected(failure(Errc::ProtocolViolation, tls->error()));
+            }
+            if (n > 0) {
+                decoder.feed(std::span(plain).first(static_cast<std::size_t>(n)));
+                continue;
+            }
         }
         boost::system::error_code ec;
         std::size_t n =
@@ -39,15 +57,80 @@ asio::awaitable<std::expected<Frame, Failure>> read_frame_from(Socket& socket,
                                     : "reading a frame";
             co_return std::unexpected(peer_failure(ec, doing.c_str()));
         }
-        decoder.feed(scratch.first(n));
+        if (tls != nullptr) {
+            tls->feed(scratch.first(n));
+        } else {
+            decoder.feed(scratch.first(n));
+        }
+    }
+}
+
+asio::awaitable<std::expected<void, Failure>> write_all(Socket& socket,
+                                                        std::span<const std::byte> bytes,
+                                                        TlsSession* tls) {
+    if (tls != nullptr) {
+        if (!bytes.empty() && !tls->encrypt(bytes)) {
+            co_return std::unexpected(failure(Errc::ProtocolViolation, tls->error()));
+        }
+        bytes = tls->output();
+    }
+    boost::system::error_code ec;
+    co_await asio::async_write(socket, asio::buffer(bytes.data(), bytes.size()),
+                               asio::redirect_error(asio::use_awaitable, ec));
+    if (tls != nullptr) {
+        tls->consume_output(bytes.size());
+    }
+    if (ec) {
+        co_return std::unexpected(peer_failure(ec, "writing"));
+    }
+    co_return std::expected<void, Failure>{};
+}
+
+asio::awaitable<std::expected<void, Failure>> tls_handshake(Socket& socket, TlsSession& tls) {
+    std::vector<std::byte> scratch(16 * 1024);
+    for (;;) {
+        TlsSession::Progress progress = tls.handshake();
+        if (!tls.output().empty()) {
+            auto sent = co_await write_all(socket, {}, &tls);
+            if (!sent && progress != TlsSession::Progress::Failed) {
+                co_return std::unexpected(sent.error());
+            }
+        }
+        if (progress == TlsSession::Progress::Done) {
+            co_return std::expected<void, Failure>{};
+        }
+        if (progress == TlsSession::Progress::Failed) {
+            co_return std::unexpected(failure(Errc::PermissionDenied, tls.error()));
+        }
+        boost::system::error_code ec;
+        std::size_t n =
+            co_await socket.async_read_some(asio::buffer(scratch.data(), scratch.size()),
+                                            asio::redirect_error(asio::use_awaitable, ec));
+        if (ec) {
+            co_return std::unexpected(peer_failure(ec, "during the TLS handshake"));
+        }
+        tls.feed(std::span(scratch).first(n));
     }
 }
 
 asio::awaitable<std::expected<Frame, Failure>> Connection::read_frame() {
-    return read_frame_from(socket_, decoder_, read_buffer_);
+    return read_frame_from(socket_, decoder_, read_buffer_, tls_.get());
 }
 
 asio::awaitable<std::expected<void, Failure>> Connection::write(std::span<const std::byte> bytes) {
+    if (tls_) {
+        if (!tls_->encrypt(bytes)) {
+            co_return std::unexpected(failure(Errc::ProtocolViolation, tls_->error()));
+        }
+        std::vector<std::byte> cipher(tls_->output().begin(), tls_->output().end());
+        tls_->consume_output(cipher.size());
+        co_return co_await write_plain(cipher);
+    }
+    co_return co_await write_plain(bytes);
+}
+
+asio::awaitable<std::expected<void, Failure>> Connection::write_plain(
+    std::span<const std::byte> bytes) {
     std::size_t written = 0;
     while (written < bytes.size()) {
         // Each write_some must make progress before the stall deadline; a slow but moving
@@ -106,13 +189,10 @@ asio::awaitable<std::expected<Socket, Failure>> connect_to(const Endpoint& endpo
     co_return Socket(std::move(tcp));
 }
 
-asio::awaitable<std::expected<Connection, Failure>> client_handshake(Socket socket,
-                                                                     ClientHandshakeConfig config,
-                                                                     LivenessOptions liveness) {
+asio::awaitable<std::expected<Connection, Failure>> client_handshake(
+    Socket socket, ClientHandshakeConfig config, LivenessOptions liveness,
+    std::shared_ptr<TlsContext> tls_context) {
     Deadline deadline(socket, liveness.handshake_timeout);
-    ClientHandshake handshake(config);
-    FrameDecoder decoder(kMaxPayload);
-    std::vector<std::byte> scratch(4096);
     auto timed_out = [&](Failure f) {
         if (deadline.fired()) {
             f = failure(Errc::PeerLost, "handshake timed out after " +
@@ -121,17 +201,29 @@ asio::awaitable<std::expected<Connection, Failure>> client_handshake(Socket sock
         }
         return std::unexpected(std::move(f));
     };
+    std::unique_ptr<TlsSession> tls;
+    if (tls_context) {
+        auto session = TlsSession::create(std::move(tls_context));
+        if (!session) {
+            co_return std::unexpected(session.error());
+        }
+        tls = std::move(*session);
+        if (auto ok = co_await tls_handshake(socket, *tls); !ok) {
+            co_return timed_out(ok.error());
+        }
+    }
+    ClientHandshake handshake(config);
+    FrameDecoder decoder(kMaxPayload);
+    std::vector<std::byte> scratch(16 * 1024);
     std::vector<std::byte> out = handshake.start();
     for (;;) {
         if (!out.empty()) {
-            boost::system::error_code ec;
-            co_await asio::async_write(socket, asio::buffer(out),
-                                       asio::redirect_error(asio::use_awaitable, ec));
-            if (ec) {
-                co_return timed_out(peer_failure(ec, "sending the handshake"));
+            if (auto sent = co_await write_all(socket, out, tls.get()); !sent) {
+                co_return timed_out(
+                    Failure{sent.error().code, "sending the handshake: " + sent.error().detail});
             }
         }
-        auto frame = co_await read_frame_from(socket, decoder, scratch);
+        auto frame = co_await read_frame_from(socket, decoder, scratch, tls.get());
         if (!frame) {
             co_return timed_out(frame.error());
         }
@@ -140,7 +232,8 @@ asio::awaitable<std::expected<Connection, Failure>> client_handshake(Socket sock
             co_return std::unexpected(*step.failed);
         }
         if (step.joined) {
-            co_return Connection(std::move(socket), *step.joined, std::move(decoder), liveness);
+            co_return Connection(std::move(socket), *step.joined, std::move(decoder), liveness,
+                                 std::move(tls));
         }
         out = std::move(step.send);
     }

@@ -11,22 +11,29 @@
 #include "transport/endpoint.hpp"
 #include "transport/handshake.hpp"
 #include "transport/liveness.hpp"
+#include "transport/tls.hpp"
 
 namespace uffdm::transport {
 
 class Connection {
   public:
-    Connection(Socket socket, Joined joined, FrameDecoder decoder, LivenessOptions liveness = {})
+    Connection(Socket socket, Joined joined, FrameDecoder decoder, LivenessOptions liveness = {},
+               std::unique_ptr<TlsSession> tls = nullptr)
         : socket_(std::move(socket)),
           joined_(joined),
           decoder_(std::move(decoder)),
-          liveness_(liveness) {}
+          liveness_(liveness),
+          tls_(std::move(tls)) {}
 
     [[nodiscard]] const Joined& joined() const noexcept { return joined_; }
     [[nodiscard]] Socket& socket() noexcept { return socket_; }
     [[nodiscard]] const LivenessOptions& liveness() const noexcept { return liveness_; }
     // Bytes already read past the last frame returned (see FrameDecoder::take_buffered).
     [[nodiscard]] std::vector<std::byte> take_buffered() { return decoder_.take_buffered(); }
+    // The connection's TLS state (null without TLS): ciphertext it holds and not yet decrypted
+    // goes with it.
+    [[nodiscard]] bool is_tls() const noexcept { return tls_ != nullptr; }
+    [[nodiscard]] std::unique_ptr<TlsSession> take_tls() noexcept { return std::move(tls_); }
 
     // The next whole, validated frame. A malformed frame, a peer that closes mid-frame or
     // resets is a Failure naming what happened (Errc::ProtocolViolation or Errc::PeerLost).
@@ -37,10 +44,13 @@ class Connection {
         std::span<const std::byte> bytes);
 
   private:
+    asio::awaitable<std::expected<void, Failure>> write_plain(std::span<const std::byte> bytes);
+
     Socket socket_;
     Joined joined_;
     FrameDecoder decoder_;
     LivenessOptions liveness_;
+    std::unique_ptr<TlsSession> tls_;
     std::vector<std::byte> read_buffer_ = std::vector<std::byte>(64 * 1024);
 };
 
@@ -48,9 +58,11 @@ class Connection {
 [[nodiscard]] asio::awaitable<std::expected<Socket, Failure>> connect_to(
     const Endpoint& endpoint, const LivenessOptions& liveness);
 
-// Runs the client side of the handshake within liveness.handshake_timeout.
+// Runs the client side of the handshake within liveness.handshake_timeout: TLS first when tls is
+// given, then the transport handshake inside it.
 [[nodiscard]] asio::awaitable<std::expected<Connection, Failure>> client_handshake(
-    Socket socket, ClientHandshakeConfig config, LivenessOptions liveness);
+    Socket socket, ClientHandshakeConfig config, LivenessOptions liveness,
+    std::shared_ptr<TlsContext> tls = nullptr);
 
 // Closes the socket when the deadline passes. The handler may already be queued when the
 // deadline is destroyed, so it reaches the socket only through state the destructor clears.
@@ -84,8 +96,15 @@ class Deadline {
     std::shared_ptr<State> state_;
 };
 
-// Reads frames into a decoder until one is complete (shared by both handshake sides).
+// Reads frames into a decoder until one is complete (shared by both handshake sides), decrypting
+// first when tls is given.
 [[nodiscard]] asio::awaitable<std::expected<Frame, Failure>> read_frame_from(
-    Socket& socket, FrameDecoder& decoder, std::span<std::byte> scratch);
+    Socket& socket, FrameDecoder& decoder, std::span<std::byte> scratch, TlsSession* tls = nullptr);
+// Writes all of bytes, encrypted when tls is given.
+[[nodiscard]] asio::awaitable<std::expected<void, Failure>> write_all(
+    Socket& socket, std::span<const std::byte> bytes, TlsSession* tls = nullptr);
+// The TLS handshake over the socket (the caller bounds it with a Deadline).
+[[nodiscard]] asio::awaitable<std::expected<void, Failure>> tls_handshake(Socket& socket,
+                                                                          TlsSession& tls);
 
 }  // namespace uffdm::transport

@@ -15,12 +15,19 @@ std::expected<std::shared_ptr<Listener>, Failure> Listener::open(asio::io_contex
                                                                  ListenerOptions options,
                                                                  OnJoined on_joined) {
     const Endpoint where = options.endpoint;  // a copy: options is moved below
-    if (options.secret == nullptr && !where.is_loopback() && !options.insecure) {
+    bool clients_authenticated =
+        options.secret != nullptr || (options.tls && options.tls->verifies_peer());
+    if (!clients_authenticated && !where.is_loopback() && !options.insecure) {
         return std::unexpected(failure(
             Errc::PermissionDenied,
             "refusing to listen on " + where.to_string() +
-                " without authentication: anyone who can reach it could read or write guest "
-                "memory (give a token file, or --insecure on a network you trust)"));
+                " without authenticating clients: anyone who can reach it could read or write "
+                "guest memory (give a token file, or TLS with a CA for client certificates, or "
+                "--insecure on a network you trust)"));
+    }
+    if (options.tls && options.tls->side() != TlsContext::Side::Server) {
+        return std::unexpected(
+            failure(Errc::InvalidArgument, "the listener's TLS context is a client's"));
     }
     std::shared_ptr<Listener> self(new Listener(io, std::move(options), std::move(on_joined)));
     boost::system::error_code ec;
@@ -139,10 +146,19 @@ asio::awaitable<void> Listener::handshake(Socket socket) {
                                                (it->second & (1U << index)) == 0;
                                     },
                                 .new_session_id = [this] { return new_session_id(); }});
+        std::unique_ptr<TlsSession> tls;
+        bool tls_failed = false;
+        if (options_.tls) {
+            auto session = TlsSession::create(options_.tls);
+            tls_failed = !session || !co_await tls_handshake(socket, **session);
+            if (session) {
+                tls = std::move(*session);
+            }
+        }
         FrameDecoder decoder(4096);  // nothing in a handshake is larger
-        std::vector<std::byte> scratch(4096);
-        for (;;) {
-            auto frame = co_await read_frame_from(socket, decoder, scratch);
+        std::vector<std::byte> scratch(16 * 1024);
+        while (!tls_failed) {
+            auto frame = co_await read_frame_from(socket, decoder, scratch, tls.get());
             HandshakeStep step;
             if (frame) {
                 step = server.on_frame(*frame);
@@ -154,9 +170,7 @@ asio::awaitable<void> Listener::handshake(Socket socket) {
                 }
             }
             if (!step.send.empty()) {
-                boost::system::error_code ec;
-                co_await asio::async_write(socket, asio::buffer(step.send),
-                                           asio::redirect_error(asio::use_awaitable, ec));
+                (void)co_await write_all(socket, step.send, tls.get());
             }
             if (step.failed) {
                 (deadline.fired() ? counters_.timed_out : counters_.refused)++;
@@ -170,9 +184,12 @@ asio::awaitable<void> Listener::handshake(Socket socket) {
                 }
                 counters_.joined++;
                 joined.emplace(std::move(socket), *step.joined, std::move(decoder),
-                               options_.liveness);
+                               options_.liveness, std::move(tls));
                 break;
             }
+        }
+        if (tls_failed) {
+            (deadline.fired() ? counters_.timed_out : counters_.refused)++;
         }
     }
     --pending_;

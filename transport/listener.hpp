@@ -15,7 +15,11 @@ namespace uffdm::transport {
 struct ListenerOptions {
     Endpoint endpoint;
     const Secret* secret = nullptr;  // nullptr: unauthenticated, loopback only unless insecure
-    bool insecure = false;           // allow an unauthenticated listener on a non-loopback address
+    // TLS 1.3 before anything else on every connection (nullptr: none). With a CA for client
+    // certificates it authenticates clients by itself; without one, a secret is still needed.
+    std::shared_ptr<TlsContext> tls;
+    bool insecure =
+        false;  // allow listening on a non-loopback address without client authentication
     LivenessOptions liveness;
     // Connections still in their handshake; more are closed at once (a slow-handshake flood
     // cannot exhaust the server, and every one of them times out).

@@ -15,8 +15,9 @@ asio::awaitable<std::expected<Session, Failure>> connect_session(SessionOptions 
     if (!socket) {
         co_return std::unexpected(socket.error());
     }
-    auto urgent = co_await client_handshake(
-        std::move(*socket), {.secret = options.secret, .role = Role::Urgent}, options.liveness);
+    auto urgent = co_await client_handshake(std::move(*socket),
+                                            {.secret = options.secret, .role = Role::Urgent},
+                                            options.liveness, options.tls);
     if (!urgent) {
         co_return std::unexpected(urgent.error());
     }
@@ -34,7 +35,7 @@ asio::awaitable<std::expected<Session, Failure>> connect_session(SessionOptions 
                                                .role = Role::Bulk,
                                                .session_id = id,
                                                .bulk_index = static_cast<std::uint8_t>(index)},
-                                              options.liveness);
+                                              options.liveness, options.tls);
         if (!bulk) {
             co_return std::unexpected(
                 Failure{bulk.error().code,

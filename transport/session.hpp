@@ -10,7 +10,8 @@ namespace uffdm::transport {
 struct SessionOptions {
     Endpoint endpoint;
     const Secret* secret = nullptr;
-    std::size_t bulk_channels = 1;  // 0..16; capped by what the server's ACCEPT allows
+    std::shared_ptr<TlsContext> tls;  // TLS 1.3 on every connection of the session (or none)
+    std::size_t bulk_channels = 1;    // 0..16; capped by what the server's ACCEPT allows
     LivenessOptions liveness;
 };
 

@@ -34,8 +34,9 @@ Failure uring_failure(const char* what, int err) {
 
 struct UringChannel {
     UringChannel(ChannelId id, ChannelHandler& handler, MirrorRing ring, int fd,
-                 const DataPathOptions& options, Clock::time_point now)
-        : core(id, handler, std::move(ring), options, now), fd(fd) {}
+                 const DataPathOptions& options, Clock::time_point now,
+                 std::unique_ptr<TlsSession> tls)
+        : core(id, handler, std::move(ring), options, now, std::move(tls)), fd(fd) {}
     UringChannel(const UringChannel&) = delete;
     UringChannel& operator=(const UringChannel&) = delete;
     ~UringChannel() {
@@ -110,13 +111,14 @@ class UringDataPath final : public DataPath {
     ChannelId add(Connection connection, ChannelHandler& handler) override {
         ChannelId id = next_id_.fetch_add(1);
         auto buffered = connection.take_buffered();
+        auto tls = connection.take_tls();
         int fd = connection.socket().release();
         // Asio left the socket non-blocking; io_uring would then hand back EAGAIN instead of
         // waiting for readiness itself.
         int flags = ::fcntl(fd, F_GETFL);
         ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
         std::lock_guard lock(mutex_);
-        requests_.adds.push_back(Add{id, fd, &handler, std::move(buffered)});
+        requests_.adds.push_back(Add{id, fd, &handler, std::move(buffered), std::move(tls)});
         wake_locked();
         return id;
     }
@@ -205,6 +207,7 @@ class UringDataPath final : public DataPath {
         int fd;
         ChannelHandler* handler;
         std::vector<std::byte> buffered;
+        std::unique_ptr<TlsSession> tls;
     };
     struct Requests {
         std::vector<Add> adds;
@@ -274,8 +277,8 @@ class UringDataPath final : public DataPath {
             return;
         }
         auto channel = std::make_unique<UringChannel>(add.id, *add.handler, std::move(*ring),
-                                                      add.fd, options_, now);
-        if (buffers_registered_) {
+                                                      add.fd, options_, now, std::move(add.tls));
+        if (buffers_registered_ && channel->core.reads_into_ring()) {
             for (unsigned slot = 0; slot < kFixedBufferSlots; ++slot) {
                 if (slot_used_[slot]) {
                     continue;

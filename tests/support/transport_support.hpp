@@ -63,13 +63,16 @@ struct JoinedPair {
     std::string error;
 };
 
-inline std::unique_ptr<JoinedPair> joined_pair(const std::string& where = "tcp:127.0.0.1:0",
-                                               const transport::Secret* secret = nullptr) {
+inline std::unique_ptr<JoinedPair> joined_pair(
+    const std::string& where = "tcp:127.0.0.1:0", const transport::Secret* secret = nullptr,
+    std::shared_ptr<transport::TlsContext> server_tls = nullptr,
+    std::shared_ptr<transport::TlsContext> client_tls = nullptr) {
     using namespace transport;
     auto pair = std::make_unique<JoinedPair>();
     ListenerOptions options;
     options.endpoint = *parse_endpoint(where);
     options.secret = secret;
+    options.tls = std::move(server_tls);
     auto listener = Listener::open(
         pair->io, options, [p = pair.get()](Connection c) { p->server.emplace(std::move(c)); });
     if (!listener) {
@@ -80,14 +83,14 @@ inline std::unique_ptr<JoinedPair> joined_pair(const std::string& where = "tcp:1
     Endpoint remote = (*listener)->local_endpoint();
     asio::co_spawn(
         pair->io,
-        [p = pair.get(), remote, secret]() -> asio::awaitable<void> {
+        [p = pair.get(), remote, secret, client_tls]() -> asio::awaitable<void> {
             auto socket = co_await connect_to(remote, {});
             if (!socket) {
                 p->error = socket.error().detail;
                 co_return;
             }
-            auto c = co_await client_handshake(std::move(*socket),
-                                               {.secret = secret, .role = Role::Urgent}, {});
+            auto c = co_await client_handshake(
+                std::move(*socket), {.secret = secret, .role = Role::Urgent}, {}, client_tls);
             if (!c) {
                 p->error = c.error().detail;
                 co_return;

@@ -374,8 +374,11 @@ TEST_P(SessionOverTransport, UrgentAndFourBulkConnectionsAuthenticateAndCarryFra
     options.secret = &secret;
     Server server(std::move(options));
     ASSERT_EQ(server.error(), "");
-    auto bulk = session_roundtrip(
-        {.endpoint = server.endpoint(), .secret = &secret, .bulk_channels = 4, .liveness = {}});
+    auto bulk = session_roundtrip({.endpoint = server.endpoint(),
+                                   .secret = &secret,
+                                   .tls = nullptr,
+                                   .bulk_channels = 4,
+                                   .liveness = {}});
     ASSERT_TRUE(bulk) << bulk.error().detail;
     EXPECT_EQ(*bulk, 4u);
     ASSERT_TRUE(server.eventually([&] { return server.frames().size() == 5; }));
@@ -394,6 +397,7 @@ INSTANTIATE_TEST_SUITE_P(Transports, SessionOverTransport, ::testing::Values("tc
 TEST(Session, MoreBulkChannelsThanTheProtocolAllowsIsRefusedBeforeConnecting) {
     auto result = session_roundtrip({.endpoint = *parse_endpoint("tcp:127.0.0.1:1"),
                                      .secret = nullptr,
+                                     .tls = nullptr,
                                      .bulk_channels = 17,
                                      .liveness = {}});
     ASSERT_FALSE(result);
@@ -404,8 +408,11 @@ TEST(Session, ServerCapOnBulkChannelsIsRespected) {
     ListenerOptions options = tcp_options(nullptr);
     options.max_bulk_channels = 2;
     Server server(std::move(options));
-    auto bulk = session_roundtrip(
-        {.endpoint = server.endpoint(), .secret = nullptr, .bulk_channels = 8, .liveness = {}});
+    auto bulk = session_roundtrip({.endpoint = server.endpoint(),
+                                   .secret = nullptr,
+                                   .tls = nullptr,
+                                   .bulk_channels = 8,
+                                   .liveness = {}});
     ASSERT_TRUE(bulk) << bulk.error().detail;
     EXPECT_EQ(*bulk, 2u);
 }

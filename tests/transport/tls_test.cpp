@@ -1,0 +1,287 @@
+// tls_test.cpp — TLS 1.3 with real certificates: mutual authentication, refusals, ciphertext.
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <mutex>
+#include <thread>
+
+#include "tests/support/data_path_support.hpp"
+#include "tests/support/tls_support.hpp"
+#include "tests/support/transport_support.hpp"
+#include "transport/listener.hpp"
+
+namespace uffdm::transport {
+namespace {
+
+using test::kApp;
+using test::pattern;
+using test::Recorder;
+using test::Running;
+
+class Tls : public ::testing::Test {
+  protected:
+    void SetUp() override {
+        if (!pki_.available()) {
+            GTEST_SKIP() << pki_.why();
+        }
+    }
+    std::shared_ptr<TlsContext> server(const std::string& leaf = "server",
+                                       const std::string& client_ca = "ca") {
+        auto ctx = TlsContext::create(TlsContext::Side::Server,
+                                      {.certificate = pki_.pem(leaf),
+                                       .private_key = pki_.key(leaf),
+                                       .trusted_ca = client_ca.empty() ? "" : pki_.pem(client_ca),
+                                       .server_name = ""});
+        EXPECT_TRUE(ctx) << ctx.error().detail;
+        return ctx ? *ctx : nullptr;
+    }
+    std::shared_ptr<TlsContext> client(const std::string& leaf = "client",
+                                       const std::string& ca = "ca",
+                                       const std::string& name = "localhost") {
+        auto ctx = TlsContext::create(TlsContext::Side::Client,
+                                      {.certificate = leaf.empty() ? "" : pki_.pem(leaf),
+                                       .private_key = leaf.empty() ? "" : pki_.key(leaf),
+                                       .trusted_ca = pki_.pem(ca),
+                                       .server_name = name});
+        EXPECT_TRUE(ctx) << ctx.error().detail;
+        return ctx ? *ctx : nullptr;
+    }
+    test::TestPki pki_;
+};
+
+// Forwards bytes between a client and the real server, keeping what the client sent: what an
+// eavesdropper on the wire would see.
+class Tap {
+  public:
+    explicit Tap(std::uint16_t server_port) {
+        listener_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        sockaddr_in addr{};
+        addr.sin_family = AF_INET;
+        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        socklen_t len = sizeof addr;
+        ::bind(listener_, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+        ::listen(listener_, 1);
+        ::getsockname(listener_, reinterpret_cast<sockaddr*>(&addr), &len);
+        port_ = ntohs(addr.sin_port);
+        thread_ = std::thread([this, server_port] { relay(server_port); });
+    }
+    ~Tap() {
+        ::shutdown(listener_, SHUT_RDWR);
+        thread_.join();
+        ::close(listener_);
+    }
+    [[nodiscard]] std::uint16_t port() const { return port_; }
+    std::vector<std::byte> seen() {
+        std::lock_guard lock(mutex_);
+        return seen_;
+    }
+
+  private:
+    void relay(std::uint16_t server_port) {
+        int client = ::accept(listener_, nullptr, nullptr);
+        if (client < 0) {
+            return;
+        }
+        int server = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        sockaddr_in addr{};
+        addr.sin_family = AF_INET;
+        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        addr.sin_port = htons(server_port);
+        ::connect(server, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+        std::thread back([&] { pump(server, client, false); });
+        pump(client, server, true);
+        back.join();
+        ::close(client);
+        ::close(server);
+    }
+    void pump(int from, int to, bool record) {
+        std::vector<std::byte> buffer(64 * 1024);
+        for (;;) {
+            ssize_t n = ::recv(from, buffer.data(), buffer.size(), 0);
+            if (n <= 0) {
+                ::shutdown(to, SHUT_WR);
+                return;
+            }
+            if (record) {
+                std::lock_guard lock(mutex_);
+                seen_.insert(seen_.end(), buffer.begin(), buffer.begin() + n);
+            }
+            if (::send(to, buffer.data(), static_cast<std::size_t>(n), MSG_NOSIGNAL) != n) {
+                return;
+            }
+        }
+    }
+
+    int listener_ = -1;
+    std::uint16_t port_ = 0;
+    std::thread thread_;
+    std::mutex mutex_;
+    std::vector<std::byte> seen_;
+};
+
+class TlsDataPath : public Tls, public ::testing::WithParamInterface<Backend> {};
+
+TEST_P(TlsDataPath, MutualTlsCarriesFramesBothWaysAndTheWireShowsOnlyCiphertext) {
+    // A listener behind a tap: the client connects to the tap, which forwards to the listener.
+    asio::io_context io;
+    std::optional<Connection> server_side;
+    ListenerOptions options;
+    options.endpoint = *parse_endpoint("tcp:127.0.0.1:0");
+    options.tls = server();
+    auto listener =
+        Listener::open(io, options, [&](Connection c) { server_side.emplace(std::move(c)); });
+    ASSERT_TRUE(listener) << listener.error().detail;
+    (*listener)->start();
+    Tap tap((*listener)->local_endpoint().port);
+    std::optional<std::expected<Connection, Failure>> client_side;
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> {
+            auto socket = co_await connect_to(
+                *parse_endpoint("tcp:127.0.0.1:" + std::to_string(tap.port())), {});
+            if (!socket) {
+                client_side.emplace(std::unexpected(socket.error()));
+                co_return;
+            }
+            client_side.emplace(co_await client_handshake(std::move(*socket),
+                                                          {.role = Role::Urgent}, {}, client()));
+        },
+        asio::detached);
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while ((!client_side || !server_side) && std::chrono::steady_clock::now() < deadline) {
+        io.run_one_for(std::chrono::milliseconds(50));
+    }
+    ASSERT_TRUE(client_side);
+    ASSERT_TRUE(*client_side) << client_side->error().detail;
+    ASSERT_TRUE(server_side);
+    EXPECT_TRUE((*client_side)->is_tls());
+
+    // A payload with a recognisable marker, sent through the data path in both directions.
+    auto marker = pattern(4096, 42);
+    Recorder left;
+    Recorder right;
+    DataPathOptions o;
+    o.backend = GetParam();
+    Running a(o);
+    Running b(o);
+    for (int i = 0; i < 40; ++i) {
+        left.queue(marker, static_cast<std::uint64_t>(i));
+        right.queue(marker, static_cast<std::uint64_t>(i));
+    }
+    ChannelId l = a->add(std::move(**client_side), left);
+    ChannelId r = b->add(std::move(*server_side), right);
+    a->want_send(l);
+    b->want_send(r);
+    ASSERT_TRUE(right.wait([](Recorder& x) { return x.received_.size() == 40; }));
+    ASSERT_TRUE(left.wait([](Recorder& x) { return x.received_.size() == 40; }));
+    {
+        std::lock_guard lock(right.mutex_);
+        for (const auto& got : right.received_) {
+            ASSERT_EQ(got.payload, marker);
+        }
+    }
+    auto wire = tap.seen();
+    auto found = std::search(wire.begin(), wire.end(), marker.begin(), marker.begin() + 64);
+    EXPECT_EQ(found, wire.end()) << "plaintext on the wire";
+    EXPECT_GT(wire.size(), 40u * 4096u);
+    (*listener)->stop();
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, TlsDataPath, ::testing::Values(Backend::IoUring, Backend::Asio),
+                         [](const auto& info) {
+                             return info.param == Backend::IoUring ? std::string("IoUring")
+                                                                   : std::string("Asio");
+                         });
+
+TEST_F(Tls, ClientWithoutACertificateIsRefusedByAMutualTlsServer) {
+    auto pair = test::joined_pair("tcp:127.0.0.1:0", nullptr, server(), client(""));
+    EXPECT_FALSE(pair->client.has_value() && pair->server.has_value());
+    EXPECT_FALSE(pair->error.empty());
+}
+
+TEST_F(Tls, ClientCertificateFromAnotherCaIsRefused) {
+    auto pair = test::joined_pair("tcp:127.0.0.1:0", nullptr, server(), client("rogue-client"));
+    EXPECT_FALSE(pair->server.has_value());
+    EXPECT_FALSE(pair->error.empty());
+}
+
+TEST_F(Tls, ServerCertificateFromAnotherCaIsRefusedByTheClient) {
+    auto pair = test::joined_pair("tcp:127.0.0.1:0", nullptr, server("rogue-server"), client());
+    ASSERT_FALSE(pair->client.has_value());
+    EXPECT_NE(pair->error.find("certificate"), std::string::npos) << pair->error;
+}
+
+TEST_F(Tls, ServerNameThatTheCertificateDoesNotCarryIsRefused) {
+    auto pair = test::joined_pair("tcp:127.0.0.1:0", nullptr, server(),
+                                  client("client", "ca", "not-this-host.example"));
+    ASSERT_FALSE(pair->client.has_value());
+    EXPECT_NE(pair->error.find("certificate"), std::string::npos) << pair->error;
+}
+
+TEST_F(Tls, PlainClientAtATlsServerAndTlsClientAtAPlainServerBothFail) {
+    auto plain_client = test::joined_pair("tcp:127.0.0.1:0", nullptr, server(), nullptr);
+    EXPECT_FALSE(plain_client->client.has_value());
+    auto plain_server = test::joined_pair("tcp:127.0.0.1:0", nullptr, nullptr, client());
+    EXPECT_FALSE(plain_server->client.has_value());
+}
+
+TEST_F(Tls, TokenAndTlsTogetherAuthenticateTwice) {
+    auto secret = test::secret_of("a-shared-secret-of-enough-length");
+    auto pair = test::joined_pair("tcp:127.0.0.1:0", &secret, server("server", ""), client(""));
+    ASSERT_TRUE(pair->error.empty()) << pair->error;
+    EXPECT_TRUE(pair->client->is_tls());
+}
+
+TEST_F(Tls, PrivateKeyReadableByOthersIsRefused) {
+    ::chmod(pki_.key("server").c_str(), 0644);
+    auto ctx = TlsContext::create(TlsContext::Side::Server, {.certificate = pki_.pem("server"),
+                                                             .private_key = pki_.key("server"),
+                                                             .trusted_ca = "",
+                                                             .server_name = ""});
+    ASSERT_FALSE(ctx);
+    EXPECT_EQ(ctx.error().code, Errc::PermissionDenied);
+    EXPECT_NE(ctx.error().detail.find("chmod 600"), std::string::npos);
+}
+
+TEST_F(Tls, ImpossibleConfigurationsAreRefusedWithTheReason) {
+    auto no_ca = TlsContext::create(TlsContext::Side::Client, {});
+    ASSERT_FALSE(no_ca);
+    EXPECT_NE(no_ca.error().detail.find("CA"), std::string::npos);
+    auto no_cert = TlsContext::create(
+        TlsContext::Side::Server,
+        {.certificate = "", .private_key = "", .trusted_ca = pki_.pem("ca"), .server_name = ""});
+    EXPECT_FALSE(no_cert);
+    auto missing = TlsContext::create(TlsContext::Side::Client, {.certificate = "",
+                                                                 .private_key = "",
+                                                                 .trusted_ca = "/nonexistent/ca.pem",
+                                                                 .server_name = ""});
+    ASSERT_FALSE(missing);
+    EXPECT_NE(missing.error().detail.find("/nonexistent/ca.pem"), std::string::npos);
+    auto mismatched =
+        TlsContext::create(TlsContext::Side::Server, {.certificate = pki_.pem("server"),
+                                                      .private_key = pki_.key("client"),
+                                                      .trusted_ca = "",
+                                                      .server_name = ""});
+    EXPECT_FALSE(mismatched);
+}
+
+TEST_F(Tls, NonLoopbackListenerNeedsClientAuthenticationNotJustTls) {
+    asio::io_context io;
+    ListenerOptions options;
+    options.endpoint = *parse_endpoint("tcp:0.0.0.0:0");
+    options.tls = server("server", "");  // encrypts, but anyone may connect
+    auto open = Listener::open(io, options, [](Connection) {});
+    ASSERT_FALSE(open);
+    EXPECT_EQ(open.error().code, Errc::PermissionDenied);
+    options.tls = server("server", "ca");  // mutual TLS: clients are known
+    EXPECT_TRUE(Listener::open(io, options, [](Connection) {}));
+}
+
+}  // namespace
+}  // namespace uffdm::transport
