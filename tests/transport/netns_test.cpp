@@ -3,6 +3,7 @@
 
 #include <future>
 
+#include "tests/support/data_path_support.hpp"
 #include "tests/support/netns.hpp"
 #include "tests/support/transport_support.hpp"
 #include "transport/listener.hpp"
@@ -65,6 +66,66 @@ TEST_F(TwoHosts, AuthenticatedSessionAcrossAVethLink) {
     EXPECT_FALSE(wrong);
     EXPECT_FALSE(local);
     EXPECT_EQ(joined.size(), 2u);
+}
+
+TEST_F(TwoHosts, DataPathCarriesFramesAcrossTheLinkOnBothBackends) {
+    for (Backend backend : {Backend::IoUring, Backend::Asio}) {
+        SCOPED_TRACE(std::string(to_string(backend)));
+        Secret secret = secret_of("a-shared-secret-of-enough-length");
+        asio::io_context io;
+        ASSERT_TRUE(hosts_.enter(hosts_.a()));
+        ListenerOptions options;
+        options.endpoint = *parse_endpoint(std::string("tcp:") + test::NetnsPair::kAddressA + ":0");
+        options.secret = &secret;
+        std::optional<Connection> server_side;
+        auto listener =
+            Listener::open(io, options, [&](Connection c) { server_side.emplace(std::move(c)); });
+        ASSERT_TRUE(hosts_.leave());
+        ASSERT_TRUE(listener) << listener.error().detail;
+        (*listener)->start();
+        // The client's socket is made while this thread is in B.
+        ASSERT_TRUE(hosts_.enter(hosts_.b()));
+        std::optional<Connection> client_side;
+        asio::co_spawn(
+            io,
+            [&]() -> asio::awaitable<void> {
+                auto socket = co_await connect_to((*listener)->local_endpoint(), {});
+                if (socket) {
+                    auto c = co_await client_handshake(
+                        std::move(*socket), {.secret = &secret, .role = Role::Urgent}, {});
+                    if (c) {
+                        client_side.emplace(std::move(*c));
+                    }
+                }
+            },
+            asio::detached);
+        auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+        while ((!client_side || !server_side) && std::chrono::steady_clock::now() < deadline) {
+            io.run_one_for(std::chrono::milliseconds(50));
+        }
+        ASSERT_TRUE(hosts_.leave());
+        ASSERT_TRUE(client_side && server_side);
+
+        auto payload = test::pattern(300 << 10, 11);
+        test::Recorder sender;
+        test::Recorder receiver;
+        DataPathOptions o;
+        o.backend = backend;
+        test::Running a(o);
+        test::Running b(o);
+        for (int i = 0; i < 64; ++i) {
+            sender.queue(payload, static_cast<std::uint64_t>(i));
+        }
+        ChannelId out = a->add(std::move(*client_side), sender);
+        b->add(std::move(*server_side), receiver);
+        a->want_send(out);
+        ASSERT_TRUE(receiver.wait([](test::Recorder& r) { return r.received_.size() == 64; }));
+        std::lock_guard lock(receiver.mutex_);
+        for (const auto& got : receiver.received_) {
+            ASSERT_EQ(got.payload, payload);
+        }
+        (*listener)->stop();
+    }
 }
 
 TEST_F(TwoHosts, UnauthenticatedListenerOnTheLinkAddressIsRefused) {
