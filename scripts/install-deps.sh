@@ -9,6 +9,7 @@ PACKAGES=(
   liburing-dev                               # io_uring: probe today, data path next
   libboost-dev                               # Boost.Asio: connection set-up, handshakes, timers
   libcli11-dev nlohmann-json3-dev            # CLI arguments and JSON reports
+  libxxhash-dev                              # per-page hashes the destination verifies
   libgtest-dev libgmock-dev                  # tests
   libbenchmark-dev                           # benchmarks
   clang-format                               # the format check in the test command
