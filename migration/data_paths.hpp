@@ -1,0 +1,36 @@
+// data_paths.hpp — The two event loops each side of a migration runs: urgent apart from bulk.
+#pragma once
+
+#include <expected>
+#include <memory>
+
+#include "transport/data_path.hpp"
+
+namespace uffdm::migration {
+
+// Two loops, so that placing or streaming a background run never delays a fault's answer on
+// the same thread.
+struct DataPaths {
+    std::unique_ptr<transport::DataPath> urgent;
+    std::unique_ptr<transport::DataPath> bulk;
+    std::size_t window = 0;  // frames in flight per channel (the send window)
+};
+
+[[nodiscard]] inline std::expected<DataPaths, transport::Failure> make_data_paths(
+    transport::Backend backend, const transport::LivenessOptions& liveness) {
+    transport::DataPathOptions options;
+    options.backend = backend;
+    options.liveness = liveness;
+    DataPaths paths;
+    paths.window = options.send_window_frames;
+    for (auto* path : {&paths.urgent, &paths.bulk}) {
+        auto created = transport::DataPath::create(options);
+        if (!created) {
+            return std::unexpected(created.error());
+        }
+        *path = std::move(*created);
+    }
+    return paths;
+}
+
+}  // namespace uffdm::migration

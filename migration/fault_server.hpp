@@ -1,0 +1,121 @@
+// fault_server.hpp — The destination: serves the guest's faults while its memory arrives.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <expected>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include "migration/placer.hpp"
+#include "migration/report.hpp"
+#include "transport/data_path.hpp"
+#include "transport/session.hpp"
+#include "uffd/event_fd.hpp"
+#include "uffd/registration.hpp"
+
+namespace uffdm::migration {
+
+struct FaultServerOptions {
+    transport::Endpoint source;
+    const transport::Secret* secret = nullptr;
+    std::shared_ptr<transport::TlsContext> tls;
+    transport::LivenessOptions liveness;
+    transport::Backend backend = transport::Backend::Auto;
+    std::size_t bulk_channels = 1;  // 0..16
+    bool verify_hashes = false;     // ask for a hash with every page and check it before placing
+    // Called from wait()'s thread about ten times a second.
+    std::function<void(const DestinationProgress&)> on_progress;
+};
+
+// Threads: a fault thread reads the userfaultfd in batches, marks pages requested and queues
+// requests (it never does network I/O); one data path loop carries requests and their answers
+// on the urgent connection; another receives the background stream. Both loops place pages.
+class FaultServer {
+  public:
+    // Takes the open userfaultfd and the guest's memory (mapped, not yet touched). Nothing is
+    // registered until start().
+    [[nodiscard]] static std::expected<std::unique_ptr<FaultServer>, wire::Failure> create(
+        uffd::UserfaultFd uffd, std::vector<GuestRegion> regions, FaultServerOptions options);
+    FaultServer(const FaultServer&) = delete;
+    FaultServer& operator=(const FaultServer&) = delete;
+    // Stops. Pages still missing after a failed migration are poisoned first (where the kernel
+    // has UFFDIO_POISON): a guest thread touching one gets SIGBUS, never a page of zeros in place
+    // of its data.
+    ~FaultServer();
+
+    // Registers every region and starts serving faults, then connects in the background. When
+    // it returns the guest may run: its faults wait for their pages.
+    [[nodiscard]] std::expected<void, wire::Failure> start();
+    // Until every page is present (then unregistered and the userfaultfd closed) or the
+    // migration failed (then faulting threads stay blocked; the report says why).
+    [[nodiscard]] DestinationReport wait();
+    // Thread-safe: fails the migration with Errc::Closed.
+    void stop();
+    [[nodiscard]] DestinationProgress progress() const;
+    [[nodiscard]] const wire::Layout& layout() const noexcept { return layout_; }
+
+  private:
+    class UrgentHandler;
+    class BulkHandler;
+    friend class UrgentHandler;
+    friend class BulkHandler;
+
+    FaultServer(uffd::UserfaultFd uffd, std::vector<GuestRegion> regions, wire::Layout layout,
+                uffd::EventFd stop_faults, FaultServerOptions options);
+    void fault_loop();
+    void handle_fault(std::uint64_t address, std::uint32_t thread_id, Clock::time_point now);
+    void connect();
+    void completed();
+    void close_all();
+    void fail(transport::Failure why);
+    void channel_closed();
+    bool pop_request(wire::Request& out);
+    void poison_missing();
+
+    FaultServerOptions options_;
+    uffd::UserfaultFd uffd_;
+    wire::Layout layout_;
+    FaultWaits waits_;
+    Placer placer_;
+    std::vector<uffd::Registration> registrations_;
+    uffd::EventFd stop_faults_;
+
+    std::unique_ptr<UrgentHandler> urgent_;
+    std::vector<std::unique_ptr<BulkHandler>> bulk_;
+    std::unique_ptr<transport::DataPath> urgent_path_;
+    std::unique_ptr<transport::DataPath> bulk_path_;
+    transport::asio::io_context connect_io_;
+
+    std::thread fault_thread_;
+    std::thread urgent_thread_;
+    std::thread bulk_thread_;
+    std::thread connect_thread_;
+
+    mutable std::mutex mutex_;  // requests_, failure_, channel ids, state_changed_
+    std::condition_variable state_changed_;
+    std::deque<wire::Request> requests_;
+    std::optional<transport::Failure> failure_;
+    std::optional<transport::ChannelId> urgent_id_;
+    std::vector<transport::ChannelId> bulk_ids_;
+    std::int64_t open_channels_ = 0;
+    bool connected_ = false;
+
+    std::atomic<bool> running_{false};   // LAYOUT accepted: PAGES may be placed
+    std::atomic<bool> complete_{false};  // every page present
+    std::atomic<bool> ended_{false};     // complete or failed
+    std::atomic<std::uint64_t> faults_{0};
+    std::atomic<std::uint64_t> requests_sent_{0};
+    Clock::time_point started_at_;
+    std::optional<Clock::time_point> completed_at_;
+    bool started_ = false;
+    bool waited_ = false;
+};
+
+}  // namespace uffdm::migration

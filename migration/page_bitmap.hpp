@@ -1,0 +1,42 @@
+// page_bitmap.hpp — One bit per guest page, set and tested atomically from any thread.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+namespace uffdm::migration {
+
+// Bits only ever go from 0 to 1 during a migration (a page becomes requested, sent, present),
+// so a set is one fetch_or and a scan needs no lock: a bit seen set stays set.
+class PageBitmap {
+  public:
+    PageBitmap() = default;
+    explicit PageBitmap(std::uint64_t pages)
+        : pages_(pages), words_(std::make_unique<std::atomic<std::uint64_t>[]>(word_count())) {}
+
+    [[nodiscard]] std::uint64_t size() const noexcept { return pages_; }
+    [[nodiscard]] bool test(std::uint64_t page) const noexcept {
+        return (words_[page / 64].load(std::memory_order_acquire) >> (page % 64)) & 1U;
+    }
+    // Sets the bit; true when this call set it (it was clear).
+    bool test_and_set(std::uint64_t page) noexcept {
+        std::uint64_t mask = std::uint64_t{1} << (page % 64);
+        return (words_[page / 64].fetch_or(mask, std::memory_order_acq_rel) & mask) == 0;
+    }
+    // The first clear bit at or after from, or size() when there is none.
+    [[nodiscard]] std::uint64_t next_clear(std::uint64_t from) const noexcept;
+    [[nodiscard]] std::uint64_t count() const noexcept;
+    // Bytes of bookkeeping (for the memory report).
+    [[nodiscard]] std::size_t bytes() const noexcept { return word_count() * 8; }
+
+  private:
+    [[nodiscard]] std::size_t word_count() const noexcept {
+        return static_cast<std::size_t>((pages_ + 63) / 64);
+    }
+    std::uint64_t pages_ = 0;
+    std::unique_ptr<std::atomic<std::uint64_t>[]> words_;
+};
+
+}  // namespace uffdm::migration

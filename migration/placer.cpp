@@ -1,0 +1,167 @@
+// placer.cpp — Sub-runs of missing pages, COPY / ZEROPAGE, EEXIST and EAGAIN, completion.
+#include "migration/placer.hpp"
+
+#include <sys/mman.h>
+
+#include <thread>
+
+#include "migration/page_hash.hpp"
+
+namespace uffdm::migration {
+
+namespace {
+
+constexpr int kRetryLimit = 1000;  // EAGAIN means a REMOVE/UNMAP is being read; it passes
+
+wire::Failure kernel_failure(const std::string& what, std::error_code code) {
+    return wire::Failure{code, what + ": " + code.message()};
+}
+
+}  // namespace
+
+Placer::Placer(const uffd::UserfaultFd& uffd, std::vector<GuestRegion> regions, FaultWaits& waits,
+               bool verify_hashes)
+    : uffd_(uffd), regions_(std::move(regions)), waits_(waits), verify_hashes_(verify_hashes) {
+    std::uint64_t largest = 0;
+    for (const auto& r : regions_) {
+        present_.emplace_back(r.length / r.page_size);
+        requested_.emplace_back(r.length / r.page_size);
+        total_ += r.length / r.page_size;
+        if (!r.zeropage_ioctl) {
+            largest = std::max(largest, std::max(r.page_size, wire::kMaxRunBytes));
+        }
+    }
+    zeros_.resize(largest);
+}
+
+std::expected<void, wire::Failure> Placer::place(const wire::PagesView& run, Path path) {
+    const wire::PagesHeader& h = run.header;
+    const GuestRegion& region = regions_[h.region];
+    bool zero = h.encoding == wire::Encoding::Zero;
+    if (!zero && verify_hashes_) {
+        if (run.hashes.empty()) {
+            return std::unexpected(transport::failure(
+                Errc::ProtocolViolation, "the source sent raw pages without the hashes asked for"));
+        }
+        for (std::uint32_t i = 0; i < h.count; ++i) {
+            auto page = run.data.subspan(i * region.page_size, region.page_size);
+            if (page_hash(page) != run.hash(i)) {
+                return std::unexpected(transport::failure(
+                    Errc::ProtocolViolation,
+                    "region " + std::to_string(h.region) + " page " +
+                        std::to_string(h.first_page + i) +
+                        ": content does not match its hash (corrupted or wrong page); not placed"));
+            }
+        }
+        hashes_verified_.fetch_add(h.count, std::memory_order_relaxed);
+    }
+    // Sub-runs of pages still missing: present ones are duplicates (the other path won).
+    PageBitmap& present = present_[h.region];
+    std::uint64_t i = 0;
+    while (i < h.count) {
+        if (present.test(h.first_page + i)) {
+            duplicate_.fetch_add(1, std::memory_order_relaxed);
+            ++i;
+            continue;
+        }
+        std::uint64_t start = i;
+        while (i < h.count && !present.test(h.first_page + i)) {
+            ++i;
+        }
+        const std::byte* data = zero ? nullptr : run.data.data() + start * region.page_size;
+        if (auto ok = place_span(h.region, h.first_page + start, i - start, data, zero, path);
+            !ok) {
+            return ok;
+        }
+    }
+    return {};
+}
+
+std::expected<void, wire::Failure> Placer::place_span(std::uint32_t region_index,
+                                                      std::uint64_t first, std::uint64_t count,
+                                                      const std::byte* data, bool zero, Path path) {
+    const GuestRegion& region = regions_[region_index];
+    const std::uint64_t page_size = region.page_size;
+    std::uint64_t done = 0;
+    int retries = 0;
+    while (done < count) {
+        std::uint64_t dst =
+            reinterpret_cast<std::uint64_t>(region.data) + (first + done) * page_size;
+        std::uint64_t len = (count - done) * page_size;
+        std::expected<std::uint64_t, std::error_code> result;
+        if (zero && region.zeropage_ioctl) {
+            result = uffd_.zeropage(dst, len);
+        } else {
+            const std::byte* src = zero ? zeros_.data() : data + done * page_size;
+            len = zero ? std::min<std::uint64_t>(len, zeros_.size()) : len;
+            result = uffd_.copy(dst, src, len);
+        }
+        if (result) {
+            std::uint64_t pages = *result / page_size;
+            placed(region_index, first + done, pages, zero, path);
+            done += pages;
+            continue;  // a short count: the next call says why that page stopped it
+        }
+        if (result.error() == Errc::AlreadyPresent) {
+            // Placed by the other path between our bitmap check and the ioctl. A failed copy
+            // wakes nobody, so wake whoever waits on it.
+            (void)uffd_.wake(dst, page_size);
+            if (present_[region_index].test_and_set(first + done)) {
+                // The other path has not marked it yet: whoever marks a page counts it.
+                add_present(1);
+            }
+            duplicate_.fetch_add(1, std::memory_order_relaxed);
+            ++done;
+            continue;
+        }
+        if (result.error() == Errc::RetryLater && ++retries < kRetryLimit) {
+            std::this_thread::yield();
+            continue;
+        }
+        return std::unexpected(kernel_failure("placing region " + std::to_string(region_index) +
+                                                  " pages " + std::to_string(first + done) + ".." +
+                                                  std::to_string(first + count - 1),
+                                              result.error()));
+    }
+    return {};
+}
+
+void Placer::placed(std::uint32_t region, std::uint64_t first, std::uint64_t count, bool zero,
+                    Path path) {
+    auto now = Clock::now();
+    std::uint64_t newly = 0;
+    for (std::uint64_t p = first; p < first + count; ++p) {
+        if (present_[region].test_and_set(p)) {
+            ++newly;
+        }
+        if (requested_[region].test(p)) {
+            waits_.complete(region, p, now);
+        }
+    }
+    (path == Path::Urgent ? urgent_ : background_).fetch_add(count, std::memory_order_relaxed);
+    if (zero) {
+        zero_.fetch_add(count, std::memory_order_relaxed);
+    }
+    add_present(newly);
+}
+
+void Placer::add_present(std::uint64_t pages) {
+    std::uint64_t before = present_count_.fetch_add(pages, std::memory_order_acq_rel);
+    if (pages > 0 && before + pages == total_ && on_complete_) {
+        on_complete_();
+    }
+}
+
+PagesByPath Placer::pages() const noexcept {
+    return {urgent_.load(), background_.load(), zero_.load(), duplicate_.load()};
+}
+
+std::uint64_t Placer::bookkeeping_bytes() const noexcept {
+    std::uint64_t bytes = 0;
+    for (std::size_t i = 0; i < present_.size(); ++i) {
+        bytes += present_[i].bytes() + requested_[i].bytes();
+    }
+    return bytes;
+}
+
+}  // namespace uffdm::migration

@@ -1,0 +1,86 @@
+// placer.hpp — Places validated runs of pages into the destination's registered guest memory.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <expected>
+#include <functional>
+#include <vector>
+
+#include "migration/fault_waits.hpp"
+#include "migration/page_bitmap.hpp"
+#include "migration/report.hpp"
+#include "migration/wire.hpp"
+#include "uffd/mapping.hpp"
+#include "uffd/userfault_fd.hpp"
+
+namespace uffdm::migration {
+
+// Guest memory on the destination: mapped, registered (MISSING), not yet touched.
+struct GuestRegion {
+    std::byte* data = nullptr;
+    std::uint64_t length = 0;
+    std::uint64_t page_size = 0;
+    uffd::MemoryKind kind = uffd::MemoryKind::Anonymous;
+    bool zeropage_ioctl = true;  // UFFDIO_ZEROPAGE allowed here (not on hugetlbfs)
+};
+
+enum class Path : std::uint8_t { Urgent, Background };
+
+// Called from the urgent and bulk loop threads at once: every shared count is atomic, and the
+// present bitmap is the single truth of what is there (a page placed by the other thread is
+// found by the bitmap, or by the kernel's EEXIST).
+class Placer {
+  public:
+    Placer(const uffd::UserfaultFd& uffd, std::vector<GuestRegion> regions, FaultWaits& waits,
+           bool verify_hashes);
+
+    // Hashes are checked for every page of the run before any of it is placed: a page whose
+    // content does not match is never placed (Errc::ProtocolViolation naming it). Kernel
+    // errors other than EEXIST and a passing EAGAIN end the migration too.
+    [[nodiscard]] std::expected<void, wire::Failure> place(const wire::PagesView& run, Path path);
+
+    [[nodiscard]] const std::vector<GuestRegion>& regions() const noexcept { return regions_; }
+    [[nodiscard]] PageBitmap& present(std::uint32_t region) noexcept { return present_[region]; }
+    [[nodiscard]] PageBitmap& requested(std::uint32_t region) noexcept {
+        return requested_[region];
+    }
+    [[nodiscard]] std::uint64_t total_pages() const noexcept { return total_; }
+    [[nodiscard]] std::uint64_t present_pages() const noexcept {
+        return present_count_.load(std::memory_order_acquire);
+    }
+    [[nodiscard]] bool complete() const noexcept { return present_pages() == total_; }
+    [[nodiscard]] PagesByPath pages() const noexcept;
+    [[nodiscard]] std::uint64_t hashes_verified() const noexcept { return hashes_verified_.load(); }
+    [[nodiscard]] std::uint64_t bookkeeping_bytes() const noexcept;
+    // Called once, by the thread that placed the last missing page.
+    void on_complete(std::function<void()> callback) { on_complete_ = std::move(callback); }
+
+  private:
+    std::expected<void, wire::Failure> place_span(std::uint32_t region, std::uint64_t first,
+                                                  std::uint64_t count, const std::byte* data,
+                                                  bool zero, Path path);
+    void placed(std::uint32_t region, std::uint64_t first, std::uint64_t count, bool zero,
+                Path path);
+    // Counts pages newly marked present; the one that makes the count whole calls on_complete.
+    void add_present(std::uint64_t pages);
+
+    const uffd::UserfaultFd& uffd_;
+    std::vector<GuestRegion> regions_;
+    FaultWaits& waits_;
+    bool verify_hashes_;
+    std::vector<PageBitmap> present_;
+    std::vector<PageBitmap> requested_;
+    std::uint64_t total_ = 0;
+    std::vector<std::byte> zeros_;  // the source of zero runs where ZEROPAGE is not allowed
+    std::function<void()> on_complete_;
+
+    std::atomic<std::uint64_t> present_count_{0};
+    std::atomic<std::uint64_t> urgent_{0};
+    std::atomic<std::uint64_t> background_{0};
+    std::atomic<std::uint64_t> zero_{0};
+    std::atomic<std::uint64_t> duplicate_{0};
+    std::atomic<std::uint64_t> hashes_verified_{0};
+};
+
+}  // namespace uffdm::migration

@@ -1,0 +1,40 @@
+// synthetic.hpp — A deterministic synthetic guest: which pages are zero, repeated or unique, and
+// their bytes.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+
+#include "migration/wire.hpp"
+
+namespace uffdm::migration {
+
+// The same spec and seed give the same guest on any host, so a destination can check every page
+// it receives without the source's memory.
+struct SyntheticSpec {
+    std::uint64_t size = 1ULL << 30;  // bytes in all regions together
+    std::uint64_t page_size = 4096;
+    std::uint32_t regions = 1;  // size split evenly (a VMM's RAM below and above a PCI hole)
+    std::uint64_t seed = 1;
+    std::uint32_t zero_percent = 50;    // pages that are all zero (a freshly booted guest: most)
+    std::uint32_t repeat_percent = 10;  // of the rest, pages whose content one of 16 others share
+
+    [[nodiscard]] wire::Layout layout() const;
+    // Why the spec cannot be a guest ("" when it can).
+    [[nodiscard]] std::string problem() const;
+};
+
+enum class PageContent : std::uint8_t { Zero, Repeated, Unique };
+
+[[nodiscard]] PageContent content_of(const SyntheticSpec& spec, std::uint32_t region,
+                                     std::uint64_t page) noexcept;
+// Writes the page's bytes (page_size of them) into out.
+void fill_page(const SyntheticSpec& spec, std::uint32_t region, std::uint64_t page,
+               std::span<std::byte> out) noexcept;
+// The bytes equal what fill_page writes, without a scratch copy.
+[[nodiscard]] bool page_matches(const SyntheticSpec& spec, std::uint32_t region, std::uint64_t page,
+                                std::span<const std::byte> data) noexcept;
+
+}  // namespace uffdm::migration

@@ -1,0 +1,323 @@
+// wire.cpp — Encoding and strict decoding of LAYOUT, START, REQUEST, PAGES, STREAM_END, DONE.
+#include "migration/wire.hpp"
+
+#include <algorithm>
+#include <bit>
+
+#include "transport/byte_order.hpp"
+
+namespace uffdm::migration::wire {
+
+using transport::load_le;
+using transport::store_le;
+
+namespace {
+
+Failure violation(std::string detail) {
+    return transport::failure(Errc::ProtocolViolation, std::move(detail));
+}
+
+std::expected<void, Failure> exact_size(std::span<const std::byte> p, std::size_t want,
+                                        const char* what) {
+    if (p.size() != want) {
+        return std::unexpected(violation(std::string(what) + " payload is " +
+                                         std::to_string(p.size()) + " bytes, not " +
+                                         std::to_string(want)));
+    }
+    return {};
+}
+
+bool all_zero(std::span<const std::byte> bytes) {
+    return std::all_of(bytes.begin(), bytes.end(), [](std::byte b) { return b == std::byte{0}; });
+}
+
+std::string size_text(std::uint64_t bytes) {
+    const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    int unit = 0;
+    while (unit < 4 && bytes >= 1024 && bytes % 1024 == 0) {
+        bytes /= 1024;
+        ++unit;
+    }
+    return std::to_string(bytes) + " " + units[unit];
+}
+
+// The run [first, first+count) lies inside the region (no overflow).
+std::expected<const RegionInfo*, Failure> check_run(const Layout& layout, std::uint32_t region,
+                                                    std::uint64_t first, std::uint64_t count,
+                                                    const char* what) {
+    if (region >= layout.regions.size()) {
+        return std::unexpected(violation(std::string(what) + " region " + std::to_string(region) +
+                                         " does not exist (the layout has " +
+                                         std::to_string(layout.regions.size()) + ")"));
+    }
+    const RegionInfo& info = layout.regions[region];
+    if (count == 0) {
+        return std::unexpected(violation(std::string(what) + " of 0 pages"));
+    }
+    if (count > max_pages_per_frame(info.page_size)) {
+        return std::unexpected(violation(std::string(what) + " of " + std::to_string(count) +
+                                         " pages exceeds " +
+                                         std::to_string(max_pages_per_frame(info.page_size))));
+    }
+    if (first >= info.pages() || count > info.pages() - first) {
+        return std::unexpected(violation(std::string(what) + " pages " + std::to_string(first) +
+                                         ".." + std::to_string(first + count - 1) +
+                                         " outside region " + std::to_string(region) + " (" +
+                                         std::to_string(info.pages()) + " pages)"));
+    }
+    return &info;
+}
+
+}  // namespace
+
+std::string to_string(MessageType type) {
+    switch (type) {
+        case MessageType::Layout:
+            return "LAYOUT";
+        case MessageType::Start:
+            return "START";
+        case MessageType::Request:
+            return "REQUEST";
+        case MessageType::Pages:
+            return "PAGES";
+        case MessageType::StreamEnd:
+            return "STREAM_END";
+        case MessageType::Done:
+            return "DONE";
+        case MessageType::Invalid:
+            break;
+    }
+    return "message " + std::to_string(static_cast<unsigned>(type));
+}
+
+std::uint64_t Layout::total_pages() const noexcept {
+    std::uint64_t total = 0;
+    for (const auto& r : regions) {
+        total += r.pages();
+    }
+    return total;
+}
+
+std::uint64_t Layout::total_bytes() const noexcept {
+    std::uint64_t total = 0;
+    for (const auto& r : regions) {
+        total += r.length;
+    }
+    return total;
+}
+
+std::string Layout::describe() const {
+    std::string out =
+        std::to_string(regions.size()) + (regions.size() == 1 ? " region" : " regions");
+    for (std::size_t i = 0; i < regions.size(); ++i) {
+        out += (i == 0 ? ": " : ", ");
+        out += "#" + std::to_string(regions[i].id) + " " + size_text(regions[i].length) + " of " +
+               size_text(regions[i].page_size) + " pages";
+    }
+    return out;
+}
+
+std::expected<void, Failure> validate(const Layout& layout) {
+    if (layout.regions.empty() || layout.regions.size() > kMaxRegions) {
+        return std::unexpected(violation("layout has " + std::to_string(layout.regions.size()) +
+                                         " regions, not 1.." + std::to_string(kMaxRegions)));
+    }
+    for (std::size_t i = 0; i < layout.regions.size(); ++i) {
+        const RegionInfo& r = layout.regions[i];
+        std::string which = "region " + std::to_string(i);
+        if (r.id != i) {
+            return std::unexpected(violation(which + " has id " + std::to_string(r.id)));
+        }
+        if (!std::has_single_bit(r.page_size) || r.page_size < kMinPageSize ||
+            r.page_size > kMaxPageSize) {
+            return std::unexpected(violation(which + " page size " + std::to_string(r.page_size) +
+                                             " is not a power of two in 4 KiB..1 GiB"));
+        }
+        if (r.length == 0 || r.length % r.page_size != 0) {
+            return std::unexpected(violation(which + " length " + std::to_string(r.length) +
+                                             " is not a non-zero multiple of its page size " +
+                                             std::to_string(r.page_size)));
+        }
+    }
+    return {};
+}
+
+std::vector<std::byte> encode(const Layout& layout) {
+    std::vector<std::byte> out(16 + 32 * layout.regions.size());
+    store_le<std::uint32_t>(out, 0, static_cast<std::uint32_t>(layout.regions.size()));
+    store_le<std::uint64_t>(out, 8, layout.total_pages());
+    for (std::size_t i = 0; i < layout.regions.size(); ++i) {
+        std::size_t at = 16 + 32 * i;
+        store_le<std::uint32_t>(out, at, layout.regions[i].id);
+        store_le<std::uint64_t>(out, at + 8, layout.regions[i].page_size);
+        store_le<std::uint64_t>(out, at + 16, layout.regions[i].length);
+    }
+    return out;
+}
+
+std::expected<Layout, Failure> decode_layout(std::span<const std::byte> p) {
+    if (p.size() < 16) {
+        return std::unexpected(violation("LAYOUT payload of " + std::to_string(p.size()) +
+                                         " bytes is shorter than its 16-byte head"));
+    }
+    auto count = load_le<std::uint32_t>(p, 0);
+    if (count == 0 || count > kMaxRegions) {
+        return std::unexpected(violation("LAYOUT region_count " + std::to_string(count) +
+                                         " outside 1.." + std::to_string(kMaxRegions)));
+    }
+    if (auto ok = exact_size(p, 16 + 32 * std::size_t{count}, "LAYOUT"); !ok) {
+        return std::unexpected(ok.error());
+    }
+    if (load_le<std::uint32_t>(p, 4) != 0) {
+        return std::unexpected(violation("LAYOUT flags have reserved bits set"));
+    }
+    Layout layout;
+    for (std::uint32_t i = 0; i < count; ++i) {
+        std::size_t at = 16 + 32 * std::size_t{i};
+        if (load_le<std::uint32_t>(p, at + 4) != 0 || load_le<std::uint64_t>(p, at + 24) != 0) {
+            return std::unexpected(
+                violation("LAYOUT region " + std::to_string(i) + " has reserved bytes set"));
+        }
+        layout.regions.push_back({load_le<std::uint32_t>(p, at), load_le<std::uint64_t>(p, at + 8),
+                                  load_le<std::uint64_t>(p, at + 16)});
+    }
+    if (auto ok = validate(layout); !ok) {
+        return std::unexpected(Failure{ok.error().code, "LAYOUT " + ok.error().detail});
+    }
+    auto total = load_le<std::uint64_t>(p, 8);
+    if (total != layout.total_pages()) {
+        return std::unexpected(violation("LAYOUT total_pages " + std::to_string(total) +
+                                         " but the regions hold " +
+                                         std::to_string(layout.total_pages())));
+    }
+    return layout;
+}
+
+std::vector<std::byte> encode(const Start& start) {
+    std::vector<std::byte> out(16);
+    store_le<std::uint32_t>(out, 0, start.flags);
+    return out;
+}
+
+std::expected<Start, Failure> decode_start(std::span<const std::byte> p) {
+    if (auto ok = exact_size(p, 16, "START"); !ok) {
+        return std::unexpected(ok.error());
+    }
+    Start start{load_le<std::uint32_t>(p, 0)};
+    if ((start.flags & ~Start::kWantHashes) != 0 || !all_zero(p.subspan(4))) {
+        return std::unexpected(violation("START has reserved bits set"));
+    }
+    return start;
+}
+
+std::vector<std::byte> encode(const Request& request) {
+    std::vector<std::byte> out(kRequestSize);
+    store_le<std::uint32_t>(out, 0, request.region);
+    store_le<std::uint32_t>(out, 4, request.count);
+    store_le<std::uint64_t>(out, 8, request.first_page);
+    return out;
+}
+
+std::expected<Request, Failure> decode_request(std::span<const std::byte> p, const Layout& layout) {
+    if (auto ok = exact_size(p, kRequestSize, "REQUEST"); !ok) {
+        return std::unexpected(ok.error());
+    }
+    Request request{load_le<std::uint32_t>(p, 0), load_le<std::uint32_t>(p, 4),
+                    load_le<std::uint64_t>(p, 8)};
+    if (auto ok = check_run(layout, request.region, request.first_page, request.count, "REQUEST");
+        !ok) {
+        return std::unexpected(ok.error());
+    }
+    return request;
+}
+
+std::array<std::byte, kPagesHeaderSize> encode(const PagesHeader& h) {
+    std::array<std::byte, kPagesHeaderSize> out{};
+    store_le<std::uint32_t>(out, 0, h.region);
+    store_le<std::uint8_t>(out, 4, static_cast<std::uint8_t>(h.encoding));
+    store_le<std::uint8_t>(out, 5, h.flags);
+    store_le<std::uint64_t>(out, 8, h.first_page);
+    store_le<std::uint32_t>(out, 16, h.count);
+    return out;
+}
+
+std::uint64_t PagesView::hash(std::size_t i) const noexcept {
+    return load_le<std::uint64_t>(hashes, i * 8);
+}
+
+std::expected<PagesView, Failure> decode_pages(std::span<const std::byte> p, const Layout& layout) {
+    if (p.size() < kPagesHeaderSize) {
+        return std::unexpected(violation("PAGES payload of " + std::to_string(p.size()) +
+                                         " bytes is shorter than its descriptor"));
+    }
+    PagesView view;
+    PagesHeader& h = view.header;
+    h.region = load_le<std::uint32_t>(p, 0);
+    h.encoding = static_cast<Encoding>(load_le<std::uint8_t>(p, 4));
+    h.flags = load_le<std::uint8_t>(p, 5);
+    h.first_page = load_le<std::uint64_t>(p, 8);
+    h.count = load_le<std::uint32_t>(p, 16);
+    if (load_le<std::uint16_t>(p, 6) != 0 || load_le<std::uint32_t>(p, 20) != 0 ||
+        (h.flags & ~(PagesHeader::kHashes | PagesHeader::kAnswer)) != 0) {
+        return std::unexpected(violation("PAGES has reserved bits set"));
+    }
+    if (h.encoding != Encoding::Raw && h.encoding != Encoding::Zero) {
+        return std::unexpected(violation(
+            "PAGES encoding " + std::to_string(static_cast<unsigned>(h.encoding)) + " is unknown"));
+    }
+    auto region = check_run(layout, h.region, h.first_page, h.count, "PAGES");
+    if (!region) {
+        return std::unexpected(region.error());
+    }
+    bool hashes = (h.flags & PagesHeader::kHashes) != 0;
+    if (h.encoding == Encoding::Zero && hashes) {
+        return std::unexpected(violation("PAGES zero run with hashes"));
+    }
+    std::uint64_t hash_bytes = hashes ? 8ULL * h.count : 0;
+    std::uint64_t data_bytes = h.encoding == Encoding::Raw ? (*region)->page_size * h.count : 0;
+    std::uint64_t want = kPagesHeaderSize + hash_bytes + data_bytes;
+    if (p.size() != want) {
+        return std::unexpected(violation(
+            "PAGES of " + std::to_string(h.count) + " " +
+            (h.encoding == Encoding::Raw ? "raw" : "zero") + " pages of " +
+            std::to_string((*region)->page_size) + " bytes should be " + std::to_string(want) +
+            " bytes, not " + std::to_string(p.size()) + " (short or wrong-size pages)"));
+    }
+    view.hashes = p.subspan(kPagesHeaderSize, hash_bytes);
+    view.data = p.subspan(kPagesHeaderSize + hash_bytes, data_bytes);
+    return view;
+}
+
+std::vector<std::byte> encode(const StreamEnd& end) {
+    std::vector<std::byte> out(16);
+    store_le<std::uint64_t>(out, 0, end.pages_sent);
+    return out;
+}
+
+std::vector<std::byte> encode(const Done& done) {
+    std::vector<std::byte> out(16);
+    store_le<std::uint64_t>(out, 0, done.pages_present);
+    return out;
+}
+
+std::expected<StreamEnd, Failure> decode_stream_end(std::span<const std::byte> p) {
+    if (auto ok = exact_size(p, 16, "STREAM_END"); !ok) {
+        return std::unexpected(ok.error());
+    }
+    if (!all_zero(p.subspan(8))) {
+        return std::unexpected(violation("STREAM_END has reserved bytes set"));
+    }
+    return StreamEnd{load_le<std::uint64_t>(p, 0)};
+}
+
+std::expected<Done, Failure> decode_done(std::span<const std::byte> p) {
+    if (auto ok = exact_size(p, 16, "DONE"); !ok) {
+        return std::unexpected(ok.error());
+    }
+    if (!all_zero(p.subspan(8))) {
+        return std::unexpected(violation("DONE has reserved bytes set"));
+    }
+    return Done{load_le<std::uint64_t>(p, 0)};
+}
+
+}  // namespace uffdm::migration::wire
