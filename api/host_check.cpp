@@ -14,8 +14,6 @@ namespace uffdm {
 
 namespace {
 
-using uffd::MemoryKind;
-
 std::vector<std::string> ioctls_for(const uffd::UserfaultFd& fd, const uffd::Mapping& mapping,
                                     uffd::RegisterModes modes, std::string* error) {
     auto reg = fd.register_mapping(mapping, modes);
@@ -28,14 +26,15 @@ std::vector<std::string> ioctls_for(const uffd::UserfaultFd& fd, const uffd::Map
     return reg->ioctls().names();
 }
 
-MemoryKindReport check_kind(const uffd::UserfaultFd& fd, MemoryKind kind) {
+MemoryKindReport check_kind(const uffd::UserfaultFd& fd, uffd::MemoryKind kind) {
     MemoryKindReport report;
     report.kind = std::string(uffd::to_string(kind));
-    std::size_t length = kind == MemoryKind::Hugetlb ? uffd::kHugePageSize : uffd::base_page_size();
+    std::size_t length =
+        kind == uffd::MemoryKind::Hugetlb ? uffd::kHugePageSize : uffd::base_page_size();
     auto mapping = uffd::Mapping::create(kind, length);
     if (!mapping) {
         report.note = "cannot map: " + mapping.error().message();
-        if (kind == MemoryKind::Hugetlb) {
+        if (kind == uffd::MemoryKind::Hugetlb) {
             report.note += " (reserve huge pages: sysctl vm.nr_hugepages=N)";
         }
         return report;
@@ -46,7 +45,7 @@ MemoryKindReport check_kind(const uffd::UserfaultFd& fd, MemoryKind kind) {
     if (!report.available) {
         report.note = "cannot register in MISSING mode: " + error;
     }
-    if (kind != MemoryKind::Anonymous) {
+    if (kind != uffd::MemoryKind::Anonymous) {
         report.minor_ioctls = ioctls_for(fd, *mapping, {.minor = true}, nullptr);
     }
     report.wp_ioctls = ioctls_for(fd, *mapping, {.write_protect = true}, nullptr);
@@ -153,7 +152,8 @@ HostReport check_host(const CheckOptions& options) {
         report.features_offered = fd.offered().bits();
         report.feature_names = fd.offered().names();
         report.api_ioctls = fd.api_ioctls().names();
-        for (MemoryKind kind : {MemoryKind::Anonymous, MemoryKind::Shmem, MemoryKind::Hugetlb}) {
+        for (uffd::MemoryKind kind :
+             {uffd::MemoryKind::Anonymous, uffd::MemoryKind::Shmem, uffd::MemoryKind::Hugetlb}) {
             report.memory_kinds.push_back(check_kind(fd, kind));
         }
     }

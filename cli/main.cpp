@@ -5,8 +5,13 @@
 #include <uffdm/uffdm.hpp>
 
 #include "cli/check_command.hpp"
+#include "cli/commands.hpp"
+#include "cli/signals.hpp"
 
 int main(int argc, char** argv) {
+    // Before any thread exists, so that only the watcher a command starts ever takes them.
+    uffdm::cli::block_stop_signals();
+
     CLI::App app{"uffd-migrate: postcopy live migration of guest memory over userfaultfd"};
     app.set_version_flag("--version", std::string(uffdm::version()));
     app.require_subcommand(1);
@@ -20,6 +25,10 @@ int main(int argc, char** argv) {
     check->add_flag("--json", json, "Print a JSON report (fields documented in README.md)");
     check->add_option("--device", check_options.device_path, "The userfaultfd device node")
         ->capture_default_str();
+    auto serve = uffdm::cli::add_serve_command(app);
+    auto receive = uffdm::cli::add_receive_command(app);
+    auto demo = uffdm::cli::add_demo_command(app);
+    auto helper = uffdm::cli::add_helper_command(app);
 
     try {
         app.parse(argc, argv);
@@ -36,6 +45,12 @@ int main(int argc, char** argv) {
                 uffdm::cli::print_check_text(report, std::cout);
             }
             return report.exit_code();
+        }
+        for (auto [name, run] : {std::pair{"serve", &serve}, std::pair{"receive", &receive},
+                                 std::pair{"demo", &demo}, std::pair{"helper", &helper}}) {
+            if (app.got_subcommand(name)) {
+                return (*run)();
+            }
         }
     } catch (const std::exception& e) {
         std::cerr << "uffd-migrate: " << e.what() << "\n";

@@ -136,8 +136,8 @@ class PageServer::Streamer {
 // One bulk connection: pulls runs from the shared streamer while the window has room.
 class PageServer::BulkHandler final : public ChannelHandler {
   public:
-    BulkHandler(PageServer& server, std::size_t window)
-        : server_(server), builder_(server.memory_, window) {}
+    BulkHandler(PageServer& server, std::size_t window, std::uint64_t session)
+        : server_(server), builder_(server.memory_, window), session_(session) {}
 
     void on_frame(ChannelId channel, const FrameView& frame) override {
         transport::Failure why = transport::failure(
@@ -179,6 +179,7 @@ class PageServer::BulkHandler final : public ChannelHandler {
   private:
     PageServer& server_;
     FrameBuilder builder_;
+    std::uint64_t session_;
     std::uint64_t sent_ = 0;
     bool ended_ = false;
 };
@@ -268,13 +269,19 @@ class PageServer::UrgentHandler final : public ChannelHandler {
     }
 
     void on_closed(ChannelId, const transport::Failure& why) override {
+        server_.open_channels_.fetch_sub(1);
+        if (state_ == State::AwaitStart) {
+            // Nothing was sent: a destination that only read the layout, or refused it. The
+            // source waits for the next one.
+            server_.session_ended_before_start();
+            return;
+        }
         if (state_ != State::Finished) {
             server_.fail(transport::failure(
                 Errc::PeerLost,
                 "the destination went away before it had every page: " +
                     (why.detail.empty() ? std::string("it said goodbye") : why.detail)));
         }
-        server_.open_channels_.fetch_sub(1);
     }
 
   private:
@@ -314,7 +321,7 @@ std::expected<std::unique_ptr<PageServer>, wire::Failure> PageServer::open(
     server->urgent_path_ = std::move(paths->urgent);
     server->bulk_path_ = std::move(paths->bulk);
     server->window_ = paths->window;
-    server->urgent_ = std::make_unique<UrgentHandler>(*server, server->window_);
+
     server->streamer_ = std::make_unique<Streamer>(*server);
     transport::ListenerOptions listen{.endpoint = server->options_.listen,
                                       .secret = server->options_.secret,
@@ -353,20 +360,28 @@ void PageServer::on_joined(transport::Connection connection) {
         }
         session_ = joined.session_id;
         open_channels_.fetch_add(1);
-        urgent_id_ = urgent_path_->add(std::move(connection), *urgent_);
+        // A handler per session: one that ended before START may still be finishing its
+        // on_closed when the next destination arrives.
+        urgent_.push_back(std::make_unique<UrgentHandler>(*this, window_));
+        urgent_id_ = urgent_path_->add(std::move(connection), *urgent_.back());
         urgent_path_->want_send(*urgent_id_);
         return;
     }
     if (joined.session_id != session_ || done()) {
         return;  // a straggler of a session that is over: closed by dropping it
     }
-    bulk_.push_back(std::make_unique<BulkHandler>(*this, window_));
+    bulk_.push_back(std::make_unique<BulkHandler>(*this, window_, session_));
     open_channels_.fetch_add(1);
     ChannelId id = bulk_path_->add(std::move(connection), *bulk_.back());
     bulk_ids_.push_back(id);
     if (started_.load(std::memory_order_acquire)) {
         bulk_path_->want_send(id);
     }
+}
+
+std::uint64_t PageServer::current_session() const {
+    std::lock_guard lock(mutex_);
+    return session_;
 }
 
 void PageServer::started(bool want_hashes) {
@@ -376,6 +391,19 @@ void PageServer::started(bool want_hashes) {
     for (ChannelId id : bulk_ids_) {
         bulk_path_->want_send(id);
     }
+}
+
+void PageServer::session_ended_before_start() {
+    std::lock_guard lock(mutex_);
+    if (session_ != 0) {
+        listener_->end_session(session_);
+    }
+    for (ChannelId id : bulk_ids_) {
+        bulk_path_->close(id);  // its bulk connections carried nothing yet
+    }
+    bulk_ids_.clear();
+    urgent_id_.reset();
+    session_ = 0;
 }
 
 void PageServer::note_request(std::uint32_t region, std::uint64_t page) {

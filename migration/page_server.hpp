@@ -61,6 +61,8 @@ class PageServer {
     PageServer(const GuestMemory& memory, PageServerOptions options);
     void on_joined(transport::Connection connection);
     void started(bool want_hashes);
+    void session_ended_before_start();
+    [[nodiscard]] std::uint64_t current_session() const;
     void finished();
     void fail(transport::Failure why);
     void note_request(std::uint32_t region, std::uint64_t page);
@@ -73,7 +75,7 @@ class PageServer {
 
     std::size_t window_ = 16;  // the data paths' send window: hash slots per handler
     // Handlers before the data paths that call them (declaration order is shutdown order).
-    std::unique_ptr<UrgentHandler> urgent_;
+    std::vector<std::unique_ptr<UrgentHandler>> urgent_;  // one per session, under mutex_
     std::unique_ptr<Streamer> streamer_;
     std::vector<std::unique_ptr<BulkHandler>> bulk_;  // added on the io_ thread under mutex_
 

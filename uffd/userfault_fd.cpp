@@ -143,6 +143,15 @@ std::expected<UserfaultFd, std::error_code> UserfaultFd::open(const OpenOptions&
                      options.user_mode_only);
 }
 
+std::expected<UniqueFd, std::error_code> UserfaultFd::open_unconfigured(
+    const OpenOptions& options) {
+    auto raw = open_raw(options);
+    if (!raw) {
+        return std::unexpected(raw.error());
+    }
+    return std::move(raw->fd);
+}
+
 std::expected<UserfaultFd, std::error_code> UserfaultFd::adopt(UniqueFd fd, FeatureSet required,
                                                                FeatureSet optional) {
     if (!fd) {

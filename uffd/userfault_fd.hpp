@@ -65,6 +65,10 @@ class UserfaultFd {
     // Features the kernel offers on this route, without keeping a descriptor.
     [[nodiscard]] static std::expected<FeatureSet, std::error_code> probe_features(
         const OpenOptions& options);
+    // A new descriptor without the UFFDIO_API handshake, which the kernel allows only once: for
+    // handing to another process (SCM_RIGHTS), whose adopt() asks for what it needs.
+    [[nodiscard]] static std::expected<UniqueFd, std::error_code> open_unconfigured(
+        const OpenOptions& options);
     // Takes a freshly created userfaultfd (for example received over SCM_RIGHTS from a
     // privileged helper) and performs the API handshake on it.
     [[nodiscard]] static std::expected<UserfaultFd, std::error_code> adopt(UniqueFd fd,

@@ -1,9 +1,15 @@
 // uffdm.hpp — The public C++ API of uffd-migrate.
 #pragma once
 
+#include <chrono>
+#include <cstddef>
 #include <cstdint>
+#include <expected>
+#include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <uffdm/error.hpp>
@@ -71,5 +77,273 @@ struct HostReport {
 [[nodiscard]] HostReport check_host(const CheckOptions& options = {});
 
 [[nodiscard]] std::string_view to_string(HostVerdict verdict) noexcept;
+
+// ---- Errors ---------------------------------------------------------------------------------
+
+// What failed and what to do about it. code is a std::system_category errno or a uffdm::Errc.
+struct Error {
+    std::error_code code;
+    std::string message;
+};
+
+// ---- Guest memory -------------------------------------------------------------------------
+
+// The guest RAM backings a VMM uses: private anonymous memory, memfd shared memory, hugetlbfs
+// with 2 MiB pages.
+enum class MemoryKind : std::uint8_t { Invalid = 0, Anonymous = 1, Shmem = 2, Hugetlb = 3 };
+
+[[nodiscard]] std::string_view to_string(MemoryKind kind) noexcept;
+[[nodiscard]] std::expected<MemoryKind, Error> parse_memory_kind(std::string_view text);
+
+// Guest memory this library maps for a caller that has none of its own (the CLI, tests). A VMM
+// passes its own mappings as regions instead.
+class GuestMemory {
+  public:
+    [[nodiscard]] static std::expected<GuestMemory, Error> allocate(MemoryKind kind,
+                                                                    std::size_t length);
+    GuestMemory(GuestMemory&&) noexcept;
+    GuestMemory& operator=(GuestMemory&&) noexcept;
+    ~GuestMemory();
+
+    [[nodiscard]] std::byte* data() const noexcept;
+    [[nodiscard]] std::size_t size() const noexcept;
+    [[nodiscard]] std::size_t page_size() const noexcept;
+    [[nodiscard]] MemoryKind kind() const noexcept;
+
+  private:
+    struct Impl;
+    explicit GuestMemory(std::unique_ptr<Impl> impl) noexcept;
+    std::unique_ptr<Impl> impl_;
+};
+
+// A deterministic synthetic guest: the same spec gives the same bytes on any host, so a
+// destination can check every page it receives.
+struct SyntheticGuest {
+    std::uint64_t size = 1ULL << 30;
+    std::uint64_t page_size = 4096;
+    std::uint32_t regions = 1;
+    std::uint64_t seed = 1;
+    std::uint32_t zero_percent = 50;
+    std::uint32_t repeat_percent = 10;
+};
+
+// The region lengths the synthetic guest has (its size split evenly).
+[[nodiscard]] std::vector<std::uint64_t> synthetic_region_lengths(const SyntheticGuest& guest);
+// The page's bytes are what the synthetic guest holds there.
+[[nodiscard]] bool synthetic_page_matches(const SyntheticGuest& guest, std::uint32_t region,
+                                          std::uint64_t page, const void* data) noexcept;
+
+// ---- Both sides ---------------------------------------------------------------------------
+
+// Who may take part. Every connection authenticates before a page moves: with a token (an
+// HMAC-SHA256 shared secret read from a file only its owner can read), with TLS 1.3, or both.
+struct Security {
+    std::string token_file;
+    std::string tls_certificate;  // PEM; the source needs one for TLS, the destination may
+    std::string tls_private_key;  // PEM, mode 0600
+    std::string tls_ca;           // PEM: who signs the peer's certificate
+    std::string tls_server_name;  // destination: the name the source's certificate must carry
+    // Source: listen on a non-loopback address without authenticating clients.
+    bool insecure = false;
+};
+
+enum class DataPathBackend : std::uint8_t { Auto = 0, IoUring = 1, Asio = 2 };
+
+struct Timeouts {
+    std::chrono::milliseconds handshake{5000};
+    std::chrono::milliseconds stall{10000};  // a peer that stops reading
+    std::chrono::milliseconds idle{10000};   // a peer that says nothing (heartbeats go every 2 s)
+};
+
+struct LatencyStats {
+    std::uint64_t count = 0;
+    double mean_us = 0;
+    double p50_us = 0;
+    double p90_us = 0;
+    double p99_us = 0;
+    double p999_us = 0;
+    double max_us = 0;
+};
+
+// ---- Source -------------------------------------------------------------------------------
+
+struct SourceProgress {
+    std::uint64_t pages_total = 0;
+    std::uint64_t pages_sent = 0;
+    std::uint64_t requests = 0;
+    std::uint64_t bytes_sent = 0;
+    bool connected = false;
+};
+
+struct SourceStats {
+    bool ok = false;
+    Error error;
+    double seconds = 0;
+    std::uint64_t pages_total = 0;
+    std::uint64_t pages_streamed = 0;
+    std::uint64_t pages_answered = 0;
+    std::uint64_t pages_resent = 0;
+    std::uint64_t zero_pages = 0;
+    std::uint64_t requests = 0;
+    std::uint64_t bytes_sent = 0;
+    std::uint64_t bulk_channels = 0;
+};
+
+struct SourceOptions {
+    std::string listen = "tcp:127.0.0.1:0";  // tcp:HOST:PORT, tcp:[IPV6]:PORT or unix:PATH
+    Security security;
+    DataPathBackend data_path = DataPathBackend::Auto;
+    Timeouts timeouts;
+    std::size_t bulk_run_bytes = 256U << 10;
+    std::function<void(const SourceProgress&)> on_progress;  // ~10 Hz, from run()'s thread
+};
+
+// The page server: serves one migration of a guest's memory.
+class Source {
+  public:
+    // Memory the caller has mapped; it must stay mapped and unchanged until run() returns.
+    [[nodiscard]] static std::expected<Source, Error> create(
+        const std::vector<std::pair<const void*, std::size_t>>& regions, std::size_t page_size,
+        SourceOptions options);
+    // A memory image file (one region), mapped read-only; holes of a sparse file are not read.
+    [[nodiscard]] static std::expected<Source, Error> from_image(const std::string& path,
+                                                                 std::size_t page_size,
+                                                                 SourceOptions options);
+    [[nodiscard]] static std::expected<Source, Error> synthetic(const SyntheticGuest& guest,
+                                                                SourceOptions options);
+    Source(Source&&) noexcept;
+    Source& operator=(Source&&) noexcept;
+    ~Source();
+
+    // Where destinations connect, with the port the kernel picked for port 0.
+    [[nodiscard]] std::string endpoint() const;
+    // Serves one destination to the end (every page there, or a failure).
+    [[nodiscard]] SourceStats run();
+    void stop();  // thread-safe
+    [[nodiscard]] SourceProgress progress() const;
+
+  private:
+    struct Impl;
+    explicit Source(std::unique_ptr<Impl> impl) noexcept;
+    template <typename Memory>
+    static std::expected<Source, Error> from_memory(Memory memory, SourceOptions options);
+    std::unique_ptr<Impl> impl_;
+};
+
+// ---- Destination --------------------------------------------------------------------------
+
+struct DestinationRegion {
+    void* address = nullptr;  // mapped, aligned to page_size, not yet touched
+    std::size_t length = 0;
+    std::size_t page_size = 4096;
+    MemoryKind kind = MemoryKind::Anonymous;
+};
+
+struct DestinationProgress {
+    std::uint64_t pages_total = 0;
+    std::uint64_t pages_present = 0;
+    std::uint64_t bytes_received = 0;
+    std::uint64_t faults = 0;
+    bool connected = false;
+    double seconds = 0;
+};
+
+struct DestinationStats {
+    bool ok = false;
+    Error error;
+    double seconds = 0;
+    std::uint64_t pages_total = 0;
+    std::uint64_t bytes_total = 0;
+    std::uint64_t pages_urgent = 0;
+    std::uint64_t pages_background = 0;
+    std::uint64_t pages_zero = 0;
+    std::uint64_t pages_duplicate = 0;
+    std::uint64_t faults = 0;
+    std::uint64_t requests = 0;
+    std::uint64_t bytes_received = 0;
+    std::uint64_t hashes_verified = 0;
+    std::uint64_t bookkeeping_bytes = 0;
+    std::uint64_t fault_threads = 0;
+    double max_thread_blocked_ms = 0;
+    LatencyStats fault_latency;
+    std::string data_path;  // how bytes moved, e.g. "io_uring (receive rings as fixed buffers)"
+    std::string grant;      // how the userfaultfd was obtained (device-node, cap-sys-ptrace, ...)
+    // Fault latency histogram: (bucket upper bound in ns, faults), for plots.
+    std::vector<std::pair<double, std::uint64_t>> latency_buckets;
+};
+
+struct DestinationOptions {
+    std::string connect;  // the source's endpoint
+    Security security;
+    DataPathBackend data_path = DataPathBackend::Auto;
+    Timeouts timeouts;
+    std::size_t bulk_channels = 1;  // 0..16
+    bool verify = false;            // a hash with every page, checked before it is placed
+    // An already-open userfaultfd, e.g. from receive_userfaultfd(); -1 opens one through the
+    // privilege gate. The destination owns it from create() on.
+    int userfaultfd = -1;
+    std::string device_path = "/dev/userfaultfd";
+    // Refuse to start unless kernel-mode faults (KVM, read(2) into guest memory) can be served.
+    bool require_kernel_faults = true;
+    // Once the userfaultfd is open, drop every capability and set no_new_privs. The process
+    // must be single-threaded when create() runs.
+    bool drop_capabilities = false;
+    std::function<void(const DestinationProgress&)> on_progress;  // ~10 Hz, from wait()'s thread
+};
+
+// The fault server. A failed migration never hands a guest thread a wrong or zero page: the
+// threads stay blocked until the Destination is destroyed, and then pages still missing are
+// poisoned (a memory error, SIGBUS) where the kernel can.
+class Destination {
+  public:
+    [[nodiscard]] static std::expected<Destination, Error> create(
+        std::vector<DestinationRegion> regions, DestinationOptions options);
+    Destination(Destination&&) noexcept;
+    Destination& operator=(Destination&&) noexcept;
+    ~Destination();
+
+    // Registers the regions and connects in the background; the guest may run from here on.
+    [[nodiscard]] std::expected<void, Error> start();
+    // Until every page is present or the migration failed.
+    [[nodiscard]] DestinationStats wait();
+    void stop();  // thread-safe
+    [[nodiscard]] DestinationProgress progress() const;
+    [[nodiscard]] std::string grant() const;
+
+  private:
+    struct Impl;
+    explicit Destination(std::unique_ptr<Impl> impl) noexcept;
+    std::unique_ptr<Impl> impl_;
+};
+
+// One region of a guest, as a source describes it.
+struct RegionLayout {
+    std::uint64_t length = 0;
+    std::uint64_t page_size = 0;
+};
+
+// Asks the source at `connect` for its guest's regions without starting a migration (the source
+// keeps waiting for the real one): a destination with no memory of its own maps what this says.
+[[nodiscard]] std::expected<std::vector<RegionLayout>, Error> probe_source(
+    const std::string& connect, const Security& security, const Timeouts& timeouts = {});
+
+// ---- The privileged helper ----------------------------------------------------------------
+
+struct HelperOptions {
+    std::string socket_path;
+    std::string device_path = "/dev/userfaultfd";
+    // Who may collect the descriptor (checked with SO_PEERCRED; the socket file is theirs, mode
+    // 0600). -1: the user running the helper.
+    int allow_uid = -1;
+    std::chrono::milliseconds wait{60000};  // for the client to connect
+};
+
+// Opens a userfaultfd through the privilege gate (kernel faults allowed), waits for one client
+// on a Unix socket, hands it the descriptor (SCM_RIGHTS) and returns: a VMM that runs without
+// any privilege gets a full userfaultfd. Returns the grant used.
+[[nodiscard]] std::expected<std::string, Error> serve_userfaultfd(const HelperOptions& options);
+// The client side: connects to the helper's socket and receives the descriptor (close it, or
+// pass it as DestinationOptions::userfaultfd).
+[[nodiscard]] std::expected<int, Error> receive_userfaultfd(const std::string& socket_path);
 
 }  // namespace uffdm

@@ -1,40 +1,8 @@
-// netns.hpp — Two "hosts" for tests: a pair of network namespaces joined by a veth link.
+// netns.hpp — Two "hosts" for tests: the CLI's pair of network namespaces joined by veth.
 #pragma once
 
-#include <string>
+#include "cli/netns.hpp"
 
 namespace uffdm::test {
-
-// Creates namespaces uffdm-a-PID and uffdm-b-PID, a veth pair between them, 10.77.0.1/24 in A
-// and 10.77.0.2/24 in B (addresses that exist only inside these namespaces), and removes all
-// of it on destruction. available() is false (with why()) where namespaces cannot be made.
-class NetnsPair {
-  public:
-    NetnsPair();
-    ~NetnsPair();
-    NetnsPair(const NetnsPair&) = delete;
-    NetnsPair& operator=(const NetnsPair&) = delete;
-
-    [[nodiscard]] bool available() const { return available_; }
-    [[nodiscard]] const std::string& why() const { return why_; }
-    [[nodiscard]] const std::string& a() const { return a_; }
-    [[nodiscard]] const std::string& b() const { return b_; }
-    static constexpr const char* kAddressA = "10.77.0.1";
-    static constexpr const char* kAddressB = "10.77.0.2";
-
-    // Switches the calling thread into a namespace; sockets created afterwards live there.
-    bool enter(const std::string& name);
-    // Back to the namespace the thread started in.
-    bool leave();
-    // Runs `ip` with arguments; true on success.
-    static bool ip(const std::string& arguments);
-
-  private:
-    std::string a_;
-    std::string b_;
-    bool available_ = false;
-    std::string why_;
-    int original_ = -1;
-};
-
+using NetnsPair = cli::NetnsPair;
 }  // namespace uffdm::test

@@ -1,5 +1,5 @@
 // netns.cpp — ip(8) to build the veth pair, setns(2) to move a thread between namespaces.
-#include "tests/support/netns.hpp"
+#include "cli/netns.hpp"
 
 #include <fcntl.h>
 #include <sched.h>
@@ -7,17 +7,17 @@
 
 #include <cstdlib>
 
-namespace uffdm::test {
+namespace uffdm::cli {
 
 bool NetnsPair::ip(const std::string& arguments) {
     std::string command = "ip " + arguments + " >/dev/null 2>&1";
     return std::system(command.c_str()) == 0;
 }
 
-NetnsPair::NetnsPair() {
+NetnsPair::NetnsPair(const std::string& prefix) {
     std::string id = std::to_string(::getpid());
-    a_ = "uffdm-a-" + id;
-    b_ = "uffdm-b-" + id;
+    a_ = prefix + "-a-" + id;
+    b_ = prefix + "-b-" + id;
     std::string va = "ufa" + id;  // interface names: at most 15 characters
     std::string vb = "ufb" + id;
     original_ = ::open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
@@ -46,9 +46,34 @@ NetnsPair::~NetnsPair() {
     if (original_ >= 0) {
         ::close(original_);
     }
-    // Deleting a namespace deletes the veth end inside it, and with it the pair.
-    ip("netns del " + a_);
-    ip("netns del " + b_);
+    if (!cleanup_handed_over_) {
+        // Deleting a namespace deletes the veth end inside it, and with it the pair.
+        ip("netns del " + a_);
+        ip("netns del " + b_);
+    }
+}
+
+bool NetnsPair::hand_cleanup_to_child() {
+    int lifeline[2];
+    if (::pipe2(lifeline, O_CLOEXEC) < 0) {
+        return false;
+    }
+    pid_t child = ::fork();
+    if (child < 0) {
+        return false;
+    }
+    if (child == 0) {
+        ::close(lifeline[1]);
+        char byte = 0;  // EOF: the parent has exited (its end closes with it)
+        while (::read(lifeline[0], &byte, 1) > 0) {
+        }
+        ip("netns del " + a_);
+        ip("netns del " + b_);
+        ::_exit(0);
+    }
+    ::close(lifeline[0]);  // the write end stays open, unused, until this process exits
+    cleanup_handed_over_ = true;
+    return true;
 }
 
 bool NetnsPair::enter(const std::string& name) {
@@ -65,4 +90,4 @@ bool NetnsPair::leave() {
     return original_ >= 0 && ::setns(original_, CLONE_NEWNET) == 0;
 }
 
-}  // namespace uffdm::test
+}  // namespace uffdm::cli

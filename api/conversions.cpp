@@ -1,0 +1,56 @@
+// conversions.cpp — Loading token files and TLS contexts; mapping options and summaries.
+#include "api/conversions.hpp"
+
+namespace uffdm::api {
+
+std::expected<Credentials, Error> load_credentials(const Security& security,
+                                                   transport::TlsContext::Side side) {
+    Credentials credentials;
+    if (!security.token_file.empty()) {
+        auto secret = transport::Secret::from_token_file(security.token_file);
+        if (!secret) {
+            return std::unexpected(to_error(secret.error()));
+        }
+        credentials.secret.emplace(std::move(*secret));
+    }
+    bool tls = !security.tls_certificate.empty() || !security.tls_private_key.empty() ||
+               !security.tls_ca.empty();
+    if (tls) {
+        auto context =
+            transport::TlsContext::create(side, {.certificate = security.tls_certificate,
+                                                 .private_key = security.tls_private_key,
+                                                 .trusted_ca = security.tls_ca,
+                                                 .server_name = security.tls_server_name});
+        if (!context) {
+            return std::unexpected(to_error(context.error()));
+        }
+        credentials.tls = std::move(*context);
+    }
+    return credentials;
+}
+
+transport::LivenessOptions to_liveness(const Timeouts& timeouts) {
+    transport::LivenessOptions liveness;
+    liveness.handshake_timeout = timeouts.handshake;
+    liveness.stall_timeout = timeouts.stall;
+    liveness.idle_timeout = timeouts.idle;
+    return liveness;
+}
+
+transport::Backend to_backend(DataPathBackend backend) {
+    switch (backend) {
+        case DataPathBackend::IoUring:
+            return transport::Backend::IoUring;
+        case DataPathBackend::Asio:
+            return transport::Backend::Asio;
+        case DataPathBackend::Auto:
+            break;
+    }
+    return transport::Backend::Auto;
+}
+
+LatencyStats to_latency(const migration::LatencySummary& s) {
+    return {s.count, s.mean_us, s.p50_us, s.p90_us, s.p99_us, s.p999_us, s.max_us};
+}
+
+}  // namespace uffdm::api

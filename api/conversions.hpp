@@ -1,0 +1,37 @@
+// conversions.hpp — Public API values to and from the parts below (security, timeouts, errors).
+#pragma once
+
+#include <uffdm/uffdm.hpp>
+
+#include <memory>
+#include <optional>
+
+#include "migration/latency_histogram.hpp"
+#include "transport/auth.hpp"
+#include "transport/data_path.hpp"
+#include "transport/tls.hpp"
+
+namespace uffdm::api {
+
+[[nodiscard]] inline Error to_error(const transport::Failure& failure) {
+    return Error{failure.code, failure.detail};
+}
+
+// The token and TLS context one side needs, owned for as long as the side runs.
+struct Credentials {
+    std::optional<transport::Secret> secret;
+    std::shared_ptr<transport::TlsContext> tls;
+
+    [[nodiscard]] const transport::Secret* secret_or_null() const noexcept {
+        return secret ? &*secret : nullptr;
+    }
+};
+
+[[nodiscard]] std::expected<Credentials, Error> load_credentials(const Security& security,
+                                                                 transport::TlsContext::Side side);
+
+[[nodiscard]] transport::LivenessOptions to_liveness(const Timeouts& timeouts);
+[[nodiscard]] transport::Backend to_backend(DataPathBackend backend);
+[[nodiscard]] LatencyStats to_latency(const migration::LatencySummary& summary);
+
+}  // namespace uffdm::api

@@ -1,0 +1,224 @@
+// destination.cpp — uffdm::Destination: the privilege gate, capabilities, then a FaultServer.
+#include <uffdm/uffdm.hpp>
+
+#include "api/conversions.hpp"
+#include "migration/fault_server.hpp"
+#include "migration/layout_probe.hpp"
+#include "uffd/capabilities.hpp"
+#include "uffd/privilege_probe.hpp"
+
+namespace uffdm {
+
+struct Destination::Impl {
+    api::Credentials credentials;
+    std::unique_ptr<migration::FaultServer> server;
+    std::string grant;
+};
+
+namespace {
+
+uffd::MemoryKind inner_kind(MemoryKind kind) {
+    switch (kind) {
+        case MemoryKind::Shmem:
+            return uffd::MemoryKind::Shmem;
+        case MemoryKind::Hugetlb:
+            return uffd::MemoryKind::Hugetlb;
+        case MemoryKind::Anonymous:
+            return uffd::MemoryKind::Anonymous;
+        case MemoryKind::Invalid:
+            break;
+    }
+    return uffd::MemoryKind::Invalid;
+}
+
+// What the regions need from the kernel: MISSING faults on shmem and hugetlbfs are features of
+// their own. THREAD_ID names the faulting thread in the report; POISON lets a failed migration
+// give missing pages a memory error instead of a hang.
+struct WantedFeatures {
+    uffd::FeatureSet required;
+    uffd::FeatureSet optional{uffd::Feature::ThreadId, uffd::Feature::Poison};
+};
+
+std::expected<WantedFeatures, Error> features_for(const std::vector<DestinationRegion>& regions) {
+    WantedFeatures wanted;
+    for (const auto& r : regions) {
+        switch (r.kind) {
+            case MemoryKind::Shmem:
+                wanted.required = wanted.required | uffd::FeatureSet{uffd::Feature::MissingShmem};
+                break;
+            case MemoryKind::Hugetlb:
+                wanted.required =
+                    wanted.required | uffd::FeatureSet{uffd::Feature::MissingHugetlbfs};
+                break;
+            case MemoryKind::Anonymous:
+                break;
+            case MemoryKind::Invalid:
+                return std::unexpected(Error{make_error_code(Errc::InvalidArgument),
+                                             "a guest region has no memory kind"});
+        }
+    }
+    return wanted;
+}
+
+std::expected<std::pair<uffd::UserfaultFd, std::string>, Error> obtain_userfaultfd(
+    const DestinationOptions& options, const WantedFeatures& wanted) {
+    if (options.userfaultfd >= 0) {
+        auto adopted = uffd::UserfaultFd::adopt(uffd::UniqueFd(options.userfaultfd),
+                                                wanted.required, wanted.optional);
+        if (!adopted) {
+            return std::unexpected(Error{adopted.error(), "the userfaultfd handed over (fd " +
+                                                              std::to_string(options.userfaultfd) +
+                                                              "): " + adopted.error().message()});
+        }
+        if (options.require_kernel_faults && adopted->user_mode_only()) {
+            return std::unexpected(
+                Error{make_error_code(Errc::PermissionDenied),
+                      "the userfaultfd handed over serves user-mode faults only"});
+        }
+        return std::pair{std::move(*adopted), std::string("handed-over")};
+    }
+    auto opened = uffd::open_through_gate(options.require_kernel_faults, wanted.required,
+                                          wanted.optional, options.device_path);
+    if (!opened) {
+        return std::unexpected(Error{opened.error().code, opened.error().message});
+    }
+    return std::pair{std::move(opened->uffd), std::string(uffd::to_string(opened->decision.grant))};
+}
+
+}  // namespace
+
+Destination::Destination(std::unique_ptr<Impl> impl) noexcept : impl_(std::move(impl)) {}
+Destination::Destination(Destination&&) noexcept = default;
+Destination& Destination::operator=(Destination&&) noexcept = default;
+Destination::~Destination() = default;
+
+std::expected<Destination, Error> Destination::create(std::vector<DestinationRegion> regions,
+                                                      DestinationOptions options) {
+    auto wanted = features_for(regions);
+    if (!wanted) {
+        return std::unexpected(wanted.error());
+    }
+    auto endpoint = transport::parse_endpoint(options.connect);
+    if (!endpoint) {
+        return std::unexpected(api::to_error(endpoint.error()));
+    }
+    auto credentials = api::load_credentials(options.security, transport::TlsContext::Side::Client);
+    if (!credentials) {
+        return std::unexpected(credentials.error());
+    }
+    auto uffd = obtain_userfaultfd(options, *wanted);
+    if (!uffd) {
+        return std::unexpected(uffd.error());
+    }
+    if (options.drop_capabilities) {
+        // The descriptor is open: nothing else this process does needs privilege.
+        if (auto dropped = uffd::drop_all_capabilities(); !dropped) {
+            return std::unexpected(
+                Error{dropped.error(), "dropping capabilities: " + dropped.error().message()});
+        }
+    }
+    std::vector<migration::GuestRegion> guest;
+    for (const auto& r : regions) {
+        guest.push_back({static_cast<std::byte*>(r.address), r.length, r.page_size,
+                         inner_kind(r.kind), r.kind != MemoryKind::Hugetlb});
+    }
+    auto impl = std::make_unique<Impl>(Impl{std::move(*credentials), nullptr, uffd->second});
+    migration::FaultServerOptions server_options{.source = *endpoint,
+                                                 .secret = impl->credentials.secret_or_null(),
+                                                 .tls = impl->credentials.tls,
+                                                 .liveness = api::to_liveness(options.timeouts),
+                                                 .backend = api::to_backend(options.data_path),
+                                                 .bulk_channels = options.bulk_channels,
+                                                 .verify_hashes = options.verify,
+                                                 .on_progress = {}};
+    if (options.on_progress) {
+        server_options.on_progress =
+            [callback = options.on_progress](const migration::DestinationProgress& p) {
+                callback(DestinationProgress{p.pages_total, p.pages_present, p.bytes_received,
+                                             p.faults, p.connected, p.seconds});
+            };
+    }
+    auto server = migration::FaultServer::create(std::move(uffd->first), std::move(guest),
+                                                 std::move(server_options));
+    if (!server) {
+        return std::unexpected(api::to_error(server.error()));
+    }
+    impl->server = std::move(*server);
+    return Destination(std::move(impl));
+}
+
+std::expected<void, Error> Destination::start() {
+    if (auto started = impl_->server->start(); !started) {
+        return std::unexpected(api::to_error(started.error()));
+    }
+    return {};
+}
+
+DestinationStats Destination::wait() {
+    migration::DestinationReport r = impl_->server->wait();
+    DestinationStats stats;
+    stats.ok = r.ok();
+    if (r.failure) {
+        stats.error = api::to_error(*r.failure);
+    }
+    stats.seconds = r.seconds;
+    stats.pages_total = r.pages_total;
+    stats.bytes_total = r.bytes_total;
+    stats.pages_urgent = r.pages.urgent;
+    stats.pages_background = r.pages.background;
+    stats.pages_zero = r.pages.zero;
+    stats.pages_duplicate = r.pages.duplicate;
+    stats.faults = r.faults;
+    stats.requests = r.requests;
+    stats.bytes_received = r.bytes_received;
+    stats.hashes_verified = r.hashes_verified;
+    stats.bookkeeping_bytes = r.bookkeeping_bytes;
+    stats.fault_threads = r.fault_threads;
+    stats.max_thread_blocked_ms = r.max_thread_blocked_ms;
+    stats.fault_latency = api::to_latency(r.fault_latency);
+    stats.data_path = r.data_path;
+    stats.grant = impl_->grant;
+    stats.latency_buckets = std::move(r.latency_buckets);
+    return stats;
+}
+
+void Destination::stop() {
+    impl_->server->stop();
+}
+
+DestinationProgress Destination::progress() const {
+    auto p = impl_->server->progress();
+    return {p.pages_total, p.pages_present, p.bytes_received, p.faults, p.connected, p.seconds};
+}
+
+std::string Destination::grant() const {
+    return impl_->grant;
+}
+
+std::expected<std::vector<RegionLayout>, Error> probe_source(const std::string& connect,
+                                                             const Security& security,
+                                                             const Timeouts& timeouts) {
+    auto endpoint = transport::parse_endpoint(connect);
+    if (!endpoint) {
+        return std::unexpected(api::to_error(endpoint.error()));
+    }
+    auto credentials = api::load_credentials(security, transport::TlsContext::Side::Client);
+    if (!credentials) {
+        return std::unexpected(credentials.error());
+    }
+    auto layout = migration::probe_layout({.endpoint = *endpoint,
+                                           .secret = credentials->secret_or_null(),
+                                           .tls = credentials->tls,
+                                           .bulk_channels = 0,
+                                           .liveness = api::to_liveness(timeouts)});
+    if (!layout) {
+        return std::unexpected(api::to_error(layout.error()));
+    }
+    std::vector<RegionLayout> regions;
+    for (const auto& r : layout->regions) {
+        regions.push_back({r.length, r.page_size});
+    }
+    return regions;
+}
+
+}  // namespace uffdm

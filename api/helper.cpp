@@ -1,0 +1,160 @@
+// helper.cpp — Handing a userfaultfd to an unprivileged process over a Unix socket (SCM_RIGHTS).
+#include <uffdm/uffdm.hpp>
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "uffd/privilege_probe.hpp"
+#include "uffd/unique_fd.hpp"
+
+namespace uffdm {
+
+namespace {
+
+Error system_error(const std::string& what, int err) {
+    return Error{std::error_code(err, std::system_category()), what + ": " + std::strerror(err)};
+}
+
+std::expected<sockaddr_un, Error> unix_address(const std::string& path) {
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    if (path.empty() || path.size() >= sizeof address.sun_path) {
+        return std::unexpected(Error{make_error_code(Errc::InvalidArgument),
+                                     "socket path '" + path + "' is empty or longer than " +
+                                         std::to_string(sizeof address.sun_path - 1) + " bytes"});
+    }
+    std::memcpy(address.sun_path, path.c_str(), path.size() + 1);
+    return address;
+}
+
+}  // namespace
+
+std::expected<std::string, Error> serve_userfaultfd(const HelperOptions& options) {
+    auto address = unix_address(options.socket_path);
+    if (!address) {
+        return std::unexpected(address.error());
+    }
+    // The descriptor first: a helper that cannot open one should say so before anybody waits.
+    auto opened = uffd::open_unconfigured_through_gate(options.device_path);
+    if (!opened) {
+        return std::unexpected(Error{opened.error().code, opened.error().message});
+    }
+    uffd::UniqueFd listener(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!listener) {
+        return std::unexpected(system_error("socket", errno));
+    }
+    struct stat st {};
+    if (::lstat(options.socket_path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) {
+        ::unlink(options.socket_path.c_str());  // a stale socket of an earlier helper
+    }
+    // Created 0600 (never briefly open to others), then given to the one user who may connect.
+    mode_t old_mask = ::umask(0177);
+    int bound =
+        ::bind(listener.get(), reinterpret_cast<const sockaddr*>(&*address), sizeof *address);
+    int bind_errno = errno;
+    ::umask(old_mask);
+    if (bound < 0) {
+        return std::unexpected(system_error("binding " + options.socket_path, bind_errno));
+    }
+    auto allowed = static_cast<uid_t>(options.allow_uid >= 0 ? options.allow_uid : ::geteuid());
+    auto cleanup = [&] { ::unlink(options.socket_path.c_str()); };
+    if (::chown(options.socket_path.c_str(), allowed, static_cast<gid_t>(-1)) < 0 ||
+        ::listen(listener.get(), 1) < 0) {
+        int err = errno;
+        cleanup();
+        return std::unexpected(system_error("preparing " + options.socket_path, err));
+    }
+    auto deadline = std::chrono::steady_clock::now() + options.wait;
+    for (;;) {
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            deadline - std::chrono::steady_clock::now());
+        pollfd ready{.fd = listener.get(), .events = POLLIN, .revents = 0};
+        int n = left.count() > 0 ? ::poll(&ready, 1, static_cast<int>(left.count())) : 0;
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            cleanup();
+            return std::unexpected(Error{make_error_code(Errc::PeerLost),
+                                         "nobody collected the userfaultfd from " +
+                                             options.socket_path + " within " +
+                                             std::to_string(options.wait.count()) + " ms"});
+        }
+        uffd::UniqueFd client(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+        if (!client) {
+            continue;
+        }
+        ucred peer{};
+        socklen_t length = sizeof peer;
+        if (::getsockopt(client.get(), SOL_SOCKET, SO_PEERCRED, &peer, &length) < 0 ||
+            (peer.uid != allowed && peer.uid != 0)) {
+            continue;  // not the user it is for: refused by closing; keep waiting for them
+        }
+        char byte = 'U';
+        iovec payload{&byte, 1};
+        alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+        msghdr message{};
+        message.msg_iov = &payload;
+        message.msg_iovlen = 1;
+        message.msg_control = control;
+        message.msg_controllen = sizeof control;
+        cmsghdr* header = CMSG_FIRSTHDR(&message);
+        header->cmsg_level = SOL_SOCKET;
+        header->cmsg_type = SCM_RIGHTS;
+        header->cmsg_len = CMSG_LEN(sizeof(int));
+        int fd = opened->fd.get();
+        std::memcpy(CMSG_DATA(header), &fd, sizeof fd);
+        if (::sendmsg(client.get(), &message, MSG_NOSIGNAL) != 1) {
+            int err = errno;
+            cleanup();
+            return std::unexpected(system_error("sending the userfaultfd", err));
+        }
+        cleanup();
+        return std::string(uffd::to_string(opened->decision.grant));
+    }
+}
+
+std::expected<int, Error> receive_userfaultfd(const std::string& socket_path) {
+    auto address = unix_address(socket_path);
+    if (!address) {
+        return std::unexpected(address.error());
+    }
+    uffd::UniqueFd socket(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!socket) {
+        return std::unexpected(system_error("socket", errno));
+    }
+    if (::connect(socket.get(), reinterpret_cast<const sockaddr*>(&*address), sizeof *address) <
+        0) {
+        return std::unexpected(system_error("connecting to the helper at " + socket_path, errno));
+    }
+    char byte = 0;
+    iovec payload{&byte, 1};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+    msghdr message{};
+    message.msg_iov = &payload;
+    message.msg_iovlen = 1;
+    message.msg_control = control;
+    message.msg_controllen = sizeof control;
+    ssize_t n = ::recvmsg(socket.get(), &message, MSG_CMSG_CLOEXEC);
+    if (n < 0) {
+        return std::unexpected(system_error("receiving from the helper", errno));
+    }
+    cmsghdr* header = CMSG_FIRSTHDR(&message);
+    if (n != 1 || byte != 'U' || header == nullptr || header->cmsg_level != SOL_SOCKET ||
+        header->cmsg_type != SCM_RIGHTS || header->cmsg_len != CMSG_LEN(sizeof(int))) {
+        return std::unexpected(
+            Error{make_error_code(Errc::ProtocolViolation),
+                  "the helper at " + socket_path + " sent no userfaultfd (refused this user?)"});
+    }
+    int fd = -1;
+    std::memcpy(&fd, CMSG_DATA(header), sizeof fd);
+    return fd;
+}
+
+}  // namespace uffdm

@@ -1,0 +1,122 @@
+// source.cpp — uffdm::Source over migration::PageServer.
+#include <uffdm/uffdm.hpp>
+
+#include "api/conversions.hpp"
+#include "migration/page_server.hpp"
+
+namespace uffdm {
+
+struct Source::Impl {
+    api::Credentials credentials;
+    migration::GuestMemory memory;
+    std::unique_ptr<migration::PageServer> server;
+};
+
+Source::Source(std::unique_ptr<Impl> impl) noexcept : impl_(std::move(impl)) {}
+Source::Source(Source&&) noexcept = default;
+Source& Source::operator=(Source&&) noexcept = default;
+Source::~Source() = default;
+
+template <typename Memory>
+std::expected<Source, Error> Source::from_memory(Memory memory, SourceOptions options) {
+    auto impl = std::make_unique<Impl>(Impl{{}, std::move(memory), nullptr});
+    auto credentials = api::load_credentials(options.security, transport::TlsContext::Side::Server);
+    if (!credentials) {
+        return std::unexpected(credentials.error());
+    }
+    impl->credentials = std::move(*credentials);
+    auto endpoint = transport::parse_endpoint(options.listen);
+    if (!endpoint) {
+        return std::unexpected(api::to_error(endpoint.error()));
+    }
+    migration::PageServerOptions server_options{
+        .listen = *endpoint,
+        .secret = impl->credentials.secret_or_null(),
+        .tls = impl->credentials.tls,
+        .insecure = options.security.insecure,
+        .liveness = api::to_liveness(options.timeouts),
+        .backend = api::to_backend(options.data_path),
+        .bulk_run_bytes = options.bulk_run_bytes,
+        .max_bulk_channels = static_cast<std::uint8_t>(transport::kMaxBulkChannels),
+        .on_progress = {}};
+    if (options.on_progress) {
+        server_options.on_progress = [callback =
+                                          options.on_progress](const migration::SourceProgress& p) {
+            callback(
+                SourceProgress{p.pages_total, p.pages_sent, p.requests, p.bytes_sent, p.connected});
+        };
+    }
+    auto server = migration::PageServer::open(impl->memory, std::move(server_options));
+    if (!server) {
+        return std::unexpected(api::to_error(server.error()));
+    }
+    impl->server = std::move(*server);
+    return Source(std::move(impl));
+}
+
+std::expected<Source, Error> Source::create(
+    const std::vector<std::pair<const void*, std::size_t>>& regions, std::size_t page_size,
+    SourceOptions options) {
+    std::vector<std::span<const std::byte>> spans;
+    for (const auto& [address, length] : regions) {
+        spans.emplace_back(static_cast<const std::byte*>(address), length);
+    }
+    auto memory = migration::GuestMemory::external(spans, page_size);
+    if (!memory) {
+        return std::unexpected(api::to_error(memory.error()));
+    }
+    return from_memory(std::move(*memory), std::move(options));
+}
+
+std::expected<Source, Error> Source::from_image(const std::string& path, std::size_t page_size,
+                                                SourceOptions options) {
+    auto memory = migration::GuestMemory::image(path, page_size);
+    if (!memory) {
+        return std::unexpected(api::to_error(memory.error()));
+    }
+    return from_memory(std::move(*memory), std::move(options));
+}
+
+std::expected<Source, Error> Source::synthetic(const SyntheticGuest& guest, SourceOptions options) {
+    auto memory =
+        migration::GuestMemory::synthetic({guest.size, guest.page_size, guest.regions, guest.seed,
+                                           guest.zero_percent, guest.repeat_percent});
+    if (!memory) {
+        return std::unexpected(api::to_error(memory.error()));
+    }
+    return from_memory(std::move(*memory), std::move(options));
+}
+
+std::string Source::endpoint() const {
+    return impl_->server->local_endpoint().to_string();
+}
+
+SourceStats Source::run() {
+    migration::SourceReport r = impl_->server->run();
+    SourceStats stats;
+    stats.ok = r.ok();
+    if (r.failure) {
+        stats.error = api::to_error(*r.failure);
+    }
+    stats.seconds = r.seconds;
+    stats.pages_total = r.pages_total;
+    stats.pages_streamed = r.pages_streamed;
+    stats.pages_answered = r.pages_answered;
+    stats.pages_resent = r.pages_resent;
+    stats.zero_pages = r.zero_pages;
+    stats.requests = r.requests;
+    stats.bytes_sent = r.bytes_sent;
+    stats.bulk_channels = r.bulk_channels;
+    return stats;
+}
+
+void Source::stop() {
+    impl_->server->stop();
+}
+
+SourceProgress Source::progress() const {
+    auto p = impl_->server->progress();
+    return {p.pages_total, p.pages_sent, p.requests, p.bytes_sent, p.connected};
+}
+
+}  // namespace uffdm

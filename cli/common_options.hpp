@@ -1,0 +1,30 @@
+// common_options.hpp — The options serve, receive and demo share: security, timeouts, reports.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <uffdm/uffdm.hpp>
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace uffdm::cli {
+
+// --token-file, --tls-cert, --tls-key, --tls-ca, --tls-server-name.
+void add_security_options(CLI::App& command, Security& security);
+// --data-path auto|io_uring|asio.
+void add_data_path_option(CLI::App& command, DataPathBackend& backend);
+
+// Writes the report to path (atomically: a temporary file renamed into place). A full disk or an
+// unwritable directory is an error message, never a half-written file.
+[[nodiscard]] std::expected<void, std::string> write_json(const std::string& path,
+                                                          const nlohmann::json& report);
+
+[[nodiscard]] nlohmann::json to_json(const DestinationStats& stats);
+[[nodiscard]] nlohmann::json to_json(const SourceStats& stats);
+[[nodiscard]] nlohmann::json to_json(const LatencyStats& latency);
+
+// A few lines for people.
+void print_summary(const DestinationStats& stats, std::FILE* out);
+void print_summary(const SourceStats& stats, std::FILE* out);
+
+}  // namespace uffdm::cli

@@ -1,0 +1,119 @@
+// serve_command.cpp — uffd-migrate serve: a source serving an image file or a synthetic guest.
+#include <uffdm/uffdm.hpp>
+
+#include <cstdio>
+#include <memory>
+
+#include "cli/commands.hpp"
+#include "cli/common_options.hpp"
+#include "cli/progress.hpp"
+#include "cli/signals.hpp"
+#include "cli/sizes.hpp"
+
+namespace uffdm::cli {
+
+namespace {
+
+struct ServeArguments {
+    SourceOptions options;
+    std::string image;
+    std::string synthetic;
+    std::string page_size = "4K";
+    SyntheticGuest guest;
+    std::string json;
+};
+
+int serve(const ServeArguments& args) {
+    auto page_size = parse_size(args.page_size);
+    if (!page_size) {
+        std::fprintf(stderr, "uffd-migrate serve: %s\n", page_size.error().c_str());
+        return 2;
+    }
+    SourceOptions options = args.options;
+    ProgressBar bar("serving  ");
+    options.on_progress = [&bar](const SourceProgress& p) {
+        if (p.connected) {
+            bar.update(p.pages_sent, p.pages_total, p.bytes_sent,
+                       "requests " + std::to_string(p.requests));
+        }
+    };
+    std::expected<Source, Error> source = std::unexpected(Error{});
+    if (!args.image.empty()) {
+        source = Source::from_image(args.image, *page_size, options);
+    } else {
+        auto size = parse_size(args.synthetic);
+        if (!size) {
+            std::fprintf(stderr, "uffd-migrate serve: %s\n", size.error().c_str());
+            return 2;
+        }
+        SyntheticGuest guest = args.guest;
+        guest.size = *size;
+        guest.page_size = *page_size;
+        source = Source::synthetic(guest, options);
+    }
+    if (!source) {
+        std::fprintf(stderr, "uffd-migrate serve: %s\n", source.error().message.c_str());
+        return 1;
+    }
+    // The first line on stdout is where to connect (scripts and `demo` read it).
+    std::printf("listening on %s\n", source->endpoint().c_str());
+    std::fflush(stdout);
+    StopOnSignal on_signal([&source](int) { source->stop(); });
+    SourceStats stats = source->run();
+    bar.finish();
+    print_summary(stats, stdout);
+    if (!args.json.empty()) {
+        if (auto written = write_json(args.json, to_json(stats)); !written) {
+            std::fprintf(stderr, "uffd-migrate serve: %s\n", written.error().c_str());
+            return 1;
+        }
+    }
+    return stats.ok ? 0 : 1;
+}
+
+}  // namespace
+
+std::function<int()> add_serve_command(CLI::App& app) {
+    auto args = std::make_shared<ServeArguments>();
+    CLI::App* command = app.add_subcommand(
+        "serve", "Serve a guest's memory to one destination (the source of a migration)");
+    command
+        ->add_option("--listen", args->options.listen,
+                     "tcp:HOST:PORT, tcp:[IPV6]:PORT or unix:PATH")
+        ->required();
+    auto* image = command->add_option("--image", args->image, "A memory image file")
+                      ->check(CLI::ExistingFile);
+    auto* synthetic = command->add_option("--synthetic", args->synthetic,
+                                          "A deterministic synthetic guest of this size (e.g. 1G)");
+    image->excludes(synthetic);
+    command->add_option("--page-size", args->page_size, "Guest page size (4K, or 2M for hugetlbfs)")
+        ->capture_default_str();
+    command->add_option("--seed", args->guest.seed, "Synthetic guest: content seed")
+        ->capture_default_str();
+    command->add_option("--regions", args->guest.regions, "Synthetic guest: regions")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 64));
+    command->add_option("--zero-percent", args->guest.zero_percent, "Synthetic guest: zero pages")
+        ->capture_default_str()
+        ->check(CLI::Range(0, 100));
+    command
+        ->add_option("--repeat-percent", args->guest.repeat_percent,
+                     "Synthetic guest: pages with repeated content")
+        ->capture_default_str()
+        ->check(CLI::Range(0, 100));
+    add_security_options(*command, args->options.security);
+    command->add_flag("--insecure", args->options.security.insecure,
+                      "Listen off-host without authenticating clients");
+    add_data_path_option(*command, args->options.data_path);
+    command->add_option("--json", args->json, "Write a JSON report to this file");
+    return [command, args]() -> int {
+        if (args->image.empty() && args->synthetic.empty()) {
+            std::fprintf(stderr, "uffd-migrate serve: give --image FILE or --synthetic SIZE\n");
+            return 2;
+        }
+        (void)command;
+        return serve(*args);
+    };
+}
+
+}  // namespace uffdm::cli

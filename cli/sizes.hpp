@@ -1,0 +1,17 @@
+// sizes.hpp — Byte sizes as people write them ("1G", "512M", "4K") and as they read them.
+#pragma once
+
+#include <cstdint>
+#include <expected>
+#include <string>
+#include <string_view>
+
+namespace uffdm::cli {
+
+// "4096", "64K", "512M", "1G", "2T", also with "iB" or "B" after the letter. Refused with a
+// sentence that says why: an empty or negative number, an unknown suffix, an overflow.
+[[nodiscard]] std::expected<std::uint64_t, std::string> parse_size(std::string_view text);
+// "1.5 GiB", "64 MiB", "4 KiB", "512 B".
+[[nodiscard]] std::string format_bytes(double bytes);
+
+}  // namespace uffdm::cli
