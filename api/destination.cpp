@@ -62,6 +62,18 @@ std::expected<WantedFeatures, Error> features_for(const std::vector<DestinationR
 
 std::expected<std::pair<uffd::UserfaultFd, std::string>, Error> obtain_userfaultfd(
     const DestinationOptions& options, const WantedFeatures& wanted) {
+    if (options.userfaultfd >= 0 && uffd::UserfaultFd::is_device(options.userfaultfd)) {
+        // The helper's open /dev/userfaultfd: make this process's own userfaultfd from it.
+        uffd::UniqueFd device(options.userfaultfd);
+        auto made = uffd::UserfaultFd::from_device(device, wanted.required, wanted.optional);
+        if (!made) {
+            return std::unexpected(Error{made.error(),
+                                         "creating a userfaultfd from the device "
+                                         "handed over: " +
+                                             made.error().message()});
+        }
+        return std::pair{std::move(*made), std::string("device-node (handed over)")};
+    }
     if (options.userfaultfd >= 0) {
         auto adopted = uffd::UserfaultFd::adopt(uffd::UniqueFd(options.userfaultfd),
                                                 wanted.required, wanted.optional);

@@ -10,8 +10,10 @@
 #include <cerrno>
 #include <cstring>
 
-#include "uffd/privilege_probe.hpp"
+#include <fcntl.h>
+
 #include "uffd/unique_fd.hpp"
+#include "uffd/userfault_fd.hpp"
 
 namespace uffdm {
 
@@ -40,10 +42,26 @@ std::expected<std::string, Error> serve_userfaultfd(const HelperOptions& options
     if (!address) {
         return std::unexpected(address.error());
     }
-    // The descriptor first: a helper that cannot open one should say so before anybody waits.
-    auto opened = uffd::open_unconfigured_through_gate(options.device_path);
-    if (!opened) {
-        return std::unexpected(Error{opened.error().code, opened.error().message});
+    // A userfaultfd serves the address space of the process that creates it, so what crosses
+    // the socket is the open device: the receiver creates its own userfaultfd from it
+    // (USERFAULTFD_IOC_NEW), and access was checked here, when the device was opened. The
+    // device first: a helper that cannot open it says so before anybody waits.
+    uffd::UniqueFd device(::open(options.device_path.c_str(), O_RDWR | O_CLOEXEC));
+    if (!device) {
+        int err = errno;
+        return std::unexpected(Error{
+            make_error_code(err == EACCES || err == EPERM ? Errc::PermissionDenied
+                                                          : Errc::Unsupported),
+            "cannot open " + options.device_path + " read-write (" + std::strerror(err) +
+                "): the helper delegates the userfaultfd device, which a VMM cannot get "
+                "otherwise (a capability such as CAP_SYS_PTRACE cannot be handed over); grant "
+                "this user read-write access to " +
+                options.device_path + " (Linux 6.1+)"});
+    }
+    if (auto trial = uffd::UserfaultFd::from_device(device, {}, {}); !trial) {
+        return std::unexpected(
+            Error{trial.error(),
+                  options.device_path + " does not make userfaultfds: " + trial.error().message()});
     }
     uffd::UniqueFd listener(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
     if (!listener) {
@@ -108,7 +126,7 @@ std::expected<std::string, Error> serve_userfaultfd(const HelperOptions& options
         header->cmsg_level = SOL_SOCKET;
         header->cmsg_type = SCM_RIGHTS;
         header->cmsg_len = CMSG_LEN(sizeof(int));
-        int fd = opened->fd.get();
+        int fd = device.get();
         std::memcpy(CMSG_DATA(header), &fd, sizeof fd);
         if (::sendmsg(client.get(), &message, MSG_NOSIGNAL) != 1) {
             int err = errno;
@@ -116,7 +134,7 @@ std::expected<std::string, Error> serve_userfaultfd(const HelperOptions& options
             return std::unexpected(system_error("sending the userfaultfd", err));
         }
         cleanup();
-        return std::string(uffd::to_string(opened->decision.grant));
+        return std::string("device-node");
     }
 }
 

@@ -13,8 +13,8 @@ std::function<int()> add_helper_command(CLI::App& app) {
     auto wait_seconds = std::make_shared<unsigned>(60);
     CLI::App* command = app.add_subcommand(
         "helper",
-        "Open a userfaultfd through the privilege gate, hand it to one process on a Unix socket "
-        "(SCM_RIGHTS), and exit: the VMM that receives it needs no privilege");
+        "Open /dev/userfaultfd, hand it to one process on a Unix socket (SCM_RIGHTS), and exit: "
+        "the VMM that receives it makes its own userfaultfd with no privilege");
     command->add_option("--socket", options->socket_path, "The Unix socket to hand it over on")
         ->required();
     command->add_option("--device", options->device_path, "The userfaultfd device node")
@@ -30,7 +30,7 @@ std::function<int()> add_helper_command(CLI::App& app) {
             std::fprintf(stderr, "uffd-migrate helper: %s\n", grant.error().message.c_str());
             return 1;
         }
-        std::printf("handed a userfaultfd (opened via %s) over %s\n", grant->c_str(),
+        std::printf("handed %s (%s) over %s\n", options->device_path.c_str(), grant->c_str(),
                     options->socket_path.c_str());
         return 0;
     };

@@ -15,6 +15,10 @@ int main(int argc, char** argv) {
     CLI::App app{"uffd-migrate: postcopy live migration of guest memory over userfaultfd"};
     app.set_version_flag("--version", std::string(uffdm::version()));
     app.require_subcommand(1);
+    // One line, whatever was wrong with the arguments.
+    app.failure_message([](const CLI::App*, const CLI::Error& e) {
+        return "uffd-migrate: " + std::string(e.what()) + " (see --help)\n";
+    });
 
     bool json = false;
     uffdm::CheckOptions check_options;
@@ -30,6 +34,19 @@ int main(int argc, char** argv) {
     auto demo = uffdm::cli::add_demo_command(app);
     auto helper = uffdm::cli::add_helper_command(app);
 
+    // CLI11 would only say that a subcommand is required; name the word it did not know.
+    if (argc > 1 && argv[1][0] != '-') {
+        std::string_view word = argv[1];
+        bool known = false;
+        for (const CLI::App* sub : app.get_subcommands({})) {
+            known = known || sub->get_name() == word;
+        }
+        if (!known) {
+            std::cerr << "uffd-migrate: unknown command '" << word
+                      << "' (commands: check, serve, receive, demo, helper; see --help)\n";
+            return 2;
+        }
+    }
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {

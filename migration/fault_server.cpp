@@ -154,7 +154,8 @@ class FaultServer::BulkHandler final : public ChannelHandler {
         if (!server_.complete_.load(std::memory_order_acquire)) {
             server_.fail(transport::Failure{
                 why.code == Errc::ProtocolViolation ? why.code : make_error_code(Errc::PeerLost),
-                "a bulk connection ended before every page arrived: " + describe_end(why)});
+                "the source went away before every page arrived (a bulk connection): " +
+                    describe_end(why)});
         }
         server_.channel_closed();
     }

@@ -88,14 +88,11 @@ PrivilegeFacts probe_privileges(std::string_view device_path) {
     return facts;
 }
 
-namespace {
-
-// The checks and the refusal messages both ways of opening share; open(options) does the work.
-template <typename Open>
-auto open_as_decided(const PrivilegeFacts& facts, const GateDecision& decision,
-                     bool need_kernel_faults, FeatureSet required, FeatureSet optional, Open open)
-    -> std::expected<typename decltype(open(std::declval<OpenOptions>()))::value_type,
-                     GateRefusal> {
+std::expected<GateOpened, GateRefusal> open_with_decision(const PrivilegeFacts& facts,
+                                                          const GateDecision& decision,
+                                                          bool need_kernel_faults,
+                                                          FeatureSet required,
+                                                          FeatureSet optional) {
     if (decision.scope == FaultScope::Nothing) {
         return std::unexpected(GateRefusal{make_error_code(Errc::Unsupported),
                                            decision.refusal + "; no userfaultfd can be created"});
@@ -109,7 +106,7 @@ auto open_as_decided(const PrivilegeFacts& facts, const GateDecision& decision,
                         .user_mode_only = decision.user_mode_only,
                         .required = required,
                         .optional = optional};
-    auto uffd = open(options);
+    auto uffd = UserfaultFd::open(options);
     if (!uffd) {
         std::string message = "cannot open a userfaultfd through " +
                               std::string(to_string(decision.grant)) + " (" +
@@ -126,35 +123,7 @@ auto open_as_decided(const PrivilegeFacts& facts, const GateDecision& decision,
         }
         return std::unexpected(GateRefusal{uffd.error(), message});
     }
-    return std::move(*uffd);
-}
-
-}  // namespace
-
-std::expected<GateOpened, GateRefusal> open_with_decision(const PrivilegeFacts& facts,
-                                                          const GateDecision& decision,
-                                                          bool need_kernel_faults,
-                                                          FeatureSet required,
-                                                          FeatureSet optional) {
-    auto uffd = open_as_decided(facts, decision, need_kernel_faults, required, optional,
-                                [](const OpenOptions& o) { return UserfaultFd::open(o); });
-    if (!uffd) {
-        return std::unexpected(uffd.error());
-    }
     return GateOpened{std::move(*uffd), decision};
-}
-
-std::expected<GateOpenedRaw, GateRefusal> open_unconfigured_through_gate(
-    std::string_view device_path) {
-    PrivilegeFacts facts = probe_privileges(device_path);
-    GateDecision decision = decide(facts);
-    auto fd = open_as_decided(facts, decision, true, {}, {}, [](const OpenOptions& o) {
-        return UserfaultFd::open_unconfigured(o);
-    });
-    if (!fd) {
-        return std::unexpected(fd.error());
-    }
-    return GateOpenedRaw{std::move(*fd), decision};
 }
 
 std::expected<GateOpened, GateRefusal> open_through_gate(bool need_kernel_faults,

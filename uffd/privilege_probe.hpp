@@ -34,15 +34,6 @@ struct GateOpened {
     bool need_kernel_faults, FeatureSet required, FeatureSet optional,
     std::string_view device_path = kDefaultDevicePath);
 
-// A descriptor for a process that may not open one itself: the gate must allow kernel faults,
-// and no UFFDIO_API handshake is done (the receiver's adopt() does it).
-struct GateOpenedRaw {
-    UniqueFd fd;
-    GateDecision decision;
-};
-[[nodiscard]] std::expected<GateOpenedRaw, GateRefusal> open_unconfigured_through_gate(
-    std::string_view device_path = kDefaultDevicePath);
-
 // The same, from facts already gathered (for callers that report them too).
 [[nodiscard]] std::expected<GateOpened, GateRefusal> open_with_decision(
     const PrivilegeFacts& facts, const GateDecision& decision, bool need_kernel_faults,

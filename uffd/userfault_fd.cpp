@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -143,13 +144,23 @@ std::expected<UserfaultFd, std::error_code> UserfaultFd::open(const OpenOptions&
                      options.user_mode_only);
 }
 
-std::expected<UniqueFd, std::error_code> UserfaultFd::open_unconfigured(
-    const OpenOptions& options) {
-    auto raw = open_raw(options);
-    if (!raw) {
-        return std::unexpected(raw.error());
+std::expected<UserfaultFd, std::error_code> UserfaultFd::from_device(const UniqueFd& device,
+                                                                     FeatureSet required,
+                                                                     FeatureSet optional) {
+    int fd = ::ioctl(device.get(), USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) {
+        return fail_errno();
     }
-    return std::move(raw->fd);
+    auto uffd = adopt(UniqueFd(fd), required, optional);
+    if (uffd) {
+        uffd->route_ = OpenRoute::Device;
+    }
+    return uffd;
+}
+
+bool UserfaultFd::is_device(int fd) noexcept {
+    struct stat st {};
+    return ::fstat(fd, &st) == 0 && S_ISCHR(st.st_mode);
 }
 
 std::expected<UserfaultFd, std::error_code> UserfaultFd::adopt(UniqueFd fd, FeatureSet required,

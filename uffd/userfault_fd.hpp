@@ -65,10 +65,15 @@ class UserfaultFd {
     // Features the kernel offers on this route, without keeping a descriptor.
     [[nodiscard]] static std::expected<FeatureSet, std::error_code> probe_features(
         const OpenOptions& options);
-    // A new descriptor without the UFFDIO_API handshake, which the kernel allows only once: for
-    // handing to another process (SCM_RIGHTS), whose adopt() asks for what it needs.
-    [[nodiscard]] static std::expected<UniqueFd, std::error_code> open_unconfigured(
-        const OpenOptions& options);
+    // A userfaultfd made from an open /dev/userfaultfd (USERFAULTFD_IOC_NEW), for this process's
+    // address space. A userfaultfd serves the address space of the process that creates it, so a
+    // privileged helper hands over the open device, not a userfaultfd: access to the device was
+    // checked when it was opened, and the new descriptor serves kernel faults without privilege.
+    [[nodiscard]] static std::expected<UserfaultFd, std::error_code> from_device(
+        const UniqueFd& device, FeatureSet required, FeatureSet optional);
+    // Whether fd is an open userfaultfd device node (a character device) rather than a
+    // userfaultfd.
+    [[nodiscard]] static bool is_device(int fd) noexcept;
     // Takes a freshly created userfaultfd (for example received over SCM_RIGHTS from a
     // privileged helper) and performs the API handshake on it.
     [[nodiscard]] static std::expected<UserfaultFd, std::error_code> adopt(UniqueFd fd,

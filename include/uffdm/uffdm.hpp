@@ -279,8 +279,9 @@ struct DestinationOptions {
     Timeouts timeouts;
     std::size_t bulk_channels = 1;  // 0..16
     bool verify = false;            // a hash with every page, checked before it is placed
-    // An already-open userfaultfd, e.g. from receive_userfaultfd(); -1 opens one through the
-    // privilege gate. The destination owns it from create() on.
+    // An open /dev/userfaultfd handed over by a helper (receive_userfaultfd()): the destination
+    // makes its own userfaultfd from it, with no privilege. Or an open userfaultfd this process
+    // created. -1 opens one through the privilege gate. The destination owns it from create() on.
     int userfaultfd = -1;
     std::string device_path = "/dev/userfaultfd";
     // Refuse to start unless kernel-mode faults (KVM, read(2) into guest memory) can be served.
@@ -338,12 +339,13 @@ struct HelperOptions {
     std::chrono::milliseconds wait{60000};  // for the client to connect
 };
 
-// Opens a userfaultfd through the privilege gate (kernel faults allowed), waits for one client
-// on a Unix socket, hands it the descriptor (SCM_RIGHTS) and returns: a VMM that runs without
-// any privilege gets a full userfaultfd. Returns the grant used.
+// Opens /dev/userfaultfd read-write, waits for one client on a Unix socket, hands it the open
+// device (SCM_RIGHTS) and returns: a VMM that runs without any privilege then makes a full
+// userfaultfd (kernel faults too) for its own memory. A userfaultfd itself cannot be handed over
+// that way: it serves the address space of the process that created it. Returns the grant.
 [[nodiscard]] std::expected<std::string, Error> serve_userfaultfd(const HelperOptions& options);
-// The client side: connects to the helper's socket and receives the descriptor (close it, or
-// pass it as DestinationOptions::userfaultfd).
+// The client side: connects to the helper's socket and receives the open device (pass it as
+// DestinationOptions::userfaultfd, or close it).
 [[nodiscard]] std::expected<int, Error> receive_userfaultfd(const std::string& socket_path);
 
 }  // namespace uffdm

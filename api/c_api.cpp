@@ -1,0 +1,302 @@
+// c_api.cpp — The C ABI (uffdm.h) over the C++ API: argument checks, errno mapping, no throws.
+#include <uffdm/uffdm.h>
+#include <uffdm/uffdm.hpp>
+
+#include <cerrno>
+#include <cstring>
+#include <new>
+#include <string>
+
+struct uffdm_destination {
+    uffdm::Destination destination;
+};
+
+struct uffdm_source {
+    uffdm::Source source;
+};
+
+namespace {
+
+thread_local std::string last_error;
+
+int errno_of(const std::error_code& code) {
+    if (code.category() == std::system_category() || code.category() == std::generic_category()) {
+        return code.value() != 0 ? code.value() : EIO;
+    }
+    if (code.category() == uffdm::error_category()) {
+        switch (static_cast<uffdm::Errc>(code.value())) {
+            case uffdm::Errc::RetryLater:
+                return EAGAIN;
+            case uffdm::Errc::AlreadyPresent:
+                return EEXIST;
+            case uffdm::Errc::Unsupported:
+                return EOPNOTSUPP;
+            case uffdm::Errc::PermissionDenied:
+                return EACCES;
+            case uffdm::Errc::ProtocolViolation:
+                return EPROTO;
+            case uffdm::Errc::PeerLost:
+                return ECONNRESET;
+            case uffdm::Errc::NotRegistered:
+                return ENOENT;
+            case uffdm::Errc::Closed:
+                return EBADF;
+            case uffdm::Errc::NotMapped:
+                return EFAULT;
+            case uffdm::Errc::Unaligned:
+            case uffdm::Errc::InvalidArgument:
+            case uffdm::Errc::Invalid:
+                return EINVAL;
+        }
+    }
+    return EIO;
+}
+
+int fail(const uffdm::Error& error) {
+    last_error = error.message;
+    return -errno_of(error.code);
+}
+
+int fail(int err, const char* why) {
+    last_error = why;
+    return -err;
+}
+
+// Every entry point: exceptions never cross into C (bad_alloc is the only one expected).
+template <typename Fn>
+int guarded(Fn&& fn) noexcept {
+    try {
+        last_error.clear();
+        return fn();
+    } catch (const std::bad_alloc&) {
+        return fail(ENOMEM, "out of memory");
+    } catch (const std::exception& e) {
+        return fail(EIO, e.what());
+    }
+}
+
+std::string text(const char* s) {
+    return s != nullptr ? s : "";
+}
+
+std::expected<uffdm::Security, int> security_of(const uffdm_security& s) {
+    if ((s.flags & ~UFFDM_SECURITY_INSECURE) != 0 || s.reserved != 0) {
+        return std::unexpected(fail(EINVAL, "uffdm_security: unknown flags or reserved bits set"));
+    }
+    return uffdm::Security{text(s.token_file),      text(s.tls_certificate),
+                           text(s.tls_private_key), text(s.tls_ca),
+                           text(s.tls_server_name), (s.flags & UFFDM_SECURITY_INSECURE) != 0};
+}
+
+void copy_latency(uffdm_latency& out, const uffdm::LatencyStats& in) {
+    out = {in.count, in.mean_us, in.p50_us, in.p90_us, in.p99_us, in.p999_us, in.max_us};
+}
+
+}  // namespace
+
+extern "C" {
+
+int uffdm_destination_create(const uffdm_destination_options* options, const uffdm_region* regions,
+                             size_t count, uffdm_destination** out) noexcept {
+    return guarded([&] {
+        if (options == nullptr || out == nullptr || (regions == nullptr && count != 0)) {
+            return fail(EINVAL, "uffdm_destination_create: NULL argument");
+        }
+        if (options->size != sizeof(uffdm_destination_options)) {
+            return fail(EINVAL, "uffdm_destination_options.size is not sizeof the struct");
+        }
+        constexpr std::uint32_t known = UFFDM_DESTINATION_VERIFY |
+                                        UFFDM_DESTINATION_DROP_CAPABILITIES |
+                                        UFFDM_DESTINATION_USER_FAULTS_ONLY;
+        if ((options->flags & ~known) != 0) {
+            return fail(EINVAL, "uffdm_destination_options.flags has unknown bits");
+        }
+        auto security = security_of(options->security);
+        if (!security) {
+            return security.error();
+        }
+        uffdm::DestinationOptions o;
+        o.connect = text(options->connect);
+        o.security = *security;
+        o.bulk_channels = options->bulk_channels;
+        o.verify = (options->flags & UFFDM_DESTINATION_VERIFY) != 0;
+        o.drop_capabilities = (options->flags & UFFDM_DESTINATION_DROP_CAPABILITIES) != 0;
+        o.require_kernel_faults = (options->flags & UFFDM_DESTINATION_USER_FAULTS_ONLY) == 0;
+        o.userfaultfd = options->userfaultfd;
+        if (options->on_progress != nullptr) {
+            o.on_progress = [fn = options->on_progress,
+                             user = options->user](const uffdm::DestinationProgress& p) {
+                uffdm_progress progress{p.pages_total, p.pages_present,       p.bytes_received,
+                                        p.faults,      p.connected ? 1U : 0U, 0,
+                                        p.seconds};
+                fn(&progress, user);
+            };
+        }
+        std::vector<uffdm::DestinationRegion> guest;
+        for (size_t i = 0; i < count; ++i) {
+            const uffdm_region& r = regions[i];
+            if (r.flags != 0 || r.kind < UFFDM_MEMORY_ANONYMOUS || r.kind > UFFDM_MEMORY_HUGETLB) {
+                return fail(EINVAL, "uffdm_region: unknown kind or flags set");
+            }
+            guest.push_back(
+                {r.address, r.length, r.page_size, static_cast<uffdm::MemoryKind>(r.kind)});
+        }
+        auto created = uffdm::Destination::create(std::move(guest), std::move(o));
+        if (!created) {
+            return fail(created.error());
+        }
+        *out = new uffdm_destination{std::move(*created)};
+        return 0;
+    });
+}
+
+int uffdm_destination_start(uffdm_destination* d) noexcept {
+    return guarded([&] {
+        if (d == nullptr) {
+            return fail(EINVAL, "uffdm_destination_start: NULL destination");
+        }
+        auto started = d->destination.start();
+        return started ? 0 : fail(started.error());
+    });
+}
+
+int uffdm_destination_wait(uffdm_destination* d, uffdm_destination_stats* stats) noexcept {
+    return guarded([&] {
+        if (d == nullptr || (stats != nullptr && stats->size != sizeof(uffdm_destination_stats))) {
+            return fail(EINVAL, "uffdm_destination_wait: NULL destination or stats.size wrong");
+        }
+        uffdm::DestinationStats s = d->destination.wait();
+        int result = s.ok ? 0 : fail(s.error);
+        if (stats != nullptr) {
+            stats->error = result;
+            stats->seconds = s.seconds;
+            stats->pages_total = s.pages_total;
+            stats->pages_urgent = s.pages_urgent;
+            stats->pages_background = s.pages_background;
+            stats->pages_zero = s.pages_zero;
+            stats->pages_duplicate = s.pages_duplicate;
+            stats->faults = s.faults;
+            stats->requests = s.requests;
+            stats->bytes_received = s.bytes_received;
+            stats->hashes_verified = s.hashes_verified;
+            copy_latency(stats->fault_latency, s.fault_latency);
+        }
+        return result;
+    });
+}
+
+void uffdm_destination_stop(uffdm_destination* d) noexcept {
+    if (d != nullptr) {
+        d->destination.stop();
+    }
+}
+
+void uffdm_destination_destroy(uffdm_destination* d) noexcept {
+    delete d;
+}
+
+int uffdm_source_create(const uffdm_source_options* options, const uffdm_region* regions,
+                        size_t count, uffdm_source** out) noexcept {
+    return guarded([&] {
+        if (options == nullptr || out == nullptr || regions == nullptr || count == 0) {
+            return fail(EINVAL, "uffdm_source_create: NULL argument or no region");
+        }
+        if (options->size != sizeof(uffdm_source_options) || options->flags != 0) {
+            return fail(EINVAL,
+                        "uffdm_source_options: size is not sizeof the struct, or flags set");
+        }
+        auto security = security_of(options->security);
+        if (!security) {
+            return security.error();
+        }
+        uffdm::SourceOptions o;
+        if (options->listen != nullptr) {
+            o.listen = options->listen;
+        }
+        o.security = *security;
+        std::vector<std::pair<const void*, std::size_t>> memory;
+        for (size_t i = 0; i < count; ++i) {
+            if (regions[i].flags != 0 || regions[i].page_size != regions[0].page_size) {
+                return fail(EINVAL, "uffdm_region: flags set, or page sizes differ");
+            }
+            memory.emplace_back(regions[i].address, regions[i].length);
+        }
+        auto created = uffdm::Source::create(memory, regions[0].page_size, std::move(o));
+        if (!created) {
+            return fail(created.error());
+        }
+        *out = new uffdm_source{std::move(*created)};
+        return 0;
+    });
+}
+
+int uffdm_source_endpoint(const uffdm_source* s, char* buffer, size_t size) noexcept {
+    return guarded([&] {
+        if (s == nullptr || buffer == nullptr) {
+            return fail(EINVAL, "uffdm_source_endpoint: NULL argument");
+        }
+        std::string endpoint = s->source.endpoint();
+        if (endpoint.size() + 1 > size) {
+            return fail(ERANGE, "uffdm_source_endpoint: buffer too small");
+        }
+        std::memcpy(buffer, endpoint.c_str(), endpoint.size() + 1);
+        return 0;
+    });
+}
+
+int uffdm_source_run(uffdm_source* s, uffdm_source_stats* stats) noexcept {
+    return guarded([&] {
+        if (s == nullptr || (stats != nullptr && stats->size != sizeof(uffdm_source_stats))) {
+            return fail(EINVAL, "uffdm_source_run: NULL source or stats.size wrong");
+        }
+        uffdm::SourceStats r = s->source.run();
+        int result = r.ok ? 0 : fail(r.error);
+        if (stats != nullptr) {
+            stats->error = result;
+            stats->seconds = r.seconds;
+            stats->pages_total = r.pages_total;
+            stats->pages_streamed = r.pages_streamed;
+            stats->pages_answered = r.pages_answered;
+            stats->pages_resent = r.pages_resent;
+            stats->zero_pages = r.zero_pages;
+            stats->requests = r.requests;
+            stats->bytes_sent = r.bytes_sent;
+        }
+        return result;
+    });
+}
+
+void uffdm_source_stop(uffdm_source* s) noexcept {
+    if (s != nullptr) {
+        s->source.stop();
+    }
+}
+
+void uffdm_source_destroy(uffdm_source* s) noexcept {
+    delete s;
+}
+
+int uffdm_receive_userfaultfd(const char* socket_path) noexcept {
+    return guarded([&] {
+        if (socket_path == nullptr) {
+            return fail(EINVAL, "uffdm_receive_userfaultfd: NULL path");
+        }
+        auto fd = uffdm::receive_userfaultfd(socket_path);
+        return fd ? *fd : fail(fd.error());
+    });
+}
+
+const char* uffdm_last_error(void) noexcept {
+    return last_error.c_str();
+}
+
+const char* uffdm_strerror(int error) noexcept {
+    const char* description = ::strerrordesc_np(error < 0 ? -error : error);
+    return description != nullptr ? description : "unknown error";
+}
+
+const char* uffdm_version(void) noexcept {
+    return uffdm::version().data();
+}
+
+}  // extern "C"

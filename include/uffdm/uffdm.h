@@ -1,0 +1,166 @@
+/* uffdm.h — The C ABI of uffd-migrate: opaque handles, 0 or -errno results, no exceptions.
+ *
+ * For VMMs written in C or Rust. Every function returns 0 (or a count, or a descriptor) on
+ * success and a negative errno on failure; uffdm_last_error() then holds a sentence saying what
+ * failed and what to do. Structs begin with `size` (set it to sizeof the struct you were compiled
+ * with) and carry `flags` whose unknown bits must be 0: both let later versions add fields. */
+#ifndef UFFDM_H
+#define UFFDM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#define UFFDM_NOEXCEPT noexcept
+#else
+#define UFFDM_NOEXCEPT
+#endif
+
+#define UFFDM_ABI_VERSION 1
+
+typedef struct uffdm_source uffdm_source;
+typedef struct uffdm_destination uffdm_destination;
+
+enum uffdm_memory_kind {
+    UFFDM_MEMORY_ANONYMOUS = 1, /* private anonymous memory */
+    UFFDM_MEMORY_SHMEM = 2,     /* memfd shared memory */
+    UFFDM_MEMORY_HUGETLB = 3    /* hugetlbfs, 2 MiB pages */
+};
+
+/* Who may take part: a token file (HMAC-SHA256 shared secret, mode 600), TLS 1.3, or both.
+ * NULL members are unset. */
+struct uffdm_security {
+    const char* token_file;
+    const char* tls_certificate;
+    const char* tls_private_key;
+    const char* tls_ca;
+    const char* tls_server_name;
+    uint32_t flags; /* UFFDM_SECURITY_INSECURE */
+    uint32_t reserved; /* 0 */
+};
+#define UFFDM_SECURITY_INSECURE (1u << 0) /* source: listen off-host without client auth */
+
+/* Guest memory: mapped, aligned to page_size. A destination's regions must not be touched
+ * before uffdm_destination_start(). */
+struct uffdm_region {
+    void* address;
+    uint64_t length;
+    uint64_t page_size;
+    uint32_t kind; /* enum uffdm_memory_kind */
+    uint32_t flags; /* 0 */
+};
+
+struct uffdm_progress {
+    uint64_t pages_total;
+    uint64_t pages_present;
+    uint64_t bytes_received;
+    uint64_t faults;
+    uint32_t connected;
+    uint32_t reserved;
+    double seconds;
+};
+
+typedef void (*uffdm_progress_fn)(const struct uffdm_progress* progress, void* user);
+
+#define UFFDM_DESTINATION_VERIFY (1u << 0)            /* a hash with every page, checked */
+#define UFFDM_DESTINATION_DROP_CAPABILITIES (1u << 1) /* once the fd is open (single thread) */
+#define UFFDM_DESTINATION_USER_FAULTS_ONLY (1u << 2)  /* do not require kernel-mode faults */
+
+struct uffdm_destination_options {
+    uint32_t size; /* sizeof(struct uffdm_destination_options) */
+    uint32_t flags;
+    const char* connect; /* the source: "tcp:HOST:PORT" or "unix:PATH" */
+    struct uffdm_security security;
+    uint32_t bulk_channels; /* 0..16 */
+    int32_t userfaultfd;    /* the device from uffdm_receive_userfaultfd, or -1 */
+    uffdm_progress_fn on_progress; /* may be NULL; called about ten times a second */
+    void* user;
+};
+
+struct uffdm_latency {
+    uint64_t count;
+    double mean_us;
+    double p50_us;
+    double p90_us;
+    double p99_us;
+    double p999_us;
+    double max_us;
+};
+
+struct uffdm_destination_stats {
+    uint32_t size; /* sizeof(struct uffdm_destination_stats) */
+    int32_t error; /* 0 when every page arrived, else -errno (see uffdm_last_error) */
+    double seconds;
+    uint64_t pages_total;
+    uint64_t pages_urgent;
+    uint64_t pages_background;
+    uint64_t pages_zero;
+    uint64_t pages_duplicate;
+    uint64_t faults;
+    uint64_t requests;
+    uint64_t bytes_received;
+    uint64_t hashes_verified;
+    struct uffdm_latency fault_latency;
+};
+
+/* Opens the userfaultfd (through the privilege gate, or adopts options->userfaultfd). */
+int uffdm_destination_create(const struct uffdm_destination_options* options,
+                             const struct uffdm_region* regions, size_t count,
+                             uffdm_destination** out) UFFDM_NOEXCEPT;
+/* Registers the regions and connects in the background: the guest may run from here on. */
+int uffdm_destination_start(uffdm_destination* destination) UFFDM_NOEXCEPT;
+/* Blocks until every page is present (0) or the migration failed (-errno). */
+int uffdm_destination_wait(uffdm_destination* destination,
+                           struct uffdm_destination_stats* stats) UFFDM_NOEXCEPT;
+void uffdm_destination_stop(uffdm_destination* destination) UFFDM_NOEXCEPT;
+/* After a failure, pages still missing are poisoned first: a thread touching one gets SIGBUS. */
+void uffdm_destination_destroy(uffdm_destination* destination) UFFDM_NOEXCEPT;
+
+struct uffdm_source_options {
+    uint32_t size; /* sizeof(struct uffdm_source_options) */
+    uint32_t flags; /* 0 */
+    const char* listen; /* "tcp:127.0.0.1:0" when NULL */
+    struct uffdm_security security;
+};
+
+struct uffdm_source_stats {
+    uint32_t size; /* sizeof(struct uffdm_source_stats) */
+    int32_t error;
+    double seconds;
+    uint64_t pages_total;
+    uint64_t pages_streamed;
+    uint64_t pages_answered;
+    uint64_t pages_resent;
+    uint64_t zero_pages;
+    uint64_t requests;
+    uint64_t bytes_sent;
+};
+
+/* Serves the caller's memory (all regions of one page size; it must stay mapped until run
+ * returns). */
+int uffdm_source_create(const struct uffdm_source_options* options,
+                        const struct uffdm_region* regions, size_t count,
+                        uffdm_source** out) UFFDM_NOEXCEPT;
+/* Where destinations connect, NUL-terminated; -ERANGE when buffer is too small. */
+int uffdm_source_endpoint(const uffdm_source* source, char* buffer, size_t size) UFFDM_NOEXCEPT;
+/* Serves one destination to the end. */
+int uffdm_source_run(uffdm_source* source, struct uffdm_source_stats* stats) UFFDM_NOEXCEPT;
+void uffdm_source_stop(uffdm_source* source) UFFDM_NOEXCEPT;
+void uffdm_source_destroy(uffdm_source* source) UFFDM_NOEXCEPT;
+
+/* Collects the open /dev/userfaultfd that `uffd-migrate helper --socket PATH` hands over: a
+ * descriptor for uffdm_destination_options.userfaultfd, or -errno. */
+int uffdm_receive_userfaultfd(const char* socket_path) UFFDM_NOEXCEPT;
+
+/* The sentence about the last failure on this thread ("" when none). */
+const char* uffdm_last_error(void) UFFDM_NOEXCEPT;
+/* A fixed description of a -errno result. */
+const char* uffdm_strerror(int error) UFFDM_NOEXCEPT;
+const char* uffdm_version(void) UFFDM_NOEXCEPT;
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* UFFDM_H */

@@ -1,0 +1,369 @@
+// migrate_test.cpp — serve, receive, demo and helper as real processes: content, reports, errors.
+#include <gtest/gtest.h>
+#include <sched.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "migration/synthetic.hpp"
+#include "tests/support/fake_source.hpp"
+#include "tests/support/process.hpp"
+#include "tests/support/test_support.hpp"
+#include "tests/support/tls_support.hpp"
+
+namespace uffdm::cli {
+namespace {
+
+using test::cli_path;
+using test::Process;
+
+// A scratch directory removed afterwards, and a token file in it (mode 600).
+class Scratch {
+  public:
+    Scratch() {
+        char pattern[] = "/tmp/uffdm-cli-XXXXXX";
+        dir_ = ::mkdtemp(pattern);
+        std::ofstream(token()) << "0123456789abcdef0123456789abcdef\n";
+        ::chmod(token().c_str(), 0600);
+    }
+    ~Scratch() { (void)std::system(("rm -rf " + dir_).c_str()); }
+    [[nodiscard]] std::string path(const std::string& name) const { return dir_ + "/" + name; }
+    [[nodiscard]] std::string token() const { return path("token"); }
+
+  private:
+    std::string dir_;
+};
+
+nlohmann::json read_json(const std::string& path) {
+    std::ifstream in(path);
+    return nlohmann::json::parse(in, nullptr, false);
+}
+
+class Migrate : public ::testing::Test {
+  protected:
+    void SetUp() override {
+        if (::geteuid() != 0) {
+            GTEST_SKIP() << "opening a full userfaultfd here needs root (or a granted device)";
+        }
+    }
+    Scratch scratch_;
+};
+
+// ---- demo ---------------------------------------------------------------------------------
+
+struct DemoCase {
+    const char* memory;
+    const char* workload;
+    const char* size;
+    const char* extra;
+};
+
+class Demo : public Migrate, public ::testing::WithParamInterface<DemoCase> {};
+
+TEST_P(Demo, MigratesBetweenTwoProcessesAndEveryPageChecksOut) {
+    const DemoCase c = GetParam();
+    std::string json = scratch_.path("demo.json");
+    std::vector<std::string> argv{cli_path(),   "demo",     "--size", c.size, "--memory",  c.memory,
+                                  "--workload", c.workload, "--json", json,   "--touches", "1000"};
+    if (std::string(c.extra).size() > 0) {
+        argv.push_back(c.extra);
+    }
+    Process demo(argv);
+    ASSERT_EQ(demo.wait(), 0) << demo.output();
+    auto report = read_json(json);
+    ASSERT_TRUE(report.is_object()) << demo.output();
+    EXPECT_TRUE(report["ok"].get<bool>());
+    EXPECT_TRUE(report["verified"].get<bool>()) << demo.output();
+    EXPECT_EQ(report["wrong_pages"].get<std::uint64_t>(), 0u);
+    EXPECT_EQ(report["io_errors"].get<std::uint64_t>(), 0u);
+    std::uint64_t pages = report["pages"];
+    EXPECT_EQ(report["pages_checked"].get<std::uint64_t>(), pages);
+    auto by_path = report["pages_by_path"];
+    EXPECT_EQ(by_path["urgent"].get<std::uint64_t>() + by_path["background"].get<std::uint64_t>(),
+              pages);
+    EXPECT_GT(report["faults"].get<std::uint64_t>(), 0u);
+    EXPECT_GT(report["fault_latency_us"]["p50"].get<double>(), 0.0);
+    EXPECT_EQ(report["source_exit_status"].get<int>(), 0);
+    EXPECT_TRUE(report["source"]["ok"].get<bool>());
+    EXPECT_EQ(report["userfaultfd_grant"], "device-node");
+}
+
+INSTANTIATE_TEST_SUITE_P(KindsAndWorkloads, Demo,
+                         ::testing::Values(DemoCase{"anonymous", "random", "64M", ""},
+                                           DemoCase{"anonymous", "seq", "64M", ""},
+                                           DemoCase{"anonymous", "zipf", "64M", ""},
+                                           DemoCase{"anonymous", "io", "64M", "--verify"},
+                                           DemoCase{"shmem", "random", "64M", "--verify"},
+                                           DemoCase{"shmem", "io", "32M", ""},
+                                           DemoCase{"hugetlb", "random", "32M", ""},
+                                           DemoCase{"hugetlb", "io", "32M", ""},
+                                           DemoCase{"anonymous", "random", "64M", "--netns"},
+                                           DemoCase{"anonymous", "io", "64M", "--netns"}),
+                         [](const auto& info) {
+                             return std::string(info.param.memory) + "_" + info.param.workload +
+                                    (std::string(info.param.extra).empty()
+                                         ? ""
+                                         : "_" + std::string(info.param.extra + 2));
+                         });
+
+// ---- serve + receive ----------------------------------------------------------------------
+
+// serve's first line is "listening on ENDPOINT".
+std::string endpoint_of(Process& source) {
+    std::string line = source.first_line();
+    const std::string prefix = "listening on ";
+    return line.rfind(prefix, 0) == 0 ? line.substr(prefix.size()) : "";
+}
+
+TEST_F(Migrate, ServeAndReceiveAsSeparateProcessesOverTcpAndUnixSockets) {
+    for (std::string listen : {std::string("tcp:127.0.0.1:0"), "unix:" + scratch_.path("sock")}) {
+        SCOPED_TRACE(listen);
+        migration::SyntheticSpec spec{.size = 32ULL << 20, .seed = 9};
+        Process source({cli_path(), "serve", "--listen", listen, "--synthetic", "32M", "--seed",
+                        "9", "--token-file", scratch_.token()});
+        std::string endpoint = endpoint_of(source);
+        ASSERT_FALSE(endpoint.empty()) << source.output();
+        std::string saved = scratch_.path("received");
+        std::string json = scratch_.path("receive.json");
+        Process destination({cli_path(), "receive", "--connect", endpoint, "--token-file",
+                             scratch_.token(), "--verify", "--bulk-channels", "2", "--save", saved,
+                             "--json", json});
+        ASSERT_EQ(destination.wait(), 0) << destination.output();
+        ASSERT_EQ(source.wait(), 0) << source.output();
+        auto report = read_json(json);
+        EXPECT_TRUE(report["ok"].get<bool>());
+        EXPECT_GT(report["hashes_verified"].get<std::uint64_t>(), 0u) << report.dump();
+        // Every page of the saved memory is the synthetic guest's.
+        std::ifstream in(saved, std::ios::binary);
+        std::vector<std::byte> page(4096);
+        for (std::uint64_t p = 0; p < spec.size / 4096; ++p) {
+            in.read(reinterpret_cast<char*>(page.data()), 4096);
+            ASSERT_TRUE(in) << "short file at page " << p;
+            ASSERT_TRUE(migration::page_matches(spec, 0, p, page)) << "page " << p;
+        }
+    }
+}
+
+TEST_F(Migrate, AnImageFileComesBackByteForByteWithItsHoles) {
+    // 16 MiB, sparse: data in scattered 64 KiB extents, holes elsewhere.
+    std::string image = scratch_.path("image");
+    {
+        std::ofstream out(image, std::ios::binary);
+        out.seekp((16 << 20) - 1);
+        out.put('\0');
+    }
+    std::FILE* f = std::fopen(image.c_str(), "r+b");
+    std::mt19937_64 rng(5);
+    std::vector<unsigned char> extent(64 << 10);
+    for (int i = 0; i < 40; ++i) {
+        for (auto& b : extent) {
+            b = static_cast<unsigned char>(rng());
+        }
+        std::fseek(f, static_cast<long>((rng() % 256) * (64 << 10)), SEEK_SET);
+        std::fwrite(extent.data(), 1, extent.size(), f);
+    }
+    std::fclose(f);
+    Process source({cli_path(), "serve", "--listen", "tcp:127.0.0.1:0", "--image", image});
+    std::string endpoint = endpoint_of(source);
+    ASSERT_FALSE(endpoint.empty()) << source.output();
+    std::string saved = scratch_.path("saved");
+    Process destination(
+        {cli_path(), "receive", "--connect", endpoint, "--save", saved, "--memory", "shmem"});
+    ASSERT_EQ(destination.wait(), 0) << destination.output();
+    ASSERT_EQ(source.wait(), 0) << source.output();
+    EXPECT_EQ(std::system(("cmp -s " + image + " " + saved).c_str()), 0);
+}
+
+TEST_F(Migrate, MutualTlsBetweenServeAndReceive) {
+    test::TestPki pki;
+    if (!pki.available()) {
+        GTEST_SKIP() << pki.why();
+    }
+    Process source({cli_path(), "serve", "--listen", "tcp:127.0.0.1:0", "--synthetic", "16M",
+                    "--tls-cert", pki.pem("server"), "--tls-key", pki.key("server"), "--tls-ca",
+                    pki.pem("ca")});
+    std::string endpoint = endpoint_of(source);
+    ASSERT_FALSE(endpoint.empty()) << source.output();
+    // A client with a certificate from another CA is turned away; the source keeps waiting.
+    Process stranger({cli_path(), "receive", "--connect", endpoint, "--tls-cert",
+                      pki.pem("rogue-client"), "--tls-key", pki.key("rogue-client"), "--tls-ca",
+                      pki.pem("ca"), "--tls-server-name", "localhost"});
+    EXPECT_EQ(stranger.wait(), 1) << stranger.output();
+    Process destination({cli_path(), "receive", "--connect", endpoint, "--tls-cert",
+                         pki.pem("client"), "--tls-key", pki.key("client"), "--tls-ca",
+                         pki.pem("ca"), "--tls-server-name", "localhost"});
+    EXPECT_EQ(destination.wait(), 0) << destination.output();
+    EXPECT_EQ(source.wait(), 0) << source.output();
+}
+
+TEST_F(Migrate, ASourceThatDiesMidRunIsReportedAsLost) {
+    auto fake = std::make_unique<test::FakeSource>(migration::wire::Layout{{{0, 4096, 256 * 4096}}},
+                                                   8, test::Misbehaviour::DiesMidRun);
+    std::string json = scratch_.path("lost.json");
+    Process destination({cli_path(), "receive", "--connect", fake->endpoint(), "--json", json});
+    EXPECT_EQ(destination.wait(), 1) << destination.output();
+    EXPECT_NE(destination.output().find("migration failed: the source went away"),
+              std::string::npos)
+        << destination.output();
+    auto report = read_json(json);
+    EXPECT_FALSE(report["ok"].get<bool>());
+    EXPECT_NE(report["error"].get<std::string>().find("went away"), std::string::npos);
+}
+
+TEST_F(Migrate, SigtermStopsAReceiveCleanlyWithAReport) {
+    // A source that sends a few pages and then goes quiet (it answers nothing): the receive
+    // would wait for its idle deadline; SIGTERM ends it at once, with a report.
+    test::FakeSource fake(migration::wire::Layout{{{0, 4096, 256 * 4096}}}, 8,
+                          test::Misbehaviour::WrongHash);  // unverified: the lie is never sent
+    std::string json = scratch_.path("stopped.json");
+    Process destination({cli_path(), "receive", "--connect", fake.endpoint(), "--json", json});
+    for (int i = 0; i < 200 && !fake.misbehaved(); ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    destination.signal(SIGTERM);
+    EXPECT_EQ(destination.wait(std::chrono::seconds(20)), 1) << destination.output();
+    auto report = read_json(json);
+    ASSERT_TRUE(report.is_object()) << destination.output();
+    EXPECT_FALSE(report["ok"].get<bool>());
+    EXPECT_NE(report["error"].get<std::string>().find("stopped"), std::string::npos)
+        << report.dump();
+}
+
+// ---- the helper ---------------------------------------------------------------------------
+
+TEST_F(Migrate, TheHelperHandsAUserfaultfdToAnUnprivilegedReceiver) {
+    std::string socket = scratch_.path("uffd.sock");
+    ::chmod(scratch_.path("").c_str(), 0755);
+    Process source({cli_path(), "serve", "--listen", "tcp:127.0.0.1:0", "--synthetic", "16M"});
+    std::string endpoint = endpoint_of(source);
+    ASSERT_FALSE(endpoint.empty()) << source.output();
+    Process helper({cli_path(), "helper", "--socket", socket, "--allow-uid",
+                    std::to_string(test::kNobody), "--wait", "30"});
+    for (int i = 0; i < 500 && ::access(socket.c_str(), F_OK) != 0; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    std::string json = "/tmp/uffdm-helper-" + std::to_string(::getpid()) + ".json";
+    // The receiver is nobody with no capability at all: it could not open a userfaultfd that
+    // serves kernel faults itself.
+    Process receiver({cli_path(), "receive", "--connect", endpoint, "--userfaultfd-socket", socket,
+                      "--json", json},
+                     [] { return test::become_nobody({}); });
+    EXPECT_EQ(receiver.wait(), 0) << receiver.output();
+    EXPECT_EQ(helper.wait(), 0) << helper.output();
+    EXPECT_EQ(source.wait(), 0) << source.output();
+    auto report = read_json(json);
+    EXPECT_EQ(report["userfaultfd_grant"], "device-node (handed over)") << report.dump();
+    ::unlink(json.c_str());
+}
+
+TEST_F(Migrate, AnUnprivilegedReceiverWithoutTheHelperIsRefusedWithEveryRemedy) {
+    Process source({cli_path(), "serve", "--listen", "tcp:127.0.0.1:0", "--synthetic", "16M"});
+    std::string endpoint = endpoint_of(source);
+    ASSERT_FALSE(endpoint.empty()) << source.output();
+    Process receiver({cli_path(), "receive", "--connect", endpoint},
+                     [] { return test::become_nobody({}); });
+    EXPECT_EQ(receiver.wait(), 1) << receiver.output();
+    std::string out = receiver.output();
+    EXPECT_NE(out.find("cannot serve kernel faults"), std::string::npos) << out;
+    EXPECT_NE(out.find("CAP_SYS_PTRACE"), std::string::npos) << out;
+    EXPECT_NE(out.find("/dev/userfaultfd"), std::string::npos) << out;
+    source.signal(SIGTERM);
+    EXPECT_NE(source.wait(), -1);
+}
+
+// ---- bad input ----------------------------------------------------------------------------
+
+struct BadArguments {
+    std::vector<std::string> args;
+    const char* words;
+};
+
+class BadInput : public Migrate, public ::testing::WithParamInterface<BadArguments> {};
+
+TEST_P(BadInput, GetsOneLineNamingTheProblemAndANonZeroExit) {
+    const BadArguments c = GetParam();
+    std::vector<std::string> argv{cli_path()};
+    for (const auto& a : c.args) {
+        argv.push_back(a == "TOKEN" ? scratch_.token() : a);
+    }
+    if (std::find(argv.begin(), argv.end(), std::string("LOOSE")) != argv.end()) {
+        std::string loose = scratch_.path("loose");
+        std::ofstream(loose) << "0123456789abcdef0123456789abcdef\n";
+        ::chmod(loose.c_str(), 0644);
+        std::replace(argv.begin(), argv.end(), std::string("LOOSE"), loose);
+    }
+    Process run(argv);
+    int status = run.wait();
+    EXPECT_NE(status, 0);
+    EXPECT_NE(status, -1);
+    std::string out = run.output();
+    EXPECT_NE(out.find(c.words), std::string::npos) << out;
+    EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << out;
+    EXPECT_EQ(out.find("terminate called"), std::string::npos) << out;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Cases, BadInput,
+    ::testing::Values(
+        BadArguments{{"demo", "--size", "12X"}, "unknown unit 'X'"},
+        BadArguments{{"demo", "--size", "0"}, "--size 0 must be"},
+        BadArguments{{"demo", "--size", "99999999999999999999"}, "too large"},
+        BadArguments{{"demo", "--workload", "nope"}, "workload 'nope'"},
+        BadArguments{{"demo", "--memory", "bogus"}, "memory kind 'bogus'"},
+        BadArguments{{"demo", "--vcpus", "0"}, "--vcpus 0"},
+        BadArguments{{"serve", "--listen", "tcp:127.0.0.1:0"}, "--image FILE or --synthetic"},
+        BadArguments{{"serve", "--listen", "tcp:127.0.0.1:0", "--image", "/nonexistent"},
+                     "/nonexistent"},
+        BadArguments{{"serve", "--listen", "nowhere", "--synthetic", "1M"},
+                     "bad endpoint 'nowhere'"},
+        BadArguments{
+            {"serve", "--listen", "tcp:127.0.0.1:0", "--synthetic", "1M", "--page-size", "3K"},
+            "page size 3072"},
+        BadArguments{{"serve", "--listen", "tcp:0.0.0.0:0", "--synthetic", "1M"},
+                     "without authenticating clients"},
+        BadArguments{{"receive", "--connect", "tcp:127.0.0.1:1"}, "127.0.0.1:1"},
+        BadArguments{{"receive", "--connect", "tcp:127.0.0.1:1", "--token-file", "/nonexistent"},
+                     "cannot open token file /nonexistent"},
+        BadArguments{{"receive", "--connect", "tcp:127.0.0.1:1", "--token-file", "LOOSE"},
+                     "chmod 600"},
+        BadArguments{{"receive", "--connect", "tcp:127.0.0.1:1", "--memory", "bogus"},
+                     "memory kind 'bogus'"},
+        BadArguments{{"helper", "--socket", ""}, "socket path"},
+        BadArguments{{"frobnicate"}, "unknown command 'frobnicate'"},
+        BadArguments{{"demo", "--sizee", "1G"}, "--sizee"}),
+    [](const auto& info) { return "Case" + std::to_string(info.index); });
+
+TEST_F(Migrate, AReportThatCannotBeWrittenIsAnErrorAndTheMigrationStillReportsOnStdout) {
+    // A full disk: a one-page tmpfs, filled, in the child's own mount namespace.
+    std::string full = scratch_.path("full");
+    ::mkdir(full.c_str(), 0700);
+    std::string json = full + "/report.json";
+    Process demo({cli_path(), "demo", "--size", "16M", "--json", json}, [full] {
+        if (::unshare(CLONE_NEWNS) != 0 ||
+            ::mount("none", "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+            ::mount("tmpfs", full.c_str(), "tmpfs", 0, "size=4k") != 0) {
+            return false;
+        }
+        std::FILE* filler = std::fopen((full + "/filler").c_str(), "w");
+        std::vector<char> page(4096, 'x');
+        while (filler != nullptr &&
+               std::fwrite(page.data(), 1, page.size(), filler) == page.size() &&
+               std::fflush(filler) == 0) {
+        }
+        return filler != nullptr;
+    });
+    EXPECT_EQ(demo.wait(), 1) << demo.output();
+    std::string out = demo.output();
+    EXPECT_NE(out.find("cannot write the report to " + json), std::string::npos) << out;
+    EXPECT_NE(out.find("guest check   verified"), std::string::npos) << out;
+    // (The tmpfs was the child's; on the host the directory stays empty either way.)
+}
+
+}  // namespace
+}  // namespace uffdm::cli

@@ -1,0 +1,188 @@
+// hostile_source_test.cpp — A source that lies or dies: refused, reported, the guest never fooled.
+#include <gtest/gtest.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <thread>
+
+#include "migration/fault_server.hpp"
+#include "tests/support/fake_source.hpp"
+#include "tests/support/test_support.hpp"
+#include "uffd/mapping.hpp"
+
+namespace uffdm::migration {
+namespace {
+
+using test::FakeSource;
+using test::Misbehaviour;
+
+constexpr std::uint64_t kPages = 64;
+constexpr std::uint64_t kHonest = 4;
+
+struct Case {
+    Misbehaviour what;
+    bool verify;
+    Errc expected;
+    const char* words;  // in the failure's detail
+};
+
+class HostileSource : public ::testing::TestWithParam<Case> {};
+
+// In a child process: a destination against the fake source, one guest thread reading an honest
+// page and one blocked on a page the source never sends honestly. The child exits 0 when the
+// migration failed as expected and the blocked thread is still blocked.
+TEST_P(HostileSource, IsRefusedWithTheReasonAndTheWaitingThreadStaysBlocked) {
+    const Case c = GetParam();
+    auto result = test::run_in_child([&](std::FILE* report) {
+        wire::Layout layout{{{0, 4096, kPages * 4096}}};
+        FakeSource source(layout, kHonest, c.what);
+        auto mapping = uffd::Mapping::anonymous(kPages * 4096);
+        auto uffd = uffd::UserfaultFd::open(test::test_open_options());
+        if (!mapping || !uffd) {
+            std::fprintf(report, "setup failed");
+            return 10;
+        }
+        FaultServerOptions options;
+        options.source = *transport::parse_endpoint(source.endpoint());
+        options.verify_hashes = c.verify;
+        auto destination = FaultServer::create(
+            std::move(*uffd),
+            {{mapping->data(), mapping->size(), 4096, uffd::MemoryKind::Anonymous, true}}, options);
+        if (!destination || !(*destination)->start()) {
+            std::fprintf(report, "destination did not start");
+            return 11;
+        }
+        std::atomic<pid_t> waiting_tid{0};
+        std::atomic<int> honest_byte{-1};
+        std::thread honest([&] { honest_byte = static_cast<int>(mapping->page(1)[100]); });
+        std::thread waiting([&] {
+            waiting_tid = static_cast<pid_t>(::syscall(SYS_gettid));
+            volatile std::byte b = mapping->page(kHonest)[0];  // never arrives honestly
+            (void)b;
+            std::fprintf(report, "the waiting thread was released: it must stay blocked\n");
+        });
+        DestinationReport outcome = (*destination)->wait();
+        // The honest page arrives before the lie; if it did not, its reader is blocked too.
+        for (int i = 0; i < 200 && honest_byte.load() == -1; ++i) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
+        honest.detach();
+        int status = 0;
+        if (outcome.ok()) {
+            std::fprintf(report, "the migration succeeded against a lying source\n");
+            status = 1;
+        } else if (outcome.failure->code != c.expected ||
+                   outcome.failure->detail.find(c.words) == std::string::npos) {
+            std::fprintf(report, "wrong failure: %s (%s)\n", outcome.failure->detail.c_str(),
+                         outcome.failure->code.message().c_str());
+            status = 2;
+        }
+        if (honest_byte.load() != static_cast<int>(FakeSource::honest_byte(1))) {
+            std::fprintf(report, "the honest page read %d\n", honest_byte.load());
+            status = 3;
+        }
+        while (waiting_tid.load() == 0) {
+            std::this_thread::yield();
+        }
+        if (!test::wait_until_blocked_in_fault({waiting_tid.load()}, 2000)) {
+            std::fprintf(report, "the waiting thread is not blocked in the fault\n");
+            status = 4;
+        }
+        std::fprintf(report, "failure: %s\n",
+                     outcome.failure ? outcome.failure->detail.c_str() : "none");
+        std::fflush(report);
+        // The blocked thread would be poisoned (SIGBUS) by the destructor; this child just ends.
+        ::_exit(status);
+        return status;
+    });
+    EXPECT_TRUE(result.exited_with(0)) << result.describe();
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Misbehaviours, HostileSource,
+    ::testing::Values(
+        Case{Misbehaviour::PageOutsideRegion, false, Errc::ProtocolViolation, "outside region 0"},
+        Case{Misbehaviour::ShortPage, false, Errc::ProtocolViolation, "short or wrong-size"},
+        Case{Misbehaviour::WrongHash, true, Errc::ProtocolViolation, "does not match its hash"},
+        Case{Misbehaviour::DiesMidRun, false, Errc::PeerLost, "source went away"}),
+    [](const auto& info) {
+        switch (info.param.what) {
+            case Misbehaviour::PageOutsideRegion:
+                return std::string("PageOutsideRegion");
+            case Misbehaviour::ShortPage:
+                return std::string("ShortPage");
+            case Misbehaviour::WrongHash:
+                return std::string("WrongHash");
+            case Misbehaviour::DiesMidRun:
+                return std::string("DiesMidRun");
+        }
+        return std::string("Unknown");
+    });
+
+TEST(HostileSourceLayout, ADifferentPageSizeIsRefusedWithBothLayoutsInTheMessage) {
+    wire::Layout source_layout{{{0, 8192, kPages * 4096}}};
+    FakeSource source(source_layout, 0, Misbehaviour::DiesMidRun);
+    auto mapping = uffd::Mapping::anonymous(kPages * 4096);
+    auto uffd = uffd::UserfaultFd::open(test::test_open_options());
+    ASSERT_TRUE(mapping && uffd);
+    FaultServerOptions options;
+    options.source = *transport::parse_endpoint(source.endpoint());
+    auto destination = FaultServer::create(
+        std::move(*uffd),
+        {{mapping->data(), mapping->size(), 4096, uffd::MemoryKind::Anonymous, true}}, options);
+    ASSERT_TRUE(destination);
+    ASSERT_TRUE((*destination)->start());
+    DestinationReport outcome = (*destination)->wait();
+    ASSERT_FALSE(outcome.ok());
+    const std::string& why = outcome.failure->detail;
+    EXPECT_NE(why.find("the source has 1 region: #0 256 KiB of 8 KiB pages"), std::string::npos)
+        << why;
+    EXPECT_NE(why.find("this destination has 1 region: #0 256 KiB of 4 KiB pages"),
+              std::string::npos)
+        << why;
+    EXPECT_FALSE(source.misbehaved());  // nothing was sent after the layout
+}
+
+TEST(HostileSourceLayout, NoSourceAtAllIsPeerLostNamingTheAddress) {
+    auto mapping = uffd::Mapping::anonymous(kPages * 4096);
+    auto uffd = uffd::UserfaultFd::open(test::test_open_options());
+    ASSERT_TRUE(mapping && uffd);
+    FaultServerOptions options;
+    options.source = *transport::parse_endpoint("tcp:127.0.0.1:1");
+    auto destination = FaultServer::create(
+        std::move(*uffd),
+        {{mapping->data(), mapping->size(), 4096, uffd::MemoryKind::Anonymous, true}}, options);
+    ASSERT_TRUE(destination);
+    ASSERT_TRUE((*destination)->start());
+    DestinationReport outcome = (*destination)->wait();
+    ASSERT_FALSE(outcome.ok());
+    EXPECT_EQ(outcome.failure->code, Errc::PeerLost);
+    EXPECT_NE(outcome.failure->detail.find("127.0.0.1:1"), std::string::npos)
+        << outcome.failure->detail;
+}
+
+TEST(GuestRegions, UnalignedOrEmptyOrTooManyRegionsAreRefused) {
+    auto mapping = uffd::Mapping::anonymous(64 * 4096);
+    ASSERT_TRUE(mapping);
+    auto make = [&](std::vector<GuestRegion> regions) {
+        auto uffd = uffd::UserfaultFd::open(test::test_open_options());
+        FaultServerOptions options;
+        options.source = *transport::parse_endpoint("tcp:127.0.0.1:1");
+        return FaultServer::create(std::move(*uffd), std::move(regions), options);
+    };
+    auto unaligned = make({{mapping->data() + 100, 4096, 4096, uffd::MemoryKind::Anonymous, true}});
+    ASSERT_FALSE(unaligned);
+    EXPECT_EQ(unaligned.error().code, Errc::Unaligned);
+    auto empty = make({});
+    ASSERT_FALSE(empty);
+    EXPECT_EQ(empty.error().code, Errc::InvalidArgument);
+    auto partial = make({{mapping->data(), 4096 + 1, 4096, uffd::MemoryKind::Anonymous, true}});
+    EXPECT_FALSE(partial);
+    std::vector<GuestRegion> many(65,
+                                  {mapping->data(), 4096, 4096, uffd::MemoryKind::Anonymous, true});
+    EXPECT_FALSE(make(many));
+}
+
+}  // namespace
+}  // namespace uffdm::migration

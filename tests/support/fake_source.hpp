@@ -1,0 +1,52 @@
+// fake_source.hpp — A source that lies: honest pages first, then one scripted misbehaviour.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "migration/wire.hpp"
+#include "transport/listener.hpp"
+
+namespace uffdm::test {
+
+enum class Misbehaviour {
+    PageOutsideRegion,  // a PAGES run past the end of its region
+    ShortPage,          // a PAGES frame one byte shorter than its pages
+    WrongHash,          // a page whose content does not match the hash sent with it
+    DiesMidRun,         // the connection reset after the honest pages
+};
+
+// Listens on loopback (no authentication) and serves one destination on its own thread: LAYOUT,
+// then after START `honest_pages` pages of region 0 on the urgent connection (each filled with
+// honest_byte(page)), then the misbehaviour. Requests are never answered: a guest thread waiting
+// for a page past the honest ones stays blocked.
+class FakeSource {
+  public:
+    FakeSource(migration::wire::Layout layout, std::uint64_t honest_pages, Misbehaviour what);
+    ~FakeSource();
+    FakeSource(const FakeSource&) = delete;
+    FakeSource& operator=(const FakeSource&) = delete;
+
+    [[nodiscard]] std::string endpoint() const { return endpoint_; }
+    [[nodiscard]] bool misbehaved() const { return misbehaved_.load(); }
+    static std::byte honest_byte(std::uint64_t page) {
+        return static_cast<std::byte>(page % 251 + 1);
+    }
+
+  private:
+    transport::asio::awaitable<void> serve(std::shared_ptr<transport::Connection> urgent);
+
+    migration::wire::Layout layout_;
+    std::uint64_t honest_pages_;
+    Misbehaviour what_;
+    transport::asio::io_context io_;
+    std::shared_ptr<transport::Listener> listener_;
+    std::string endpoint_;
+    std::atomic<bool> misbehaved_{false};
+    std::vector<std::shared_ptr<transport::Connection>> held_;
+    std::thread thread_;
+};
+
+}  // namespace uffdm::test
