@@ -5,6 +5,7 @@
  *   tiny_vmm --connect tcp:127.0.0.1:4444 --size 268435456 --token-file T
  *
  * Build against an installed library: cc tiny_vmm.c $(pkg-config --cflags --libs uffdm) */
+#define _GNU_SOURCE /* MAP_NORESERVE, MAP_ANONYMOUS: Linux interfaces */
 #include <uffdm/uffdm.h>
 
 #include <pthread.h>

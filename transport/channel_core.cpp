@@ -22,7 +22,9 @@ bool OutgoingFrame::set_inline(std::span<const std::byte> bytes) noexcept {
     if (bytes.size() > kMaxInline) {
         return false;
     }
-    std::memcpy(inline_bytes.data(), bytes.data(), bytes.size());
+    if (!bytes.empty()) {  // an empty span may have a null data(), which memcpy may not take
+        std::memcpy(inline_bytes.data(), bytes.data(), bytes.size());
+    }
     inline_size = static_cast<std::uint32_t>(bytes.size());
     return true;
 }

@@ -169,15 +169,25 @@ asio::awaitable<std::expected<Socket, Failure>> connect_to(const Endpoint& endpo
         }
         co_return Socket(std::move(local));
     }
-    asio::ip::tcp::resolver resolver(executor);
-    auto results = co_await resolver.async_resolve(endpoint.host, std::to_string(endpoint.port),
-                                                   asio::redirect_error(asio::use_awaitable, ec));
-    if (ec) {
-        co_return std::unexpected(failure(Errc::InvalidArgument,
-                                          "cannot resolve " + endpoint.host + ": " + ec.message()));
-    }
     asio::ip::tcp::socket tcp(executor);
-    co_await asio::async_connect(tcp, results, asio::redirect_error(asio::use_awaitable, ec));
+    boost::system::error_code literal;
+    auto address = asio::ip::make_address(endpoint.host, literal);
+    if (!literal) {
+        // An address literal needs no resolver, and so no resolver thread: a destination that
+        // drops its capabilities must still have one thread when it does.
+        co_await tcp.async_connect({address, endpoint.port},
+                                   asio::redirect_error(asio::use_awaitable, ec));
+    } else {
+        asio::ip::tcp::resolver resolver(executor);
+        auto results =
+            co_await resolver.async_resolve(endpoint.host, std::to_string(endpoint.port),
+                                            asio::redirect_error(asio::use_awaitable, ec));
+        if (ec) {
+            co_return std::unexpected(failure(
+                Errc::InvalidArgument, "cannot resolve " + endpoint.host + ": " + ec.message()));
+        }
+        co_await asio::async_connect(tcp, results, asio::redirect_error(asio::use_awaitable, ec));
+    }
     if (ec) {
         co_return std::unexpected(failure(
             Errc::PeerLost, "cannot connect to " + endpoint.to_string() + ": " + ec.message()));

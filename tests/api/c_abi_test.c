@@ -1,5 +1,6 @@
 /* c_abi_test.c — uffdm.h compiled as plain C: a whole migration through the C ABI, and its
  * argument checks. Exit 0 when every check holds. */
+#define _GNU_SOURCE /* MAP_ANONYMOUS: a Linux interface */
 #include <uffdm/uffdm.h>
 
 #include <errno.h>

@@ -235,6 +235,22 @@ TEST_F(Migrate, SigtermStopsAReceiveCleanlyWithAReport) {
         << report.dump();
 }
 
+TEST_F(Migrate, TheCExampleVmmEmbedsTheLibraryAndMigrates) {
+    const char* tiny_vmm = std::getenv("UFFDM_TINY_VMM");
+    if (tiny_vmm == nullptr) {
+        GTEST_SKIP() << "UFFDM_TINY_VMM is not set";
+    }
+    Process source({cli_path(), "serve", "--listen", "tcp:127.0.0.1:0", "--synthetic", "32M",
+                    "--token-file", scratch_.token()});
+    std::string endpoint = endpoint_of(source);
+    ASSERT_FALSE(endpoint.empty()) << source.output();
+    Process vmm({tiny_vmm, "--connect", endpoint, "--size", std::to_string(32 << 20),
+                 "--token-file", scratch_.token(), "--vcpus", "3"});
+    ASSERT_EQ(vmm.wait(), 0) << vmm.output();
+    EXPECT_NE(vmm.output().find("tiny_vmm: 8192 pages"), std::string::npos) << vmm.output();
+    EXPECT_EQ(source.wait(), 0) << source.output();
+}
+
 // ---- the helper ---------------------------------------------------------------------------
 
 TEST_F(Migrate, TheHelperHandsAUserfaultfdToAnUnprivilegedReceiver) {
@@ -363,6 +379,29 @@ TEST_F(Migrate, AReportThatCannotBeWrittenIsAnErrorAndTheMigrationStillReportsOn
     EXPECT_NE(out.find("cannot write the report to " + json), std::string::npos) << out;
     EXPECT_NE(out.find("guest check   verified"), std::string::npos) << out;
     // (The tmpfs was the child's; on the host the directory stays empty either way.)
+}
+
+}  // namespace
+}  // namespace uffdm::cli
+
+namespace uffdm::cli {
+namespace {
+
+// The long-test group (meson suite "long"; the sanitizer builds skip it).
+TEST_F(Migrate, LongSixteenGiBMostlyZeroGuestMigratesWithRssCloseToItsNonZeroPages) {
+    std::string json = scratch_.path("sparse.json");
+    Process demo({cli_path(), "demo", "--size", "16G", "--zero-percent", "99", "--json", json});
+    ASSERT_EQ(demo.wait(std::chrono::minutes(5)), 0) << demo.output();
+    auto report = read_json(json);
+    EXPECT_TRUE(report["verified"].get<bool>());
+    std::uint64_t pages = report["pages"];
+    EXPECT_EQ(pages, (16ULL << 30) / 4096);
+    // Bookkeeping: two bits per page (present, requested).
+    EXPECT_LE(report["bookkeeping_bytes"].get<std::uint64_t>(), pages * 2 / 8);
+    // Resident: the non-zero pages, plus buffers that do not grow with the guest.
+    EXPECT_LT(report["rss_overhead_bytes"].get<std::uint64_t>(), 64ULL << 20) << report.dump();
+    EXPECT_LT(report["rss_bytes"].get<std::uint64_t>(),
+              report["guest_resident_bytes"].get<std::uint64_t>() + (64ULL << 20));
 }
 
 }  // namespace
