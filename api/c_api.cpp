@@ -88,8 +88,21 @@ std::expected<uffdm::Security, int> security_of(const uffdm_security& s) {
                            text(s.tls_server_name), (s.flags & UFFDM_SECURITY_INSECURE) != 0};
 }
 
-void copy_latency(uffdm_latency& out, const uffdm::LatencyStats& in) {
-    out = {in.count, in.mean_us, in.p50_us, in.p90_us, in.p99_us, in.p999_us, in.max_us};
+void copy_stats(uffdm_destination_stats& out, const uffdm::DestinationStats& s, int result) {
+    out.size = sizeof out;
+    out.error = result;
+    out.seconds = s.seconds;
+    out.pages_total = s.pages_total;
+    out.pages_urgent = s.pages_urgent;
+    out.pages_background = s.pages_background;
+    out.pages_zero = s.pages_zero;
+    out.pages_duplicate = s.pages_duplicate;
+    out.faults = s.faults;
+    out.requests = s.requests;
+    out.bytes_received = s.bytes_received;
+    out.hashes_verified = s.hashes_verified;
+    const uffdm::LatencyStats& l = s.fault_latency;
+    out.fault_latency = {l.count, l.mean_us, l.p50_us, l.p90_us, l.p99_us, l.p999_us, l.max_us};
 }
 
 }  // namespace
@@ -132,6 +145,15 @@ int uffdm_destination_create(const uffdm_destination_options* options, const uff
                 fn(&progress, user);
             };
         }
+        if (options->on_complete != nullptr) {
+            o.on_complete = [fn = options->on_complete,
+                             user = options->user](const uffdm::DestinationStats& s) {
+                uffdm_destination_stats stats{};
+                int result = s.ok ? 0 : -errno_of(s.error.code);
+                copy_stats(stats, s, result);
+                fn(result, &stats, user);
+            };
+        }
         std::vector<uffdm::DestinationRegion> guest;
         for (size_t i = 0; i < count; ++i) {
             const uffdm_region& r = regions[i];
@@ -168,18 +190,7 @@ int uffdm_destination_wait(uffdm_destination* d, uffdm_destination_stats* stats)
         uffdm::DestinationStats s = d->destination.wait();
         int result = s.ok ? 0 : fail(s.error);
         if (stats != nullptr) {
-            stats->error = result;
-            stats->seconds = s.seconds;
-            stats->pages_total = s.pages_total;
-            stats->pages_urgent = s.pages_urgent;
-            stats->pages_background = s.pages_background;
-            stats->pages_zero = s.pages_zero;
-            stats->pages_duplicate = s.pages_duplicate;
-            stats->faults = s.faults;
-            stats->requests = s.requests;
-            stats->bytes_received = s.bytes_received;
-            stats->hashes_verified = s.hashes_verified;
-            copy_latency(stats->fault_latency, s.fault_latency);
+            copy_stats(*stats, s, result);
         }
         return result;
     });

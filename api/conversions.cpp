@@ -49,8 +49,4 @@ transport::Backend to_backend(DataPathBackend backend) {
     return transport::Backend::Auto;
 }
 
-LatencyStats to_latency(const migration::LatencySummary& s) {
-    return {s.count, s.mean_us, s.p50_us, s.p90_us, s.p99_us, s.p999_us, s.max_us};
-}
-
 }  // namespace uffdm::api

@@ -6,16 +6,14 @@
 #include <memory>
 #include <optional>
 
-#include "migration/latency_histogram.hpp"
+#include "migration/report.hpp"
 #include "transport/auth.hpp"
 #include "transport/data_path.hpp"
 #include "transport/tls.hpp"
 
 namespace uffdm::api {
 
-[[nodiscard]] inline Error to_error(const transport::Failure& failure) {
-    return Error{failure.code, failure.detail};
-}
+using migration::to_error;
 
 // The token and TLS context one side needs, owned for as long as the side runs.
 struct Credentials {
@@ -32,6 +30,5 @@ struct Credentials {
 
 [[nodiscard]] transport::LivenessOptions to_liveness(const Timeouts& timeouts);
 [[nodiscard]] transport::Backend to_backend(DataPathBackend backend);
-[[nodiscard]] LatencyStats to_latency(const migration::LatencySummary& summary);
 
 }  // namespace uffdm::api

@@ -1,6 +1,11 @@
 // destination.cpp — uffdm::Destination: the privilege gate, capabilities, then a FaultServer.
 #include <uffdm/uffdm.hpp>
 
+#include <condition_variable>
+#include <mutex>
+#include <optional>
+#include <thread>
+
 #include "api/conversions.hpp"
 #include "migration/fault_server.hpp"
 #include "migration/layout_probe.hpp"
@@ -13,23 +18,27 @@ struct Destination::Impl {
     api::Credentials credentials;
     std::unique_ptr<migration::FaultServer> server;
     std::string grant;
+    std::function<void(const DestinationStats&)> on_complete;
+    // With on_complete, a watcher waits for the end and keeps the stats for wait().
+    std::thread watcher;
+    std::mutex mutex;
+    std::condition_variable ended;
+    std::optional<DestinationStats> result;
+
+    DestinationStats finish() {
+        DestinationStats stats = server->wait();
+        stats.grant = grant;
+        return stats;
+    }
+    ~Impl() {
+        if (watcher.joinable()) {
+            server->stop();
+            watcher.join();
+        }
+    }
 };
 
 namespace {
-
-uffd::MemoryKind inner_kind(MemoryKind kind) {
-    switch (kind) {
-        case MemoryKind::Shmem:
-            return uffd::MemoryKind::Shmem;
-        case MemoryKind::Hugetlb:
-            return uffd::MemoryKind::Hugetlb;
-        case MemoryKind::Anonymous:
-            return uffd::MemoryKind::Anonymous;
-        case MemoryKind::Invalid:
-            break;
-    }
-    return uffd::MemoryKind::Invalid;
-}
 
 // What the regions need from the kernel: MISSING faults on shmem and hugetlbfs are features of
 // their own. THREAD_ID names the faulting thread in the report; POISON lets a failed migration
@@ -131,10 +140,13 @@ std::expected<Destination, Error> Destination::create(std::vector<DestinationReg
     }
     std::vector<migration::GuestRegion> guest;
     for (const auto& r : regions) {
-        guest.push_back({static_cast<std::byte*>(r.address), r.length, r.page_size,
-                         inner_kind(r.kind), r.kind != MemoryKind::Hugetlb});
+        guest.push_back({static_cast<std::byte*>(r.address), r.length, r.page_size, r.kind,
+                         r.kind != MemoryKind::Hugetlb});
     }
-    auto impl = std::make_unique<Impl>(Impl{std::move(*credentials), nullptr, uffd->second});
+    auto impl = std::make_unique<Impl>();
+    impl->credentials = std::move(*credentials);
+    impl->grant = uffd->second;
+    impl->on_complete = std::move(options.on_complete);
     migration::FaultServerOptions server_options{.source = *endpoint,
                                                  .secret = impl->credentials.secret_or_null(),
                                                  .tls = impl->credentials.tls,
@@ -163,35 +175,27 @@ std::expected<void, Error> Destination::start() {
     if (auto started = impl_->server->start(); !started) {
         return std::unexpected(api::to_error(started.error()));
     }
+    if (impl_->on_complete) {
+        impl_->watcher = std::thread([impl = impl_.get()] {
+            DestinationStats stats = impl->finish();
+            impl->on_complete(stats);  // before wait() returns: what it records is there
+            {
+                std::lock_guard lock(impl->mutex);
+                impl->result = stats;
+            }
+            impl->ended.notify_all();
+        });
+    }
     return {};
 }
 
 DestinationStats Destination::wait() {
-    migration::DestinationReport r = impl_->server->wait();
-    DestinationStats stats;
-    stats.ok = r.ok();
-    if (r.failure) {
-        stats.error = api::to_error(*r.failure);
+    if (!impl_->watcher.joinable()) {
+        return impl_->finish();
     }
-    stats.seconds = r.seconds;
-    stats.pages_total = r.pages_total;
-    stats.bytes_total = r.bytes_total;
-    stats.pages_urgent = r.pages.urgent;
-    stats.pages_background = r.pages.background;
-    stats.pages_zero = r.pages.zero;
-    stats.pages_duplicate = r.pages.duplicate;
-    stats.faults = r.faults;
-    stats.requests = r.requests;
-    stats.bytes_received = r.bytes_received;
-    stats.hashes_verified = r.hashes_verified;
-    stats.bookkeeping_bytes = r.bookkeeping_bytes;
-    stats.fault_threads = r.fault_threads;
-    stats.max_thread_blocked_ms = r.max_thread_blocked_ms;
-    stats.fault_latency = api::to_latency(r.fault_latency);
-    stats.data_path = r.data_path;
-    stats.grant = impl_->grant;
-    stats.latency_buckets = std::move(r.latency_buckets);
-    return stats;
+    std::unique_lock lock(impl_->mutex);
+    impl_->ended.wait(lock, [&] { return impl_->result.has_value(); });
+    return *impl_->result;
 }
 
 void Destination::stop() {
@@ -199,8 +203,7 @@ void Destination::stop() {
 }
 
 DestinationProgress Destination::progress() const {
-    auto p = impl_->server->progress();
-    return {p.pages_total, p.pages_present, p.bytes_received, p.faults, p.connected, p.seconds};
+    return impl_->server->progress();
 }
 
 std::string Destination::grant() const {

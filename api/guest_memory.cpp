@@ -6,20 +6,6 @@
 
 namespace uffdm {
 
-std::string_view to_string(MemoryKind kind) noexcept {
-    switch (kind) {
-        case MemoryKind::Anonymous:
-            return "anonymous";
-        case MemoryKind::Shmem:
-            return "shmem";
-        case MemoryKind::Hugetlb:
-            return "hugetlb";
-        case MemoryKind::Invalid:
-            break;
-    }
-    return "invalid";
-}
-
 std::expected<MemoryKind, Error> parse_memory_kind(std::string_view text) {
     for (MemoryKind kind : {MemoryKind::Anonymous, MemoryKind::Shmem, MemoryKind::Hugetlb}) {
         if (text == to_string(kind)) {

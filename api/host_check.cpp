@@ -28,7 +28,7 @@ std::vector<std::string> ioctls_for(const uffd::UserfaultFd& fd, const uffd::Map
 
 MemoryKindReport check_kind(const uffd::UserfaultFd& fd, uffd::MemoryKind kind) {
     MemoryKindReport report;
-    report.kind = std::string(uffd::to_string(kind));
+    report.kind = std::string(uffdm::to_string(kind));
     std::size_t length =
         kind == uffd::MemoryKind::Hugetlb ? uffd::kHugePageSize : uffd::base_page_size();
     auto mapping = uffd::Mapping::create(kind, length);

@@ -38,7 +38,7 @@ std::expected<Source, Error> Source::from_memory(Memory memory, SourceOptions op
         .backend = api::to_backend(options.data_path),
         .bulk_run_bytes = options.bulk_run_bytes,
         .max_bulk_channels = static_cast<std::uint8_t>(transport::kMaxBulkChannels),
-        .on_progress = {}};
+        .on_progress = options.on_progress};
     if (options.on_progress) {
         server_options.on_progress = [callback =
                                           options.on_progress](const migration::SourceProgress& p) {
@@ -92,22 +92,7 @@ std::string Source::endpoint() const {
 }
 
 SourceStats Source::run() {
-    migration::SourceReport r = impl_->server->run();
-    SourceStats stats;
-    stats.ok = r.ok();
-    if (r.failure) {
-        stats.error = api::to_error(*r.failure);
-    }
-    stats.seconds = r.seconds;
-    stats.pages_total = r.pages_total;
-    stats.pages_streamed = r.pages_streamed;
-    stats.pages_answered = r.pages_answered;
-    stats.pages_resent = r.pages_resent;
-    stats.zero_pages = r.zero_pages;
-    stats.requests = r.requests;
-    stats.bytes_sent = r.bytes_sent;
-    stats.bulk_channels = r.bulk_channels;
-    return stats;
+    return impl_->server->run();
 }
 
 void Source::stop() {
@@ -115,8 +100,7 @@ void Source::stop() {
 }
 
 SourceProgress Source::progress() const {
-    auto p = impl_->server->progress();
-    return {p.pages_total, p.pages_sent, p.requests, p.bytes_sent, p.connected};
+    return impl_->server->progress();
 }
 
 }  // namespace uffdm

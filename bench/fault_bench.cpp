@@ -149,7 +149,7 @@ void BM_LocalFaultRoundTrip(benchmark::State& state) {
     add_ratio(state, "p50_x_eventfd", latency.p50_ns, "eventfd_p50_ns");
     add_ratio(state, "p99_x_eventfd", latency.p99_ns, "eventfd_p99_ns");
     state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * page));
-    state.SetLabel(std::string(uffd::to_string(kind)));
+    state.SetLabel(std::string(uffdm::to_string(kind)));
 }
 BENCHMARK(BM_LocalFaultRoundTrip)
     ->ArgName("kind")

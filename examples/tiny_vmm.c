@@ -63,10 +63,12 @@ int main(int argc, char** argv) {
         }
     }
     if (connect == NULL || size == 0 || size % PAGE != 0 || vcpus == 0 || vcpus > 64) {
-        fprintf(stderr, "usage: tiny_vmm --connect ENDPOINT --size BYTES [--token-file F] [--vcpus N]\n");
+        fprintf(stderr,
+                "usage: tiny_vmm --connect ENDPOINT --size BYTES [--token-file F] [--vcpus N]\n");
         return 2;
     }
-    void* ram = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    void* ram = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (ram == MAP_FAILED) {
         perror("tiny_vmm: mmap");
         return 1;
@@ -111,11 +113,12 @@ int main(int argc, char** argv) {
         pthread_join(threads[i], NULL);
         touches += state[i].touches;
     }
-    printf("tiny_vmm: %llu pages in %.3f s (%llu urgent, %llu background), %llu vCPU touches, "
-           "fault p50 %.1f us, p99 %.1f us\n",
-           (unsigned long long)stats.pages_total, stats.seconds,
-           (unsigned long long)stats.pages_urgent, (unsigned long long)stats.pages_background,
-           (unsigned long long)touches, stats.fault_latency.p50_us, stats.fault_latency.p99_us);
+    printf(
+        "tiny_vmm: %llu pages in %.3f s (%llu urgent, %llu background), %llu vCPU touches, "
+        "fault p50 %.1f us, p99 %.1f us\n",
+        (unsigned long long)stats.pages_total, stats.seconds,
+        (unsigned long long)stats.pages_urgent, (unsigned long long)stats.pages_background,
+        (unsigned long long)touches, stats.fault_latency.p50_us, stats.fault_latency.p99_us);
     uffdm_destination_destroy(destination);
     return 0;
 }

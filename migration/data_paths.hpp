@@ -1,9 +1,10 @@
-// data_paths.hpp — The two event loops each side of a migration runs: urgent apart from bulk.
+// data_paths.hpp — The two event loops each side of a migration runs, and the frames they send.
 #pragma once
 
 #include <expected>
 #include <memory>
 
+#include "migration/wire.hpp"
 #include "transport/data_path.hpp"
 
 namespace uffdm::migration {
@@ -31,6 +32,21 @@ struct DataPaths {
         *path = std::move(*created);
     }
     return paths;
+}
+
+// How a channel ended, for a report ("it said goodbye" when the peer closed it in order).
+[[nodiscard]] inline std::string describe_end(const transport::Failure& why) {
+    return why.detail.empty() ? std::string("it said goodbye") : why.detail;
+}
+
+// A migration message small enough to travel inline (everything but PAGES and LAYOUT).
+[[nodiscard]] inline transport::OutgoingFrame message_frame(wire::MessageType type,
+                                                            std::span<const std::byte> payload,
+                                                            std::uint64_t token = 0) {
+    transport::OutgoingFrame frame{.type = wire::frame_type(type)};
+    (void)frame.set_inline(payload);
+    frame.token = token;
+    return frame;
 }
 
 }  // namespace uffdm::migration

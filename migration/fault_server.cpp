@@ -18,18 +18,6 @@ namespace {
 constexpr std::uint64_t kDoneToken = 1;
 constexpr auto kGoodbyeWait = std::chrono::seconds(5);
 
-OutgoingFrame small_frame(wire::MessageType type, std::span<const std::byte> payload,
-                          std::uint64_t token = 0) {
-    OutgoingFrame frame{.type = wire::frame_type(type)};
-    (void)frame.set_inline(payload);
-    frame.token = token;
-    return frame;
-}
-
-std::string describe_end(const transport::Failure& why) {
-    return why.detail.empty() ? std::string("it said goodbye") : why.detail;
-}
-
 }  // namespace
 
 // The urgent connection: checks LAYOUT, sends START, REQUESTs as faults queue them, places the
@@ -81,20 +69,20 @@ class FaultServer::UrgentHandler final : public ChannelHandler {
         if (!start_sent_) {
             start_sent_ = true;
             wire::Start start{server_.options_.verify_hashes ? wire::Start::kWantHashes : 0U};
-            return small_frame(wire::MessageType::Start, wire::encode(start));
+            return message_frame(wire::MessageType::Start, wire::encode(start));
         }
         if (server_.complete_.load(std::memory_order_acquire)) {
             done_sent_ = true;
-            return small_frame(wire::MessageType::Done,
-                               wire::encode(wire::Done{server_.placer_.present_pages()}),
-                               kDoneToken);
+            return message_frame(wire::MessageType::Done,
+                                 wire::encode(wire::Done{server_.placer_.present_pages()}),
+                                 kDoneToken);
         }
         wire::Request request;
         if (!server_.pop_request(request)) {
             return std::nullopt;
         }
         server_.requests_sent_.fetch_add(1, std::memory_order_relaxed);
-        return small_frame(wire::MessageType::Request, wire::encode(request));
+        return message_frame(wire::MessageType::Request, wire::encode(request));
     }
 
     void on_closed(ChannelId, const transport::Failure& why) override {
@@ -250,7 +238,7 @@ std::expected<void, wire::Failure> FaultServer::start() {
             return std::unexpected(transport::failure(
                 Errc::Unsupported, std::string("the kernel does not allow ") +
                                        (copy ? "UFFDIO_ZEROPAGE" : "UFFDIO_COPY") + " on " +
-                                       std::string(uffd::to_string(r.kind)) + " guest memory"));
+                                       std::string(uffdm::to_string(r.kind)) + " guest memory"));
         }
         registrations_.push_back(std::move(*registration));
     }
@@ -434,10 +422,11 @@ DestinationProgress FaultServer::progress() const {
     return p;
 }
 
-DestinationReport FaultServer::wait() {
-    DestinationReport report;
+DestinationStats FaultServer::wait() {
+    DestinationStats report;
     if (!started_) {
-        report.failure = transport::failure(Errc::InvalidArgument, "the destination never started");
+        report.error =
+            to_error(transport::failure(Errc::InvalidArgument, "the destination never started"));
         return report;
     }
     if (!waited_) {
@@ -474,12 +463,19 @@ DestinationReport FaultServer::wait() {
         }
     }
     std::lock_guard lock(mutex_);
-    report.failure = failure_;
+    report.ok = !failure_;
+    if (failure_) {
+        report.error = to_error(*failure_);
+    }
     auto end = completed_at_.value_or(Clock::now());
     report.seconds = std::chrono::duration<double>(end - started_at_).count();
     report.pages_total = placer_.total_pages();
     report.bytes_total = layout_.total_bytes();
-    report.pages = placer_.pages();
+    PagesByPath pages = placer_.pages();
+    report.pages_urgent = pages.urgent;
+    report.pages_background = pages.background;
+    report.pages_zero = pages.zero;
+    report.pages_duplicate = pages.duplicate;
     report.faults = faults_.load();
     report.requests = requests_sent_.load();
     report.bytes_received =

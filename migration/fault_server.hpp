@@ -55,7 +55,7 @@ class FaultServer {
     [[nodiscard]] std::expected<void, wire::Failure> start();
     // Until every page is present (then unregistered and the userfaultfd closed) or the
     // migration failed (then faulting threads stay blocked; the report says why).
-    [[nodiscard]] DestinationReport wait();
+    [[nodiscard]] DestinationStats wait();
     // Thread-safe: fails the migration with Errc::Closed.
     void stop();
     [[nodiscard]] DestinationProgress progress() const;

@@ -55,8 +55,8 @@ double LatencyHistogram::percentile_ns(double p) const noexcept {
     return static_cast<double>(max_.load(std::memory_order_relaxed));
 }
 
-LatencySummary LatencyHistogram::summary() const noexcept {
-    LatencySummary s;
+LatencyStats LatencyHistogram::summary() const noexcept {
+    LatencyStats s;
     s.count = count_.load(std::memory_order_relaxed);
     if (s.count == 0) {
         return s;

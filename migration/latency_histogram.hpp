@@ -1,28 +1,20 @@
 // latency_histogram.hpp — A lock-free log-linear histogram of nanosecond latencies.
 #pragma once
 
+#include <uffdm/uffdm.hpp>
+
 #include <array>
 #include <atomic>
 #include <cstdint>
 
 namespace uffdm::migration {
 
-struct LatencySummary {
-    std::uint64_t count = 0;
-    double mean_us = 0;
-    double p50_us = 0;
-    double p90_us = 0;
-    double p99_us = 0;
-    double p999_us = 0;
-    double max_us = 0;
-};
-
 // 32 buckets per power of two (values within ~3 %), 1 ns .. ~18 minutes; record() is a few
 // relaxed atomic adds, so placement threads record on the hot path without a lock.
 class LatencyHistogram {
   public:
     void record(std::uint64_t ns) noexcept;
-    [[nodiscard]] LatencySummary summary() const noexcept;
+    [[nodiscard]] LatencyStats summary() const noexcept;
     // The value below which fraction p of the samples lie (the bucket's midpoint).
     [[nodiscard]] double percentile_ns(double p) const noexcept;
     // Every non-empty bucket as (upper bound ns, count), for a CDF plot.

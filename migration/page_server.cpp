@@ -64,12 +64,6 @@ class FrameBuilder {
     std::size_t next_ = 0;
 };
 
-OutgoingFrame small_frame(wire::MessageType type, std::span<const std::byte> payload) {
-    OutgoingFrame frame{.type = wire::frame_type(type)};
-    (void)frame.set_inline(payload);
-    return frame;
-}
-
 }  // namespace
 
 // Picks the next pages of the background stream: from a cursor that jumps after each request
@@ -155,7 +149,8 @@ class PageServer::BulkHandler final : public ChannelHandler {
         auto run = server_.streamer_->next();
         if (!run) {
             ended_ = true;
-            return small_frame(wire::MessageType::StreamEnd, wire::encode(wire::StreamEnd{sent_}));
+            return message_frame(wire::MessageType::StreamEnd,
+                                 wire::encode(wire::StreamEnd{sent_}));
         }
         sent_ += run->count;
         server_.pages_streamed_.fetch_add(run->count, std::memory_order_relaxed);
@@ -169,9 +164,8 @@ class PageServer::BulkHandler final : public ChannelHandler {
     void on_closed(ChannelId, const transport::Failure& why) override {
         if (!server_.done()) {
             server_.fail(transport::failure(
-                Errc::PeerLost,
-                "a bulk connection ended before the destination had every page: " +
-                    (why.detail.empty() ? std::string("it said goodbye") : why.detail)));
+                Errc::PeerLost, "a bulk connection ended before the destination had every page: " +
+                                    describe_end(why)));
         }
         server_.open_channels_.fetch_sub(1);
     }
@@ -279,8 +273,7 @@ class PageServer::UrgentHandler final : public ChannelHandler {
         if (state_ != State::Finished) {
             server_.fail(transport::failure(
                 Errc::PeerLost,
-                "the destination went away before it had every page: " +
-                    (why.detail.empty() ? std::string("it said goodbye") : why.detail)));
+                "the destination went away before it had every page: " + describe_end(why)));
         }
     }
 
@@ -452,7 +445,7 @@ SourceProgress PageServer::progress() const {
     return p;
 }
 
-SourceReport PageServer::run() {
+SourceStats PageServer::run() {
     std::thread urgent_loop([this] { urgent_path_->run(); });
     std::thread bulk_loop([this] { bulk_path_->run(); });
     listener_->start();
@@ -484,10 +477,13 @@ SourceReport PageServer::run() {
     urgent_loop.join();
     bulk_loop.join();
 
-    SourceReport report;
+    SourceStats report;
     {
         std::lock_guard lock(mutex_);
-        report.failure = failure_;
+        report.ok = !failure_;
+        if (failure_) {
+            report.error = to_error(*failure_);
+        }
         report.bulk_channels = bulk_ids_.size();
     }
     report.seconds = joined_at ? std::chrono::duration<double>(*done_at - *joined_at).count() : 0.0;

@@ -45,7 +45,7 @@ class PageServer {
     [[nodiscard]] transport::Endpoint local_endpoint() const;
     // Serves one destination until it reports every page present (DONE) or the migration fails
     // (the destination vanishes, sends something wrong, or stop() is called).
-    [[nodiscard]] SourceReport run();
+    [[nodiscard]] SourceStats run();
     // Thread-safe.
     void stop();
     [[nodiscard]] SourceProgress progress() const;

@@ -10,7 +10,7 @@
 
 #include "uffd/system_error.hpp"
 
-namespace uffdm::uffd {
+namespace uffdm {
 
 std::string_view to_string(MemoryKind kind) noexcept {
     switch (kind) {
@@ -25,6 +25,10 @@ std::string_view to_string(MemoryKind kind) noexcept {
     }
     return "invalid";
 }
+
+}  // namespace uffdm
+
+namespace uffdm::uffd {
 
 std::size_t base_page_size() noexcept {
     static const std::size_t size = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));

@@ -9,17 +9,13 @@
 #include <system_error>
 
 #include <uffdm/error.hpp>
+#include <uffdm/memory_kind.hpp>
 
 #include "uffd/unique_fd.hpp"
 
 namespace uffdm::uffd {
 
-// The guest RAM backings a VMM uses. Each behaves differently under userfaultfd:
-// anonymous memory supports MISSING/WP/MOVE/ZEROPAGE; shared memory and hugetlbfs
-// support MISSING, WP and MINOR (page cache present, page table missing).
-enum class MemoryKind : std::uint8_t { Invalid = 0, Anonymous, Shmem, Hugetlb };
-
-[[nodiscard]] std::string_view to_string(MemoryKind kind) noexcept;
+using uffdm::MemoryKind;  // one enum for the public API and this layer
 
 inline constexpr std::size_t kHugePageSize = 2 * 1024 * 1024;
 

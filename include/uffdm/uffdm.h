@@ -36,7 +36,7 @@ struct uffdm_security {
     const char* tls_private_key;
     const char* tls_ca;
     const char* tls_server_name;
-    uint32_t flags; /* UFFDM_SECURITY_INSECURE */
+    uint32_t flags;    /* UFFDM_SECURITY_INSECURE */
     uint32_t reserved; /* 0 */
 };
 #define UFFDM_SECURITY_INSECURE (1u << 0) /* source: listen off-host without client auth */
@@ -47,7 +47,7 @@ struct uffdm_region {
     void* address;
     uint64_t length;
     uint64_t page_size;
-    uint32_t kind; /* enum uffdm_memory_kind */
+    uint32_t kind;  /* enum uffdm_memory_kind */
     uint32_t flags; /* 0 */
 };
 
@@ -62,6 +62,10 @@ struct uffdm_progress {
 };
 
 typedef void (*uffdm_progress_fn)(const struct uffdm_progress* progress, void* user);
+struct uffdm_destination_stats;
+/* Called once when the migration ends, from a library thread; result is 0 or -errno. */
+typedef void (*uffdm_complete_fn)(int result, const struct uffdm_destination_stats* stats,
+                                  void* user);
 
 #define UFFDM_DESTINATION_VERIFY (1u << 0)            /* a hash with every page, checked */
 #define UFFDM_DESTINATION_DROP_CAPABILITIES (1u << 1) /* once the fd is open (single thread) */
@@ -72,10 +76,11 @@ struct uffdm_destination_options {
     uint32_t flags;
     const char* connect; /* the source: "tcp:HOST:PORT" or "unix:PATH" */
     struct uffdm_security security;
-    uint32_t bulk_channels; /* 0..16 */
-    int32_t userfaultfd;    /* the device from uffdm_receive_userfaultfd, or -1 */
+    uint32_t bulk_channels;        /* 0..16 */
+    int32_t userfaultfd;           /* the device from uffdm_receive_userfaultfd, or -1 */
     uffdm_progress_fn on_progress; /* may be NULL; called about ten times a second */
-    void* user;
+    uffdm_complete_fn on_complete; /* may be NULL: then uffdm_destination_wait() blocks for it */
+    void* user;                    /* passed to both */
 };
 
 struct uffdm_latency {
@@ -118,8 +123,8 @@ void uffdm_destination_stop(uffdm_destination* destination) UFFDM_NOEXCEPT;
 void uffdm_destination_destroy(uffdm_destination* destination) UFFDM_NOEXCEPT;
 
 struct uffdm_source_options {
-    uint32_t size; /* sizeof(struct uffdm_source_options) */
-    uint32_t flags; /* 0 */
+    uint32_t size;      /* sizeof(struct uffdm_source_options) */
+    uint32_t flags;     /* 0 */
     const char* listen; /* "tcp:127.0.0.1:0" when NULL */
     struct uffdm_security security;
 };

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include <uffdm/error.hpp>
+#include <uffdm/memory_kind.hpp>
 
 namespace uffdm {
 
@@ -88,11 +89,6 @@ struct Error {
 
 // ---- Guest memory -------------------------------------------------------------------------
 
-// The guest RAM backings a VMM uses: private anonymous memory, memfd shared memory, hugetlbfs
-// with 2 MiB pages.
-enum class MemoryKind : std::uint8_t { Invalid = 0, Anonymous = 1, Shmem = 2, Hugetlb = 3 };
-
-[[nodiscard]] std::string_view to_string(MemoryKind kind) noexcept;
 [[nodiscard]] std::expected<MemoryKind, Error> parse_memory_kind(std::string_view text);
 
 // Guest memory this library maps for a caller that has none of its own (the CLI, tests). A VMM
@@ -289,7 +285,12 @@ struct DestinationOptions {
     // Once the userfaultfd is open, drop every capability and set no_new_privs. The process
     // must be single-threaded when create() runs.
     bool drop_capabilities = false;
-    std::function<void(const DestinationProgress&)> on_progress;  // ~10 Hz, from wait()'s thread
+    // ~10 Hz while someone waits: from wait()'s thread, or from the completion watcher.
+    std::function<void(const DestinationProgress&)> on_progress;
+    // Called once when the migration ends (every page present, or failed), from a thread of the
+    // library's, so that a VMM need not block in wait(); wait() returns the same stats once it
+    // has returned (so it must not call wait()).
+    std::function<void(const DestinationStats&)> on_complete;
 };
 
 // The fault server. A failed migration never hands a guest thread a wrong or zero page: the

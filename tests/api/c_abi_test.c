@@ -13,14 +13,14 @@
 #define PAGES 4096u
 
 static int failures = 0;
-#define CHECK(cond, ...)                                \
-    do {                                                \
-        if (!(cond)) {                                  \
-            fprintf(stderr, "FAILED %s: ", #cond);      \
-            fprintf(stderr, __VA_ARGS__);               \
+#define CHECK(cond, ...)                                    \
+    do {                                                    \
+        if (!(cond)) {                                      \
+            fprintf(stderr, "FAILED %s: ", #cond);          \
+            fprintf(stderr, __VA_ARGS__);                   \
             fprintf(stderr, " (%s)\n", uffdm_last_error()); \
-            failures++;                                 \
-        }                                               \
+            failures++;                                     \
+        }                                                   \
     } while (0)
 
 static unsigned char expected(unsigned page, unsigned offset) {
@@ -41,6 +41,13 @@ static void* serve(void* arg) {
 }
 
 static unsigned progress_calls = 0;
+static int completed_result = 1;
+static uint64_t completed_pages = 0;
+static void on_complete(int result, const struct uffdm_destination_stats* stats, void* user) {
+    (void)user;
+    completed_result = result;
+    completed_pages = stats->pages_total;
+}
 static void on_progress(const struct uffdm_progress* p, void* user) {
     (void)p;
     (void)user;
@@ -48,10 +55,10 @@ static void on_progress(const struct uffdm_progress* p, void* user) {
 }
 
 int main(void) {
-    unsigned char* guest = mmap(NULL, PAGES * PAGE, PROT_READ | PROT_WRITE,
-                                MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    unsigned char* target = mmap(NULL, PAGES * PAGE, PROT_READ | PROT_WRITE,
-                                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    unsigned char* guest =
+        mmap(NULL, PAGES * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    unsigned char* target =
+        mmap(NULL, PAGES * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     CHECK(guest != MAP_FAILED && target != MAP_FAILED, "mmap");
     for (unsigned p = 0; p < PAGES; p++) {
         for (unsigned o = 0; o < PAGE; o++) {
@@ -99,6 +106,7 @@ int main(void) {
     options.flags = UFFDM_DESTINATION_VERIFY;
     options.bulk_channels = 2;
     options.on_progress = on_progress;
+    options.on_complete = on_complete;
     rc = uffdm_destination_create(&options, &region, 1, &destination);
     CHECK(rc == 0, "uffdm_destination_create returned %d", rc);
     if (rc != 0) {
@@ -133,6 +141,8 @@ int main(void) {
     }
     CHECK(wrong == 0, "%u bytes differ", wrong);
     CHECK(progress_calls > 0, "no progress callback");
+    CHECK(completed_result == 0 && completed_pages == PAGES, "completion callback: %d, %llu pages",
+          completed_result, (unsigned long long)completed_pages);
     uffdm_destination_destroy(destination);
     uffdm_source_destroy(serving.source);
     CHECK(strcmp(uffdm_strerror(-EPROTO), "Protocol error") == 0, "strerror");

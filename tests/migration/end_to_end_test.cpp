@@ -36,7 +36,7 @@ TEST_P(Migrate, EveryPageArrivesWithItsContentWhileGuestThreadsFault) {
     serve.backend = c.backend;
     auto server = PageServer::open(*memory, serve);
     ASSERT_TRUE(server) << server.error().detail;
-    std::optional<SourceReport> source_report;
+    std::optional<SourceStats> source_report;
     std::thread source([&] { source_report = (*server)->run(); });
 
     // The destination's guest memory, one mapping per region.
@@ -47,7 +47,8 @@ TEST_P(Migrate, EveryPageArrivesWithItsContentWhileGuestThreadsFault) {
         if (!m) {
             (*server)->stop();
             source.join();
-            GTEST_SKIP() << "cannot map " << uffd::to_string(c.kind) << ": " << m.error().message();
+            GTEST_SKIP() << "cannot map " << uffdm::to_string(c.kind) << ": "
+                         << m.error().message();
         }
         regions.push_back(
             {m->data(), m->size(), m->page_size(), c.kind, c.kind != uffd::MemoryKind::Hugetlb});
@@ -87,10 +88,10 @@ TEST_P(Migrate, EveryPageArrivesWithItsContentWhileGuestThreadsFault) {
     for (auto& v : vcpus) {
         v.join();
     }
-    DestinationReport report = (*destination)->wait();
+    DestinationStats report = (*destination)->wait();
     source.join();
-    ASSERT_TRUE(report.ok()) << report.failure->detail;
-    ASSERT_TRUE(source_report && source_report->ok()) << source_report->failure->detail;
+    ASSERT_TRUE(report.ok) << report.error.message;
+    ASSERT_TRUE(source_report && source_report->ok) << source_report->error.message;
     EXPECT_EQ(wrong.load(), 0u);
     EXPECT_EQ(touched.load(), 600u);
     // Every page, after the fact.
@@ -103,8 +104,8 @@ TEST_P(Migrate, EveryPageArrivesWithItsContentWhileGuestThreadsFault) {
         }
     }
     EXPECT_EQ(report.pages_total, spec.size / spec.page_size);
-    EXPECT_EQ(report.pages.urgent + report.pages.background, report.pages_total);
-    EXPECT_GT(report.pages.zero, 0u);
+    EXPECT_EQ(report.pages_urgent + report.pages_background, report.pages_total);
+    EXPECT_GT(report.pages_zero, 0u);
     EXPECT_GT(report.faults, 0u);
     EXPECT_GT(report.fault_latency.count, 0u);
     EXPECT_EQ(report.hashes_verified > 0, c.verify);
@@ -120,7 +121,7 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{uffd::MemoryKind::Shmem, transport::Backend::IoUring, 1, true},
                       Case{uffd::MemoryKind::Hugetlb, transport::Backend::IoUring, 1, false}),
     [](const auto& info) {
-        return std::string(uffd::to_string(info.param.kind)) + "_" +
+        return std::string(uffdm::to_string(info.param.kind)) + "_" +
                std::string(transport::to_string(info.param.backend)) + "_bulk" +
                std::to_string(info.param.bulk) + (info.param.verify ? "_verify" : "");
     });

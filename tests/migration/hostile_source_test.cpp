@@ -62,20 +62,20 @@ TEST_P(HostileSource, IsRefusedWithTheReasonAndTheWaitingThreadStaysBlocked) {
             (void)b;
             std::fprintf(report, "the waiting thread was released: it must stay blocked\n");
         });
-        DestinationReport outcome = (*destination)->wait();
+        DestinationStats outcome = (*destination)->wait();
         // The honest page arrives before the lie; if it did not, its reader is blocked too.
         for (int i = 0; i < 200 && honest_byte.load() == -1; ++i) {
             std::this_thread::sleep_for(std::chrono::milliseconds(10));
         }
         honest.detach();
         int status = 0;
-        if (outcome.ok()) {
+        if (outcome.ok) {
             std::fprintf(report, "the migration succeeded against a lying source\n");
             status = 1;
-        } else if (outcome.failure->code != c.expected ||
-                   outcome.failure->detail.find(c.words) == std::string::npos) {
-            std::fprintf(report, "wrong failure: %s (%s)\n", outcome.failure->detail.c_str(),
-                         outcome.failure->code.message().c_str());
+        } else if (outcome.error.code != c.expected ||
+                   outcome.error.message.find(c.words) == std::string::npos) {
+            std::fprintf(report, "wrong failure: %s (%s)\n", outcome.error.message.c_str(),
+                         outcome.error.code.message().c_str());
             status = 2;
         }
         if (honest_byte.load() != static_cast<int>(FakeSource::honest_byte(1))) {
@@ -89,8 +89,7 @@ TEST_P(HostileSource, IsRefusedWithTheReasonAndTheWaitingThreadStaysBlocked) {
             std::fprintf(report, "the waiting thread is not blocked in the fault\n");
             status = 4;
         }
-        std::fprintf(report, "failure: %s\n",
-                     outcome.failure ? outcome.failure->detail.c_str() : "none");
+        std::fprintf(report, "failure: %s\n", outcome.ok ? "none" : outcome.error.message.c_str());
         std::fflush(report);
         // The blocked thread would be poisoned (SIGBUS) by the destructor; this child just ends.
         ::_exit(status);
@@ -133,9 +132,9 @@ TEST(HostileSourceLayout, ADifferentPageSizeIsRefusedWithBothLayoutsInTheMessage
         {{mapping->data(), mapping->size(), 4096, uffd::MemoryKind::Anonymous, true}}, options);
     ASSERT_TRUE(destination);
     ASSERT_TRUE((*destination)->start());
-    DestinationReport outcome = (*destination)->wait();
-    ASSERT_FALSE(outcome.ok());
-    const std::string& why = outcome.failure->detail;
+    DestinationStats outcome = (*destination)->wait();
+    ASSERT_FALSE(outcome.ok);
+    const std::string& why = outcome.error.message;
     EXPECT_NE(why.find("the source has 1 region: #0 256 KiB of 8 KiB pages"), std::string::npos)
         << why;
     EXPECT_NE(why.find("this destination has 1 region: #0 256 KiB of 4 KiB pages"),
@@ -155,11 +154,11 @@ TEST(HostileSourceLayout, NoSourceAtAllIsPeerLostNamingTheAddress) {
         {{mapping->data(), mapping->size(), 4096, uffd::MemoryKind::Anonymous, true}}, options);
     ASSERT_TRUE(destination);
     ASSERT_TRUE((*destination)->start());
-    DestinationReport outcome = (*destination)->wait();
-    ASSERT_FALSE(outcome.ok());
-    EXPECT_EQ(outcome.failure->code, Errc::PeerLost);
-    EXPECT_NE(outcome.failure->detail.find("127.0.0.1:1"), std::string::npos)
-        << outcome.failure->detail;
+    DestinationStats outcome = (*destination)->wait();
+    ASSERT_FALSE(outcome.ok);
+    EXPECT_EQ(outcome.error.code, Errc::PeerLost);
+    EXPECT_NE(outcome.error.message.find("127.0.0.1:1"), std::string::npos)
+        << outcome.error.message;
 }
 
 TEST(GuestRegions, UnalignedOrEmptyOrTooManyRegionsAreRefused) {

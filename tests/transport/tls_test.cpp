@@ -257,10 +257,11 @@ TEST_F(Tls, ImpossibleConfigurationsAreRefusedWithTheReason) {
         TlsContext::Side::Server,
         {.certificate = "", .private_key = "", .trusted_ca = pki_.pem("ca"), .server_name = ""});
     EXPECT_FALSE(no_cert);
-    auto missing = TlsContext::create(TlsContext::Side::Client, {.certificate = "",
-                                                                 .private_key = "",
-                                                                 .trusted_ca = "/nonexistent/ca.pem",
-                                                                 .server_name = ""});
+    auto missing =
+        TlsContext::create(TlsContext::Side::Client, {.certificate = "",
+                                                      .private_key = "",
+                                                      .trusted_ca = "/nonexistent/ca.pem",
+                                                      .server_name = ""});
     ASSERT_FALSE(missing);
     EXPECT_NE(missing.error().detail.find("/nonexistent/ca.pem"), std::string::npos);
     auto mismatched =
