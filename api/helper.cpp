@@ -35,6 +35,25 @@ std::expected<sockaddr_un, Error> unix_address(const std::string& path) {
     return address;
 }
 
+// One marker byte and room for one descriptor (SCM_RIGHTS): what the helper sends and the
+// client receives. Not movable: msghdr points into it.
+struct DescriptorMessage {
+    char byte = 0;
+    iovec payload{&byte, 1};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+    msghdr header{.msg_name = nullptr,
+                  .msg_namelen = 0,
+                  .msg_iov = &payload,
+                  .msg_iovlen = 1,
+                  .msg_control = control,
+                  .msg_controllen = sizeof control,
+                  .msg_flags = 0};
+
+    DescriptorMessage() = default;
+    DescriptorMessage(const DescriptorMessage&) = delete;
+    DescriptorMessage& operator=(const DescriptorMessage&) = delete;
+};
+
 }  // namespace
 
 std::expected<std::string, Error> serve_userfaultfd(const HelperOptions& options) {
@@ -114,21 +133,15 @@ std::expected<std::string, Error> serve_userfaultfd(const HelperOptions& options
             (peer.uid != allowed && peer.uid != 0)) {
             continue;  // not the user it is for: refused by closing; keep waiting for them
         }
-        char byte = 'U';
-        iovec payload{&byte, 1};
-        alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-        msghdr message{};
-        message.msg_iov = &payload;
-        message.msg_iovlen = 1;
-        message.msg_control = control;
-        message.msg_controllen = sizeof control;
-        cmsghdr* header = CMSG_FIRSTHDR(&message);
+        DescriptorMessage message;
+        message.byte = 'U';
+        cmsghdr* header = CMSG_FIRSTHDR(&message.header);
         header->cmsg_level = SOL_SOCKET;
         header->cmsg_type = SCM_RIGHTS;
         header->cmsg_len = CMSG_LEN(sizeof(int));
         int fd = device.get();
         std::memcpy(CMSG_DATA(header), &fd, sizeof fd);
-        if (::sendmsg(client.get(), &message, MSG_NOSIGNAL) != 1) {
+        if (::sendmsg(client.get(), &message.header, MSG_NOSIGNAL) != 1) {
             int err = errno;
             cleanup();
             return std::unexpected(system_error("sending the userfaultfd", err));
@@ -151,20 +164,13 @@ std::expected<int, Error> receive_userfaultfd(const std::string& socket_path) {
         0) {
         return std::unexpected(system_error("connecting to the helper at " + socket_path, errno));
     }
-    char byte = 0;
-    iovec payload{&byte, 1};
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-    msghdr message{};
-    message.msg_iov = &payload;
-    message.msg_iovlen = 1;
-    message.msg_control = control;
-    message.msg_controllen = sizeof control;
-    ssize_t n = ::recvmsg(socket.get(), &message, MSG_CMSG_CLOEXEC);
+    DescriptorMessage message;
+    ssize_t n = ::recvmsg(socket.get(), &message.header, MSG_CMSG_CLOEXEC);
     if (n < 0) {
         return std::unexpected(system_error("receiving from the helper", errno));
     }
-    cmsghdr* header = CMSG_FIRSTHDR(&message);
-    if (n != 1 || byte != 'U' || header == nullptr || header->cmsg_level != SOL_SOCKET ||
+    cmsghdr* header = CMSG_FIRSTHDR(&message.header);
+    if (n != 1 || message.byte != 'U' || header == nullptr || header->cmsg_level != SOL_SOCKET ||
         header->cmsg_type != SCM_RIGHTS || header->cmsg_len != CMSG_LEN(sizeof(int))) {
         return std::unexpected(
             Error{make_error_code(Errc::ProtocolViolation),

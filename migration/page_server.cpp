@@ -181,8 +181,8 @@ class PageServer::BulkHandler final : public ChannelHandler {
 // The urgent connection: LAYOUT first, then START, then every REQUEST answered at once.
 class PageServer::UrgentHandler final : public ChannelHandler {
   public:
-    UrgentHandler(PageServer& server, std::size_t window)
-        : server_(server), builder_(server.memory_, window) {}
+    UrgentHandler(PageServer& server, std::size_t window, std::uint64_t session)
+        : server_(server), builder_(server.memory_, window), session_(session) {}
 
     void on_frame(ChannelId channel, const FrameView& frame) override {
         auto type = static_cast<wire::MessageType>(frame.type);
@@ -267,7 +267,7 @@ class PageServer::UrgentHandler final : public ChannelHandler {
         if (state_ == State::AwaitStart) {
             // Nothing was sent: a destination that only read the layout, or refused it. The
             // source waits for the next one.
-            server_.session_ended_before_start();
+            server_.session_ended_before_start(session_);
             return;
         }
         if (state_ != State::Finished) {
@@ -288,6 +288,7 @@ class PageServer::UrgentHandler final : public ChannelHandler {
 
     PageServer& server_;
     FrameBuilder builder_;
+    std::uint64_t session_;
     State state_ = State::AwaitStart;
     bool layout_sent_ = false;
     std::deque<wire::Request> answers_;
@@ -341,6 +342,19 @@ void PageServer::on_joined(transport::Connection connection) {
     const transport::Joined joined = connection.joined();
     std::lock_guard lock(mutex_);
     if (joined.role == transport::Role::Urgent) {
+        if (urgent_id_ && !started_.load() && !done()) {
+            // The current destination has not sent START, so nothing has moved: the newer one
+            // replaces it (a destination that probed the layout and came back, or retried).
+            auto replaced = transport::failure(
+                Errc::Closed, "a newer destination replaced this one before it started");
+            urgent_path_->abort(*urgent_id_, replaced);
+            for (ChannelId id : bulk_ids_) {
+                bulk_path_->abort(id, replaced);
+            }
+            bulk_ids_.clear();
+            listener_->end_session(session_);
+            urgent_id_.reset();
+        }
         if (urgent_id_ || done()) {
             // One migration per server: a second destination learns why and is closed.
             auto refusal = transport::frame_of(
@@ -355,7 +369,7 @@ void PageServer::on_joined(transport::Connection connection) {
         open_channels_.fetch_add(1);
         // A handler per session: one that ended before START may still be finishing its
         // on_closed when the next destination arrives.
-        urgent_.push_back(std::make_unique<UrgentHandler>(*this, window_));
+        urgent_.push_back(std::make_unique<UrgentHandler>(*this, window_, session_));
         urgent_id_ = urgent_path_->add(std::move(connection), *urgent_.back());
         urgent_path_->want_send(*urgent_id_);
         return;
@@ -386,8 +400,11 @@ void PageServer::started(bool want_hashes) {
     }
 }
 
-void PageServer::session_ended_before_start() {
+void PageServer::session_ended_before_start(std::uint64_t session) {
     std::lock_guard lock(mutex_);
+    if (session != session_) {
+        return;  // a session already replaced by a newer one
+    }
     if (session_ != 0) {
         listener_->end_session(session_);
     }

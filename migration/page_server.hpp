@@ -61,7 +61,7 @@ class PageServer {
     PageServer(const GuestMemory& memory, PageServerOptions options);
     void on_joined(transport::Connection connection);
     void started(bool want_hashes);
-    void session_ended_before_start();
+    void session_ended_before_start(std::uint64_t session);
     [[nodiscard]] std::uint64_t current_session() const;
     void finished();
     void fail(transport::Failure why);

@@ -128,3 +128,61 @@ INSTANTIATE_TEST_SUITE_P(
 
 }  // namespace
 }  // namespace uffdm::migration
+
+namespace uffdm::migration {
+namespace {
+
+// receive probes the layout and then connects for real; the source may see the second session
+// before it has noticed the first one end. A destination that never sent START holds nothing:
+// the newer one replaces it.
+TEST(SourceSessions, ADestinationThatNeverStartedIsReplacedByTheNextOne) {
+    SyntheticSpec spec{.size = 8ULL << 20, .seed = 3};
+    auto memory = GuestMemory::synthetic(spec);
+    ASSERT_TRUE(memory);
+    PageServerOptions serve;
+    serve.listen = *transport::parse_endpoint("tcp:127.0.0.1:0");
+    auto server = PageServer::open(*memory, serve);
+    ASSERT_TRUE(server);
+    std::optional<SourceStats> source_report;
+    std::thread source([&] { source_report = (*server)->run(); });
+
+    // The first destination joins, and stays connected without ever sending START.
+    transport::asio::io_context io;
+    std::optional<transport::Connection> idle;
+    transport::asio::co_spawn(
+        io,
+        [&]() -> transport::asio::awaitable<void> {
+            auto socket = co_await transport::connect_to((*server)->local_endpoint(), {});
+            if (socket) {
+                auto c = co_await transport::client_handshake(
+                    std::move(*socket), {.role = transport::Role::Urgent}, {});
+                if (c) {
+                    idle.emplace(std::move(*c));
+                }
+            }
+        },
+        transport::asio::detached);
+    io.run_for(std::chrono::seconds(5));
+    ASSERT_TRUE(idle.has_value());
+
+    auto mapping = uffd::Mapping::anonymous(spec.size);
+    auto uffd = uffd::UserfaultFd::open(test::test_open_options());
+    ASSERT_TRUE(mapping && uffd);
+    FaultServerOptions receive;
+    receive.source = (*server)->local_endpoint();
+    auto destination = FaultServer::create(
+        std::move(*uffd),
+        {{mapping->data(), mapping->size(), 4096, uffd::MemoryKind::Anonymous, true}}, receive);
+    ASSERT_TRUE(destination && (*destination)->start());
+    DestinationStats report = (*destination)->wait();
+    if (!report.ok) {
+        (*server)->stop();  // it would go on serving the idle first destination
+    }
+    source.join();
+    EXPECT_TRUE(report.ok) << report.error.message;
+    ASSERT_TRUE(source_report.has_value());
+    EXPECT_TRUE(source_report->ok) << source_report->error.message;
+}
+
+}  // namespace
+}  // namespace uffdm::migration

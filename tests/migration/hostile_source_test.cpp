@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <optional>
 #include <thread>
 
 #include "migration/fault_server.hpp"
@@ -119,20 +120,40 @@ INSTANTIATE_TEST_SUITE_P(
         return std::string("Unknown");
     });
 
+// A destination of kPages anonymous pages against the source at `endpoint`, started; the
+// mapping is returned alongside because the destination's memory must outlive it.
+struct StartedDestination {
+    std::optional<uffd::Mapping> mapping;
+    std::unique_ptr<FaultServer> server;
+};
+
+StartedDestination start_destination(const std::string& endpoint) {
+    StartedDestination d;
+    auto mapping = uffd::Mapping::anonymous(kPages * 4096);
+    auto uffd = uffd::UserfaultFd::open(test::test_open_options());
+    EXPECT_TRUE(mapping && uffd);
+    if (!mapping || !uffd) {
+        return d;
+    }
+    d.mapping.emplace(std::move(*mapping));
+    FaultServerOptions options;
+    options.source = *transport::parse_endpoint(endpoint);
+    auto server = FaultServer::create(
+        std::move(*uffd),
+        {{d.mapping->data(), d.mapping->size(), 4096, uffd::MemoryKind::Anonymous, true}}, options);
+    EXPECT_TRUE(server && (*server)->start());
+    if (server) {
+        d.server = std::move(*server);
+    }
+    return d;
+}
+
 TEST(HostileSourceLayout, ADifferentPageSizeIsRefusedWithBothLayoutsInTheMessage) {
     wire::Layout source_layout{{{0, 8192, kPages * 4096}}};
     FakeSource source(source_layout, 0, Misbehaviour::DiesMidRun);
-    auto mapping = uffd::Mapping::anonymous(kPages * 4096);
-    auto uffd = uffd::UserfaultFd::open(test::test_open_options());
-    ASSERT_TRUE(mapping && uffd);
-    FaultServerOptions options;
-    options.source = *transport::parse_endpoint(source.endpoint());
-    auto destination = FaultServer::create(
-        std::move(*uffd),
-        {{mapping->data(), mapping->size(), 4096, uffd::MemoryKind::Anonymous, true}}, options);
-    ASSERT_TRUE(destination);
-    ASSERT_TRUE((*destination)->start());
-    DestinationStats outcome = (*destination)->wait();
+    StartedDestination destination = start_destination(source.endpoint());
+    ASSERT_TRUE(destination.server);
+    DestinationStats outcome = destination.server->wait();
     ASSERT_FALSE(outcome.ok);
     const std::string& why = outcome.error.message;
     EXPECT_NE(why.find("the source has 1 region: #0 256 KiB of 8 KiB pages"), std::string::npos)
@@ -144,17 +165,9 @@ TEST(HostileSourceLayout, ADifferentPageSizeIsRefusedWithBothLayoutsInTheMessage
 }
 
 TEST(HostileSourceLayout, NoSourceAtAllIsPeerLostNamingTheAddress) {
-    auto mapping = uffd::Mapping::anonymous(kPages * 4096);
-    auto uffd = uffd::UserfaultFd::open(test::test_open_options());
-    ASSERT_TRUE(mapping && uffd);
-    FaultServerOptions options;
-    options.source = *transport::parse_endpoint("tcp:127.0.0.1:1");
-    auto destination = FaultServer::create(
-        std::move(*uffd),
-        {{mapping->data(), mapping->size(), 4096, uffd::MemoryKind::Anonymous, true}}, options);
-    ASSERT_TRUE(destination);
-    ASSERT_TRUE((*destination)->start());
-    DestinationStats outcome = (*destination)->wait();
+    StartedDestination destination = start_destination("tcp:127.0.0.1:1");
+    ASSERT_TRUE(destination.server);
+    DestinationStats outcome = destination.server->wait();
     ASSERT_FALSE(outcome.ok);
     EXPECT_EQ(outcome.error.code, Errc::PeerLost);
     EXPECT_NE(outcome.error.message.find("127.0.0.1:1"), std::string::npos)
