@@ -217,15 +217,9 @@ class AsioDataPath final : public DataPath {
     }
 
     void finish(AsioChannel& channel) {
-        ChannelCore& core = channel.core;
-        if (!core.farewell().empty()) {
-            (void)::send(channel.socket.native_handle(), core.farewell().data(),
-                         core.farewell().size(), MSG_DONTWAIT | MSG_NOSIGNAL);
-        }
+        channel.core.finish(channel.socket.native_handle(), retired_);
         boost::system::error_code ignored;
         channel.socket.close(ignored);
-        accumulate(retired_, core.stats());
-        core.handler().on_closed(core.id(), core.why());
     }
 
     void tick() {

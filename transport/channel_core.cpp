@@ -3,6 +3,9 @@
 
 #include <cstring>
 
+#include <sys/socket.h>
+
+#include "transport/backends.hpp"
 #include "transport/control.hpp"
 
 namespace uffdm::transport {
@@ -139,14 +142,9 @@ void ChannelCore::handle_transport_frame(const FrameHeader& header,
         case FrameType::Goodbye:
             fail(Failure{});  // orderly: the peer sends nothing more and closes
             return;
-        case FrameType::Error: {
-            auto error = decode_error(payload);
-            std::string text =
-                error ? to_string(error->code) + (error->text.empty() ? "" : ": " + error->text)
-                      : "a malformed ERROR (" + error.error().detail + ")";
-            fail(failure(Errc::PeerLost, "peer ended the connection: " + text));
+        case FrameType::Error:
+            fail(failure(Errc::PeerLost, "peer ended the connection: " + describe_error(payload)));
             return;
-        }
         default:
             protocol_violation(to_string(header.type) + " frame after the handshake");
             return;
@@ -354,6 +352,15 @@ void ChannelCore::fail(Failure why) noexcept {
     }
     state_ = State::Done;
     why_ = std::move(why);
+}
+
+void ChannelCore::finish(int fd, DataPathStats& retired) {
+    if (!farewell_.empty()) {
+        // The peer learns why, if its buffer has room.
+        (void)::send(fd, farewell_.data(), farewell_.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    }
+    accumulate(retired, stats_);
+    handler_.on_closed(id_, why_);
 }
 
 void ChannelCore::on_tick(Clock::time_point now, bool send_in_flight) {

@@ -69,7 +69,7 @@ class ChannelCore {
     void request_close() noexcept;
     // Ends the channel now with this reason (first reason wins).
     void fail(Failure why) noexcept;
-    // The same, and leaves an ERROR frame with the reason for the peer in farewell().
+    // The same, and leaves an ERROR frame with the reason, which finish() sends the peer.
     void abort(Failure why);
     // Checks heartbeat, idle and stall deadlines; may end the channel or queue a PING.
     void on_tick(Clock::time_point now, bool send_in_flight);
@@ -78,8 +78,10 @@ class ChannelCore {
         return state_ == State::Draining && !write_shut_ && (!tls_ || tls_->output().empty());
     }
     void write_shut() noexcept { write_shut_ = true; }
-    // A best-effort ERROR frame for the peer when this side ended it for a bad frame.
-    [[nodiscard]] const std::vector<std::byte>& farewell() const noexcept { return farewell_; }
+    // The channel is over and nothing is in flight: tells the peer why when this side ended it
+    // (a best-effort ERROR frame on fd, never blocking), adds its counters to retired, and calls
+    // the handler's on_closed, the last call it gets. The backend closes fd afterwards.
+    void finish(int fd, DataPathStats& retired);
 
     [[nodiscard]] DataPathStats& stats() noexcept { return stats_; }
 

@@ -242,6 +242,14 @@ std::expected<ErrorMessage, FrameError> decode_error(std::span<const std::byte> 
     return m;
 }
 
+std::string describe_error(std::span<const std::byte> payload) {
+    auto error = decode_error(payload);
+    if (!error) {
+        return "a malformed ERROR (" + error.error().detail + ")";
+    }
+    return to_string(error->code) + (error->text.empty() ? "" : " (" + error->text + ")");
+}
+
 std::vector<std::byte> encode_ping(const Ping& m) {
     std::vector<std::byte> out(8);
     store_le<std::uint64_t>(out, 0, m.token);

@@ -76,6 +76,10 @@ struct ErrorMessage {
     std::string text;
 };
 
+// What an ERROR payload says, for a message: "busy (this source is ...)", or why it is
+// malformed.
+[[nodiscard]] std::string describe_error(std::span<const std::byte> payload);
+
 // PING / PONG (8 bytes): u64 token echoed back.
 struct Ping {
     std::uint64_t token = 0;

@@ -12,12 +12,7 @@ AuthMode mode_of(const Secret* secret) {
 }
 
 std::string peer_error_text(const Frame& frame) {
-    auto error = decode_error(frame.payload);
-    if (!error) {
-        return "peer sent a malformed ERROR (" + error.error().detail + ")";
-    }
-    return "peer refused: " + to_string(error->code) +
-           (error->text.empty() ? "" : " (" + error->text + ")");
+    return "peer refused: " + describe_error(frame.payload);
 }
 
 }  // namespace

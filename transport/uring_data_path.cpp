@@ -371,20 +371,13 @@ class UringDataPath final : public DataPath {
     }
 
     void finish(UringChannel& channel) {
-        ChannelCore& core = channel.core;
-        if (!core.farewell().empty()) {
-            // Best effort and never blocking: the peer learns why, if its buffer has room.
-            (void)::send(channel.fd, core.farewell().data(), core.farewell().size(),
-                         MSG_DONTWAIT | MSG_NOSIGNAL);
-        }
         if (channel.buffer_slot >= 0) {
             iovec empty{nullptr, 0};
             (void)::io_uring_register_buffers_update_tag(
                 &ring_, static_cast<unsigned>(channel.buffer_slot), &empty, nullptr, 1);
             slot_used_[static_cast<std::size_t>(channel.buffer_slot)] = false;
         }
-        accumulate(retired_, core.stats());
-        core.handler().on_closed(core.id(), core.why());
+        channel.core.finish(channel.fd, retired_);  // the fd closes with the channel
     }
 
     static std::uint64_t tag(UringChannel& channel, std::uint64_t kind) {
