@@ -118,9 +118,9 @@ int uffdm_destination_create(const uffdm_destination_options* options, const uff
         if (options->size != sizeof(uffdm_destination_options)) {
             return fail(EINVAL, "uffdm_destination_options.size is not sizeof the struct");
         }
-        constexpr std::uint32_t known = UFFDM_DESTINATION_VERIFY |
-                                        UFFDM_DESTINATION_DROP_CAPABILITIES |
-                                        UFFDM_DESTINATION_USER_FAULTS_ONLY;
+        constexpr std::uint32_t known =
+            UFFDM_DESTINATION_VERIFY | UFFDM_DESTINATION_DROP_CAPABILITIES |
+            UFFDM_DESTINATION_USER_FAULTS_ONLY | UFFDM_DESTINATION_HOLD_STREAM;
         if ((options->flags & ~known) != 0) {
             return fail(EINVAL, "uffdm_destination_options.flags has unknown bits");
         }
@@ -135,6 +135,7 @@ int uffdm_destination_create(const uffdm_destination_options* options, const uff
         o.verify = (options->flags & UFFDM_DESTINATION_VERIFY) != 0;
         o.drop_capabilities = (options->flags & UFFDM_DESTINATION_DROP_CAPABILITIES) != 0;
         o.require_kernel_faults = (options->flags & UFFDM_DESTINATION_USER_FAULTS_ONLY) == 0;
+        o.hold_stream = (options->flags & UFFDM_DESTINATION_HOLD_STREAM) != 0;
         o.userfaultfd = options->userfaultfd;
         if (options->on_progress != nullptr) {
             o.on_progress = [fn = options->on_progress,
@@ -199,6 +200,12 @@ int uffdm_destination_wait(uffdm_destination* d, uffdm_destination_stats* stats)
 void uffdm_destination_stop(uffdm_destination* d) noexcept {
     if (d != nullptr) {
         d->destination.stop();
+    }
+}
+
+void uffdm_destination_hold_stream(uffdm_destination* d, int held) noexcept {
+    if (d != nullptr) {
+        d->destination.set_stream_held(held != 0);
     }
 }
 

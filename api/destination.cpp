@@ -154,6 +154,7 @@ std::expected<Destination, Error> Destination::create(std::vector<DestinationReg
                                                  .backend = api::to_backend(options.data_path),
                                                  .bulk_channels = options.bulk_channels,
                                                  .verify_hashes = options.verify,
+                                                 .hold_stream = options.hold_stream,
                                                  .on_progress = {}};
     if (options.on_progress) {
         server_options.on_progress =
@@ -200,6 +201,10 @@ DestinationStats Destination::wait() {
 
 void Destination::stop() {
     impl_->server->stop();
+}
+
+void Destination::set_stream_held(bool held) {
+    impl_->server->hold_stream(held);
 }
 
 DestinationProgress Destination::progress() const {

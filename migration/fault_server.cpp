@@ -51,7 +51,11 @@ class FaultServer::UrgentHandler final : public ChannelHandler {
             if (!run) {
                 return refuse(channel, run.error());
             }
-            if (auto placed = server_.placer_.place(*run, Path::Urgent); !placed) {
+            // Without bulk connections the stream shares this connection: only answers count
+            // as urgent.
+            Path path = (run->header.flags & wire::PagesHeader::kAnswer) != 0 ? Path::Urgent
+                                                                              : Path::Background;
+            if (auto placed = server_.placer_.place(*run, path); !placed) {
                 return refuse(channel, placed.error());
             }
             return;
@@ -68,14 +72,23 @@ class FaultServer::UrgentHandler final : public ChannelHandler {
         }
         if (!start_sent_) {
             start_sent_ = true;
-            wire::Start start{server_.options_.verify_hashes ? wire::Start::kWantHashes : 0U};
-            return message_frame(wire::MessageType::Start, wire::encode(start));
+            held_sent_ = server_.stream_held_.load(std::memory_order_acquire);
+            std::uint32_t flags =
+                (server_.options_.verify_hashes ? wire::Start::kWantHashes : 0U) |
+                (held_sent_ ? wire::Start::kStreamHeld : 0U) |
+                (server_.options_.bulk_channels == 0 ? wire::Start::kStreamOnUrgent : 0U);
+            return message_frame(wire::MessageType::Start, wire::encode(wire::Start{flags}));
         }
         if (server_.complete_.load(std::memory_order_acquire)) {
             done_sent_ = true;
             return message_frame(wire::MessageType::Done,
                                  wire::encode(wire::Done{server_.placer_.present_pages()}),
                                  kDoneToken);
+        }
+        if (bool held = server_.stream_held_.load(std::memory_order_acquire); held != held_sent_) {
+            held_sent_ = held;
+            return message_frame(wire::MessageType::Stream,
+                                 wire::encode(wire::Stream{held ? wire::Stream::kHold : 0U}));
         }
         wire::Request request;
         if (!server_.pop_request(request)) {
@@ -105,6 +118,7 @@ class FaultServer::UrgentHandler final : public ChannelHandler {
     FaultServer& server_;
     bool layout_checked_ = false;
     bool start_sent_ = false;
+    bool held_sent_ = false;  // what the source was last told of the background stream
     bool done_sent_ = false;
 };
 
@@ -163,7 +177,8 @@ FaultServer::FaultServer(uffd::UserfaultFd uffd, std::vector<GuestRegion> region
       uffd_(std::move(uffd)),
       layout_(std::move(layout)),
       placer_(uffd_, std::move(regions), waits_, options_.verify_hashes),
-      stop_faults_(std::move(stop_faults)) {}
+      stop_faults_(std::move(stop_faults)),
+      stream_held_(options_.hold_stream) {}
 
 std::expected<std::unique_ptr<FaultServer>, wire::Failure> FaultServer::create(
     uffd::UserfaultFd uffd, std::vector<GuestRegion> regions, FaultServerOptions options) {
@@ -404,6 +419,14 @@ void FaultServer::channel_closed() {
         --open_channels_;
     }
     state_changed_.notify_all();
+}
+
+void FaultServer::hold_stream(bool held) {
+    stream_held_.store(held, std::memory_order_release);
+    std::lock_guard lock(mutex_);
+    if (urgent_id_) {
+        urgent_path_->want_send(*urgent_id_);
+    }
 }
 
 void FaultServer::stop() {

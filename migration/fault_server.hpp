@@ -30,6 +30,8 @@ struct FaultServerOptions {
     transport::Backend backend = transport::Backend::Auto;
     std::size_t bulk_channels = 1;  // 0..16
     bool verify_hashes = false;     // ask for a hash with every page and check it before placing
+    // Start with the background stream held: only faults are served until hold_stream(false).
+    bool hold_stream = false;
     // Called from wait()'s thread about ten times a second.
     std::function<void(const DestinationProgress&)> on_progress;
 };
@@ -58,6 +60,9 @@ class FaultServer {
     [[nodiscard]] DestinationStats wait();
     // Thread-safe: fails the migration with Errc::Closed.
     void stop();
+    // Thread-safe: holds or resumes the source's background stream (requests are always
+    // answered). Frames already on their way still arrive.
+    void hold_stream(bool held);
     [[nodiscard]] DestinationProgress progress() const;
     [[nodiscard]] const wire::Layout& layout() const noexcept { return layout_; }
 
@@ -107,6 +112,7 @@ class FaultServer {
     std::int64_t open_channels_ = 0;
     bool connected_ = false;
 
+    std::atomic<bool> stream_held_;      // what the source should do with its stream
     std::atomic<bool> running_{false};   // LAYOUT accepted: PAGES may be placed
     std::atomic<bool> complete_{false};  // every page present
     std::atomic<bool> ended_{false};     // complete or failed

@@ -143,7 +143,11 @@ class PageServer::BulkHandler final : public ChannelHandler {
     }
 
     std::optional<OutgoingFrame> next_frame(ChannelId) override {
-        if (!server_.started_.load(std::memory_order_acquire) || ended_) {
+        // A held stream resumes through want_send; a stream on the urgent connection never
+        // comes here (the streamer has one caller at a time).
+        if (!server_.started_.load(std::memory_order_acquire) || ended_ ||
+            server_.stream_on_urgent_.load(std::memory_order_relaxed) ||
+            server_.stream_held_.load(std::memory_order_acquire)) {
             return std::nullopt;
         }
         auto run = server_.streamer_->next();
@@ -194,7 +198,16 @@ class PageServer::UrgentHandler final : public ChannelHandler {
                     return violation(channel, start ? "START twice" : start.error().detail);
                 }
                 state_ = State::Serving;
-                server_.started((start->flags & wire::Start::kWantHashes) != 0);
+                server_.started(start->flags);
+                return;
+            }
+            case wire::MessageType::Stream: {
+                auto stream = wire::decode_stream(frame.payload);
+                if (state_ != State::Serving || !stream) {
+                    return violation(channel,
+                                     stream ? "STREAM before START" : stream.error().detail);
+                }
+                server_.hold_stream((stream->flags & wire::Stream::kHold) != 0);
                 return;
             }
             case wire::MessageType::Request: {
@@ -229,8 +242,11 @@ class PageServer::UrgentHandler final : public ChannelHandler {
             frame.borrowed[0] = server_.layout_bytes_;  // lives as long as the server
             return frame;
         }
-        if (answers_.empty() || state_ == State::Finished) {
+        if (state_ != State::Serving) {
             return std::nullopt;
+        }
+        if (answers_.empty()) {
+            return stream_frame();
         }
         wire::Request& request = answers_.front();
         const GuestMemory& memory = server_.memory_;
@@ -279,6 +295,25 @@ class PageServer::UrgentHandler final : public ChannelHandler {
 
   private:
     enum class State { AwaitStart, Serving, Finished };
+
+    // With no bulk connections the stream fills what the answers leave of this connection:
+    // an answer then waits behind the stream frames already in the send window.
+    std::optional<OutgoingFrame> stream_frame() {
+        if (!server_.stream_on_urgent_.load(std::memory_order_relaxed) ||
+            server_.stream_held_.load(std::memory_order_acquire)) {
+            return std::nullopt;
+        }
+        auto run = server_.streamer_->next();
+        if (!run) {
+            return std::nullopt;
+        }
+        server_.pages_streamed_.fetch_add(run->count, std::memory_order_relaxed);
+        if (run->zero) {
+            server_.zero_pages_.fetch_add(run->count, std::memory_order_relaxed);
+        }
+        return builder_.pages(run->region, run->first, run->count, run->zero,
+                              server_.want_hashes_.load(std::memory_order_relaxed), false);
+    }
 
     void violation(ChannelId channel, const std::string& detail) {
         auto why = transport::failure(Errc::ProtocolViolation, detail);
@@ -391,10 +426,26 @@ std::uint64_t PageServer::current_session() const {
     return session_;
 }
 
-void PageServer::started(bool want_hashes) {
-    want_hashes_.store(want_hashes, std::memory_order_relaxed);
+void PageServer::started(std::uint32_t flags) {
+    want_hashes_.store((flags & wire::Start::kWantHashes) != 0, std::memory_order_relaxed);
+    stream_held_.store((flags & wire::Start::kStreamHeld) != 0, std::memory_order_relaxed);
+    stream_on_urgent_.store((flags & wire::Start::kStreamOnUrgent) != 0, std::memory_order_relaxed);
     started_.store(true, std::memory_order_release);
     std::lock_guard lock(mutex_);
+    for (ChannelId id : bulk_ids_) {
+        bulk_path_->want_send(id);
+    }
+}
+
+void PageServer::hold_stream(bool held) {
+    stream_held_.store(held, std::memory_order_release);
+    if (held) {
+        return;  // frames already in the send windows still go; no new ones are taken
+    }
+    std::lock_guard lock(mutex_);
+    if (urgent_id_) {
+        urgent_path_->want_send(*urgent_id_);
+    }
     for (ChannelId id : bulk_ids_) {
         bulk_path_->want_send(id);
     }

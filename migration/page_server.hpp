@@ -60,7 +60,8 @@ class PageServer {
 
     PageServer(const GuestMemory& memory, PageServerOptions options);
     void on_joined(transport::Connection connection);
-    void started(bool want_hashes);
+    void started(std::uint32_t start_flags);
+    void hold_stream(bool held);
     void session_ended_before_start(std::uint64_t session);
     [[nodiscard]] std::uint64_t current_session() const;
     void finished();
@@ -92,8 +93,10 @@ class PageServer {
 
     std::atomic<bool> started_{false};
     std::atomic<bool> want_hashes_{false};
-    std::atomic<bool> done_{false};       // DONE received, or failed
-    std::atomic<std::uint64_t> hint_{0};  // region << 48 | page after the latest request
+    std::atomic<bool> stream_held_{false};       // STREAM(hold) or START's kStreamHeld
+    std::atomic<bool> stream_on_urgent_{false};  // START's kStreamOnUrgent: no bulk streaming
+    std::atomic<bool> done_{false};              // DONE received, or failed
+    std::atomic<std::uint64_t> hint_{0};         // region << 48 | page after the latest request
     std::atomic<std::uint64_t> hint_seq_{0};
     std::atomic<std::uint64_t> pages_streamed_{0};
     std::atomic<std::uint64_t> pages_answered_{0};

@@ -84,6 +84,8 @@ std::string to_string(MessageType type) {
             return "STREAM_END";
         case MessageType::Done:
             return "DONE";
+        case MessageType::Stream:
+            return "STREAM";
         case MessageType::Invalid:
             break;
     }
@@ -204,10 +206,27 @@ std::expected<Start, Failure> decode_start(std::span<const std::byte> p) {
         return std::unexpected(ok.error());
     }
     Start start{load_le<std::uint32_t>(p, 0)};
-    if ((start.flags & ~Start::kWantHashes) != 0 || !all_zero(p.subspan(4))) {
+    if ((start.flags & ~Start::kKnownFlags) != 0 || !all_zero(p.subspan(4))) {
         return std::unexpected(violation("START has reserved bits set"));
     }
     return start;
+}
+
+std::vector<std::byte> encode(const Stream& stream) {
+    std::vector<std::byte> out(16);
+    store_le<std::uint32_t>(out, 0, stream.flags);
+    return out;
+}
+
+std::expected<Stream, Failure> decode_stream(std::span<const std::byte> p) {
+    if (auto ok = exact_size(p, 16, "STREAM"); !ok) {
+        return std::unexpected(ok.error());
+    }
+    Stream stream{load_le<std::uint32_t>(p, 0)};
+    if ((stream.flags & ~Stream::kHold) != 0 || !all_zero(p.subspan(4))) {
+        return std::unexpected(violation("STREAM has reserved bits set"));
+    }
+    return stream;
 }
 
 std::vector<std::byte> encode(const Request& request) {

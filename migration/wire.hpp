@@ -25,6 +25,7 @@ enum class MessageType : std::uint8_t {
     Pages = 0x43,      // source -> destination (urgent answers, bulk stream): a run of pages
     StreamEnd = 0x44,  // source -> destination (bulk): this channel has sent its last page
     Done = 0x45,       // destination -> source (urgent): every page is present
+    Stream = 0x46,     // destination -> source (urgent): hold or resume the background stream
 };
 
 [[nodiscard]] std::string to_string(MessageType type);
@@ -75,10 +76,24 @@ struct Layout {
 // ---- START (16): u32 flags, u32 reserved, u64 reserved.
 struct Start {
     static constexpr std::uint32_t kWantHashes = 1U << 0;  // every raw page comes with its xxh64
+    // The background stream waits for a STREAM that resumes it; only requests are answered.
+    static constexpr std::uint32_t kStreamHeld = 1U << 1;
+    // No bulk connections: the stream shares the urgent connection, behind the answers (the
+    // single-connection design, kept for comparison and for links where one socket is all).
+    static constexpr std::uint32_t kStreamOnUrgent = 1U << 2;
+    static constexpr std::uint32_t kKnownFlags = kWantHashes | kStreamHeld | kStreamOnUrgent;
     std::uint32_t flags = 0;
 };
 [[nodiscard]] std::vector<std::byte> encode(const Start& start);
 [[nodiscard]] std::expected<Start, Failure> decode_start(std::span<const std::byte> payload);
+
+// ---- STREAM (16): u32 flags (bit 0: hold), u32 reserved, u64 reserved. After START only.
+struct Stream {
+    static constexpr std::uint32_t kHold = 1U << 0;
+    std::uint32_t flags = 0;
+};
+[[nodiscard]] std::vector<std::byte> encode(const Stream& stream);
+[[nodiscard]] std::expected<Stream, Failure> decode_stream(std::span<const std::byte> payload);
 
 // ---- REQUEST (16): u32 region, u32 count, u64 first_page. Checked against the layout.
 struct Request {

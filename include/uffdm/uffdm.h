@@ -70,6 +70,7 @@ typedef void (*uffdm_complete_fn)(int result, const struct uffdm_destination_sta
 #define UFFDM_DESTINATION_VERIFY (1u << 0)            /* a hash with every page, checked */
 #define UFFDM_DESTINATION_DROP_CAPABILITIES (1u << 1) /* once the fd is open (single thread) */
 #define UFFDM_DESTINATION_USER_FAULTS_ONLY (1u << 2)  /* do not require kernel-mode faults */
+#define UFFDM_DESTINATION_HOLD_STREAM (1u << 3)       /* no background stream until released */
 
 struct uffdm_destination_options {
     uint32_t size; /* sizeof(struct uffdm_destination_options) */
@@ -119,6 +120,8 @@ int uffdm_destination_start(uffdm_destination* destination) UFFDM_NOEXCEPT;
 int uffdm_destination_wait(uffdm_destination* destination,
                            struct uffdm_destination_stats* stats) UFFDM_NOEXCEPT;
 void uffdm_destination_stop(uffdm_destination* destination) UFFDM_NOEXCEPT;
+/* Holds (held != 0) or resumes the source's background stream; faults are always served. */
+void uffdm_destination_hold_stream(uffdm_destination* destination, int held) UFFDM_NOEXCEPT;
 /* After a failure, pages still missing are poisoned first: a thread touching one gets SIGBUS. */
 void uffdm_destination_destroy(uffdm_destination* destination) UFFDM_NOEXCEPT;
 

@@ -273,8 +273,13 @@ struct DestinationOptions {
     Security security;
     DataPathBackend data_path = DataPathBackend::Auto;
     Timeouts timeouts;
-    std::size_t bulk_channels = 1;  // 0..16
-    bool verify = false;            // a hash with every page, checked before it is placed
+    // Connections for the background stream, 0..16. 0: the stream shares the urgent connection
+    // (one socket does everything; answers then queue behind stream frames).
+    std::size_t bulk_channels = 1;
+    bool verify = false;  // a hash with every page, checked before it is placed
+    // Start with the source's background stream held: only faults are served (each a network
+    // round trip) until set_stream_held(false).
+    bool hold_stream = false;
     // An open /dev/userfaultfd handed over by a helper (receive_userfaultfd()): the destination
     // makes its own userfaultfd from it, with no privilege. Or an open userfaultfd this process
     // created. -1 opens one through the privilege gate. The destination owns it from create() on.
@@ -309,6 +314,8 @@ class Destination {
     // Until every page is present or the migration failed.
     [[nodiscard]] DestinationStats wait();
     void stop();  // thread-safe
+    // Thread-safe: holds or resumes the background stream; requests are always answered.
+    void set_stream_held(bool held);
     [[nodiscard]] DestinationProgress progress() const;
     [[nodiscard]] std::string grant() const;
 

@@ -112,12 +112,20 @@ TEST_P(Migrate, EveryPageArrivesWithItsContentWhileGuestThreadsFault) {
     EXPECT_EQ(
         source_report->pages_streamed + source_report->pages_answered - source_report->pages_resent,
         report.pages_total);
+    if (c.bulk == 0) {
+        // One connection did everything: the stream rode behind the answers.
+        EXPECT_EQ(source_report->bulk_channels, 0u);
+        EXPECT_GT(report.pages_background, 0u);
+        EXPECT_GT(source_report->pages_streamed, 0u);
+    }
 }
 
 INSTANTIATE_TEST_SUITE_P(
     Kinds, Migrate,
     ::testing::Values(Case{uffd::MemoryKind::Anonymous, transport::Backend::IoUring, 1, false},
                       Case{uffd::MemoryKind::Anonymous, transport::Backend::Asio, 2, true},
+                      Case{uffd::MemoryKind::Anonymous, transport::Backend::IoUring, 0, false},
+                      Case{uffd::MemoryKind::Anonymous, transport::Backend::Asio, 0, true},
                       Case{uffd::MemoryKind::Shmem, transport::Backend::IoUring, 1, true},
                       Case{uffd::MemoryKind::Hugetlb, transport::Backend::IoUring, 1, false}),
     [](const auto& info) {
@@ -183,6 +191,144 @@ TEST(SourceSessions, ADestinationThatNeverStartedIsReplacedByTheNextOne) {
     ASSERT_TRUE(source_report.has_value());
     EXPECT_TRUE(source_report->ok) << source_report->error.message;
 }
+
+}  // namespace
+}  // namespace uffdm::migration
+
+namespace uffdm::migration {
+namespace {
+
+// With the stream held, the only pages that arrive are answers to faults; once released, the
+// stream brings the rest. Without the hold, 32 MiB streams in well under the wait below.
+TEST(HeldStream, OnlyAnswersArriveUntilItIsReleased) {
+    SyntheticSpec spec{.size = 32ULL << 20, .seed = 11, .zero_percent = 0};
+    auto memory = GuestMemory::synthetic(spec);
+    ASSERT_TRUE(memory);
+    PageServerOptions serve;
+    serve.listen = *transport::parse_endpoint("tcp:127.0.0.1:0");
+    auto server = PageServer::open(*memory, serve);
+    ASSERT_TRUE(server);
+    std::optional<SourceStats> source_report;
+    std::thread source([&] { source_report = (*server)->run(); });
+
+    auto mapping = uffd::Mapping::anonymous(spec.size);
+    auto uffd = uffd::UserfaultFd::open(test::test_open_options());
+    ASSERT_TRUE(mapping && uffd);
+    FaultServerOptions receive;
+    receive.source = (*server)->local_endpoint();
+    receive.hold_stream = true;
+    auto destination = FaultServer::create(
+        std::move(*uffd),
+        {{mapping->data(), mapping->size(), 4096, uffd::MemoryKind::Anonymous, true}}, receive);
+    ASSERT_TRUE(destination && (*destination)->start());
+
+    // Every 16th page, from two threads: 512 faults, no two on adjacent pages.
+    std::uint64_t pages = spec.size / 4096;
+    std::atomic<std::uint64_t> wrong{0};
+    std::vector<std::thread> vcpus;
+    for (std::uint64_t t = 0; t < 2; ++t) {
+        vcpus.emplace_back([&, t] {
+            for (std::uint64_t p = t * 16; p < pages; p += 32) {
+                if (!page_matches(spec, 0, p, {mapping->data() + p * 4096, 4096})) {
+                    wrong.fetch_add(1);
+                }
+            }
+        });
+    }
+    for (auto& v : vcpus) {
+        v.join();
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    DestinationProgress held = (*destination)->progress();
+    EXPECT_EQ(held.pages_present, pages / 16) << "only the faulted pages are there";
+
+    (*destination)->hold_stream(false);
+    DestinationStats report = (*destination)->wait();
+    source.join();
+    ASSERT_TRUE(report.ok) << report.error.message;
+    EXPECT_EQ(wrong.load(), 0u);
+    EXPECT_EQ(report.pages_urgent, pages / 16);
+    EXPECT_EQ(report.pages_background, pages - pages / 16);
+    EXPECT_EQ(report.pages_duplicate, 0u);
+    for (std::uint64_t p = 0; p < pages; ++p) {
+        ASSERT_TRUE(page_matches(spec, 0, p, {mapping->data() + p * 4096, 4096})) << p;
+    }
+    ASSERT_TRUE(source_report && source_report->ok);
+    EXPECT_EQ(source_report->pages_resent, 0u);
+}
+
+// A destination that breaks the STREAM rules is refused by name and the source stops.
+struct HostileStream {
+    std::vector<std::byte> payload;
+    bool send_start_first;
+    const char* expected;
+};
+
+class HostileDestination : public ::testing::TestWithParam<HostileStream> {};
+
+TEST_P(HostileDestination, StreamMessageOutOfTurnOrMalformedEndsTheMigration) {
+    const HostileStream c = GetParam();
+    SyntheticSpec spec{.size = 4ULL << 20, .seed = 5};
+    auto memory = GuestMemory::synthetic(spec);
+    ASSERT_TRUE(memory);
+    PageServerOptions serve;
+    serve.listen = *transport::parse_endpoint("tcp:127.0.0.1:0");
+    auto server = PageServer::open(*memory, serve);
+    ASSERT_TRUE(server);
+    std::optional<SourceStats> source_report;
+    std::thread source([&] { source_report = (*server)->run(); });
+
+    transport::asio::io_context io;
+    std::optional<transport::Failure> ended;
+    transport::asio::co_spawn(
+        io,
+        [&]() -> transport::asio::awaitable<void> {
+            auto socket = co_await transport::connect_to((*server)->local_endpoint(), {});
+            if (!socket) {
+                co_return;
+            }
+            auto connection = co_await transport::client_handshake(
+                std::move(*socket), {.role = transport::Role::Urgent}, {});
+            if (!connection) {
+                co_return;
+            }
+            (void)co_await connection->read_frame();  // LAYOUT
+            if (c.send_start_first) {
+                (void)co_await connection->write(
+                    transport::encode_frame(wire::frame_type(wire::MessageType::Start),
+                                            wire::encode(wire::Start{wire::Start::kStreamHeld})));
+            }
+            (void)co_await connection->write(
+                transport::encode_frame(wire::frame_type(wire::MessageType::Stream), c.payload));
+            for (;;) {  // until the source closes: ERROR, then the end
+                auto frame = co_await connection->read_frame();
+                if (!frame) {
+                    ended = frame.error();
+                    co_return;
+                }
+            }
+        },
+        transport::asio::detached);
+    io.run_for(std::chrono::seconds(10));
+    source.join();
+    ASSERT_TRUE(source_report.has_value());
+    EXPECT_FALSE(source_report->ok);
+    EXPECT_NE(source_report->error.message.find(c.expected), std::string::npos)
+        << source_report->error.message;
+    EXPECT_TRUE(ended.has_value()) << "the source closed the connection";
+}
+
+std::vector<std::byte> stream_payload(std::uint32_t flags, std::size_t length = 16) {
+    auto bytes = wire::encode(wire::Stream{flags});
+    bytes.resize(length);
+    return bytes;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Cases, HostileDestination,
+    ::testing::Values(HostileStream{stream_payload(0), false, "STREAM before START"},
+                      HostileStream{stream_payload(0x4), true, "STREAM has reserved bits"},
+                      HostileStream{stream_payload(0, 8), true, "8 bytes, not 16"}));
 
 }  // namespace
 }  // namespace uffdm::migration

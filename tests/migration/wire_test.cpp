@@ -55,13 +55,32 @@ TEST(Wire, StartRoundTripsAndRejectsReservedBits) {
     auto decoded = decode_start(encode(Start{Start::kWantHashes}));
     ASSERT_TRUE(decoded);
     EXPECT_EQ(decoded->flags, Start::kWantHashes);
+    std::uint32_t every = Start::kWantHashes | Start::kStreamHeld | Start::kStreamOnUrgent;
+    auto all = decode_start(encode(Start{every}));
+    ASSERT_TRUE(all);
+    EXPECT_EQ(all->flags, every);
     auto bytes = encode(Start{});
-    bytes[0] = std::byte{0x2};
+    bytes[0] = std::byte{0x8};
     expect_refused(decode_start(bytes), "reserved");
     bytes = encode(Start{});
     bytes[12] = std::byte{1};
     expect_refused(decode_start(bytes), "reserved");
     expect_refused(decode_start(std::span(bytes).first(8)), "8 bytes, not 16");
+}
+
+TEST(Wire, StreamRoundTripsAndRejectsReservedBits) {
+    for (std::uint32_t flags : {0U, Stream::kHold}) {
+        auto decoded = decode_stream(encode(Stream{flags}));
+        ASSERT_TRUE(decoded) << decoded.error().detail;
+        EXPECT_EQ(decoded->flags, flags);
+    }
+    auto bytes = encode(Stream{});
+    bytes[0] = std::byte{0x2};
+    expect_refused(decode_stream(bytes), "reserved");
+    bytes = encode(Stream{});
+    bytes[9] = std::byte{1};
+    expect_refused(decode_stream(bytes), "reserved");
+    expect_refused(decode_stream(std::span(bytes).first(12)), "12 bytes, not 16");
 }
 
 TEST(Wire, RequestRoundTripsAndMustLieInsideItsRegion) {
@@ -172,8 +191,9 @@ TEST(Wire, StreamEndAndDoneRoundTripAndRejectReservedBytes) {
 }
 
 TEST(Wire, EveryMessageTypeIsAnApplicationFrameAndHasAName) {
-    for (auto type : {MessageType::Layout, MessageType::Start, MessageType::Request,
-                      MessageType::Pages, MessageType::StreamEnd, MessageType::Done}) {
+    for (auto type :
+         {MessageType::Layout, MessageType::Start, MessageType::Request, MessageType::Pages,
+          MessageType::StreamEnd, MessageType::Done, MessageType::Stream}) {
         EXPECT_TRUE(transport::is_application(frame_type(type)));
         EXPECT_EQ(to_string(type).find("message"), std::string::npos);
     }
