@@ -8,13 +8,17 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <sstream>
+#include <thread>
 
 #include "cli/commands.hpp"
 #include "cli/common_options.hpp"
@@ -36,6 +40,7 @@ struct DemoArguments {
     std::string memory = "anonymous";
     bool netns = false;
     bool verify = false;
+    bool hold_stream = false;
     std::uint64_t seed = 42;
     std::uint32_t zero_percent = 50;
     std::uint64_t touches = 5000;
@@ -175,6 +180,68 @@ std::uint64_t resident_bytes() {
     return 0;
 }
 
+// The vCPUs' touch latencies: a summary, and the CDF at 200 quantiles (for plots).
+nlohmann::json touch_report(std::vector<double>& ns) {
+    std::sort(ns.begin(), ns.end());
+    auto at = [&](double q) {
+        return ns.empty()
+                   ? 0.0
+                   : ns[static_cast<std::size_t>(q * static_cast<double>(ns.size() - 1))] / 1000.0;
+    };
+    double sum = 0;
+    for (double v : ns) {
+        sum += v;
+    }
+    nlohmann::json cdf = nlohmann::json::array();
+    for (int i = 0; i <= 200 && !ns.empty(); ++i) {
+        cdf.push_back({at(i / 200.0), i / 200.0});
+    }
+    return {{"summary",
+             {{"count", ns.size()},
+              {"mean", ns.empty() ? 0.0 : sum / static_cast<double>(ns.size()) / 1000.0},
+              {"p50", at(0.5)},
+              {"p90", at(0.9)},
+              {"p99", at(0.99)},
+              {"p99.9", at(0.999)},
+              {"max", at(1.0)}}},
+            {"cdf", cdf}};
+}
+
+// Samples the destination's progress every 20 ms on a thread of its own, for a throughput
+// over time plot: [seconds since start, pages present, bytes received].
+class Timeline {
+  public:
+    explicit Timeline(const Destination& destination)
+        : thread_([this, &destination] {
+              while (!stop_.load()) {
+                  DestinationProgress p = destination.progress();
+                  {
+                      std::lock_guard lock(mutex_);
+                      samples_.push_back({p.seconds, p.pages_present, p.bytes_received});
+                  }
+                  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+              }
+          }) {}
+    Timeline(const Timeline&) = delete;
+    Timeline& operator=(const Timeline&) = delete;
+    ~Timeline() { finish(); }
+
+    nlohmann::json finish() {
+        stop_.store(true);
+        if (thread_.joinable()) {
+            thread_.join();
+        }
+        std::lock_guard lock(mutex_);
+        return samples_;
+    }
+
+  private:
+    std::atomic<bool> stop_{false};
+    std::mutex mutex_;
+    nlohmann::json samples_ = nlohmann::json::array();
+    std::thread thread_;
+};
+
 std::string self_path() {
     char buffer[4096];
     ssize_t n = ::readlink("/proc/self/exe", buffer, sizeof buffer - 1);
@@ -192,8 +259,14 @@ int demo(const DemoArguments& args) {
     if (!size || !kind || !workload) {
         return fail(!size ? size.error() : !kind ? kind.error().message : workload.error(), 2);
     }
-    if (args.vcpus == 0 || args.vcpus > 256) {
-        return fail("--vcpus " + std::to_string(args.vcpus) + " is not 1..256", 2);
+    if (args.vcpus > 256) {
+        return fail("--vcpus " + std::to_string(args.vcpus) + " is not 0..256", 2);
+    }
+    if (args.hold_stream && (args.vcpus == 0 || args.touches == 0)) {
+        return fail(
+            "--hold-stream needs vCPUs with a bounded number of touches (--vcpus N > 0, "
+            "--touches N > 0): the stream is released when they finish",
+            2);
     }
     SyntheticGuest guest;
     guest.page_size = *kind == MemoryKind::Hugetlb ? (2U << 20) : 4096;
@@ -280,6 +353,7 @@ int demo(const DemoArguments& args) {
     options.security.token_file = *token;
     options.bulk_channels = args.bulk_channels;
     options.verify = args.verify;
+    options.hold_stream = args.hold_stream;
     options.data_path = args.data_path;
     options.drop_capabilities = true;  // single-threaded here: the source is another process
     options.on_progress = [&bar](const DestinationProgress& p) {
@@ -305,8 +379,19 @@ int demo(const DemoArguments& args) {
            std::chrono::steady_clock::now() < connect_deadline && on_signal.received() == 0) {
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
+    Timeline timeline(*destination);
     Vcpus vcpus(views, guest, *workload, args.vcpus, args.touches);
+    // With --hold-stream every touch is a fault served over an otherwise idle link; the stream
+    // brings the rest once the vCPUs are done.
+    std::thread release;
+    if (args.hold_stream) {
+        release = std::thread([&] {
+            (void)vcpus.join();
+            destination->set_stream_held(false);
+        });
+    }
     DestinationStats stats = destination->wait();
+    nlohmann::json samples = timeline.finish();
     bar.finish();
     if (!stats.ok) {
         print_summary(stats, stdout);
@@ -316,7 +401,11 @@ int demo(const DemoArguments& args) {
         // guest was handed a wrong page.
         std::_Exit(on_signal.received() != 0 ? 130 : 1);
     }
+    if (release.joinable()) {
+        release.join();
+    }
     VcpuTotals totals = vcpus.join();
+    nlohmann::json touches = touch_report(totals.touch_ns);
 
     // Every page, now that all are present.
     std::uint64_t wrong = 0;
@@ -351,6 +440,15 @@ int demo(const DemoArguments& args) {
         static_cast<unsigned long long>(checked), static_cast<unsigned long long>(totals.touches),
         static_cast<unsigned long long>(totals.wrong_pages),
         static_cast<unsigned long long>(totals.io_errors));
+    if (args.vcpus > 0) {
+        const auto& t = touches["summary"];
+        std::printf(
+            "vCPU touches  p50 %.1f us, p99 %.1f, max %.1f (as the vCPUs saw them); "
+            "%.0f faults/s over %.3f s\n",
+            t["p50"].get<double>(), t["p99"].get<double>(), t["max"].get<double>(),
+            totals.seconds > 0 ? static_cast<double>(stats.faults) / totals.seconds : 0.0,
+            totals.seconds);
+    }
     std::printf(
         "memory        destination RSS %s, guest pages resident %s, overhead %s\n",
         format_bytes(static_cast<double>(rss)).c_str(),
@@ -367,6 +465,14 @@ int demo(const DemoArguments& args) {
         report["vcpu_touches"] = totals.touches;
         report["io_errors"] = totals.io_errors;
         report["netns"] = args.netns;
+        report["hold_stream"] = args.hold_stream;
+        report["zero_percent"] = args.zero_percent;
+        report["touch_latency_us"] = touches["summary"];
+        report["touch_latency_cdf_us"] = touches["cdf"];
+        report["vcpu_seconds"] = totals.seconds;
+        report["faults_per_second"] =
+            totals.seconds > 0 ? static_cast<double>(stats.faults) / totals.seconds : 0.0;
+        report["timeline"] = samples;
         report["bulk_channels"] = args.bulk_channels;
         report["rss_bytes"] = rss;
         report["guest_resident_bytes"] = guest_resident;
@@ -392,7 +498,7 @@ std::function<int()> add_demo_command(CLI::App& app) {
         "Migrate a synthetic guest between two processes on this host while vCPU threads touch "
         "it, then check every page (the default needs no arguments)");
     command->add_option("--size", args->size, "Guest size")->capture_default_str();
-    command->add_option("--vcpus", args->vcpus, "Threads touching guest memory")
+    command->add_option("--vcpus", args->vcpus, "Threads touching guest memory (0: none)")
         ->capture_default_str();
     command
         ->add_option("--workload", args->workload, "random, seq, zipf or io (kernel-mode faults)")
@@ -401,13 +507,16 @@ std::function<int()> add_demo_command(CLI::App& app) {
         ->capture_default_str();
     command
         ->add_option("--bulk-channels", args->bulk_channels,
-                     "Connections for the background stream")
+                     "Connections for the background stream (0: it shares the urgent one)")
         ->capture_default_str()
         ->check(CLI::Range(0, 16));
     command->add_option("--memory", args->memory, "anonymous, shmem or hugetlb")
         ->capture_default_str();
     command->add_flag("--netns", args->netns,
                       "Run the source in another network namespace, across a veth link");
+    command->add_flag("--hold-stream", args->hold_stream,
+                      "Hold the background stream until the vCPUs finish their touches (every "
+                      "touch then faults over an idle link)");
     command->add_flag("--verify", args->verify,
                       "Hash every page on the source, check it on arrival");
     command->add_option("--seed", args->seed, "Synthetic guest content seed")

@@ -148,7 +148,7 @@ std::function<int()> add_receive_command(CLI::App& app) {
         ->capture_default_str();
     command
         ->add_option("--bulk-channels", args->options.bulk_channels,
-                     "Connections for the background stream")
+                     "Connections for the background stream (0: it shares the urgent one)")
         ->capture_default_str()
         ->check(CLI::Range(0, 16));
     add_data_path_option(*command, args->options.data_path);

@@ -4,6 +4,8 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -60,6 +62,14 @@ class ZipfSampler {
     double threshold_;
 };
 
+void record(std::vector<double>& samples, std::chrono::steady_clock::time_point start) {
+    if (samples.size() < Vcpus::kMaxSamples) {
+        samples.push_back(
+            std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - start)
+                .count());
+    }
+}
+
 }  // namespace
 
 std::expected<Workload, std::string> parse_workload(std::string_view text) {
@@ -87,7 +97,12 @@ std::string_view to_string(Workload workload) noexcept {
 
 Vcpus::Vcpus(std::vector<std::pair<std::byte*, std::size_t>> regions, const SyntheticGuest& guest,
              Workload workload, unsigned count, std::uint64_t touches)
-    : regions_(std::move(regions)), guest_(guest), workload_(workload), count_(count) {
+    : regions_(std::move(regions)),
+      guest_(guest),
+      workload_(workload),
+      count_(count),
+      finished_(count, started_),
+      samples_(count) {
     for (unsigned i = 0; i < count; ++i) {
         threads_.emplace_back([this, i, touches] { run(i, touches); });
     }
@@ -108,7 +123,13 @@ VcpuTotals Vcpus::join() {
             t.join();
         }
     }
-    return {touches_.load(), wrong_.load(), io_errors_.load()};
+    VcpuTotals totals{touches_.load(), wrong_.load(), io_errors_.load(), {}, 0};
+    for (unsigned i = 0; i < count_; ++i) {
+        totals.touch_ns.insert(totals.touch_ns.end(), samples_[i].begin(), samples_[i].end());
+        totals.seconds = std::max(totals.seconds,
+                                  std::chrono::duration<double>(finished_[i] - started_).count());
+    }
+    return totals;
 }
 
 void Vcpus::run(unsigned index, std::uint64_t touches) {
@@ -129,6 +150,8 @@ void Vcpus::run(unsigned index, std::uint64_t touches) {
         return;
     }
     std::vector<std::byte> copy(std::min<std::uint64_t>(page_size, 4096));
+    std::vector<double>& samples = samples_[index];
+    samples.reserve(touches == 0 ? 4096 : std::min<std::uint64_t>(touches, kMaxSamples));
     for (std::uint64_t n = 0;
          (touches == 0 || n < touches) && !stop_.load(std::memory_order_relaxed); ++n) {
         std::uint64_t global = 0;
@@ -150,14 +173,21 @@ void Vcpus::run(unsigned index, std::uint64_t touches) {
             1);
         std::uint64_t page = global - first_page[region];
         std::byte* address = regions_[region].first + page * page_size;
+        auto touch_start = std::chrono::steady_clock::now();
         if (workload_ == Workload::Io) {
             // copy_from_user in write(2) faults on the missing page in kernel mode.
-            if (::write(pipe_fds[1], address, copy.size()) != static_cast<ssize_t>(copy.size()) ||
+            bool written =
+                ::write(pipe_fds[1], address, copy.size()) == static_cast<ssize_t>(copy.size());
+            record(samples, touch_start);
+            if (!written ||
                 ::read(pipe_fds[0], copy.data(), copy.size()) !=
                     static_cast<ssize_t>(copy.size()) ||
                 std::memcmp(copy.data(), address, copy.size()) != 0) {
                 io_errors_.fetch_add(1);
             }
+        } else {
+            (void)*reinterpret_cast<volatile const std::byte*>(address);
+            record(samples, touch_start);
         }
         if (!synthetic_page_matches(guest_, region, page, address)) {
             wrong_.fetch_add(1);
@@ -168,6 +198,7 @@ void Vcpus::run(unsigned index, std::uint64_t touches) {
         ::close(pipe_fds[0]);
         ::close(pipe_fds[1]);
     }
+    finished_[index] = std::chrono::steady_clock::now();
 }
 
 }  // namespace uffdm::cli

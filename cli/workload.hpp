@@ -4,6 +4,7 @@
 #include <uffdm/uffdm.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <expected>
 #include <string>
@@ -26,6 +27,10 @@ struct VcpuTotals {
     std::uint64_t touches = 0;
     std::uint64_t wrong_pages = 0;  // a touched page whose bytes were not the guest's
     std::uint64_t io_errors = 0;    // write(2)/read(2) failed (EFAULT: a kernel fault refused)
+    // How long each touch took as the vCPU saw it (the first byte read, or the write(2) of the
+    // io workload): a fault's whole round trip, wake-ups included. At most kMaxSamples a vCPU.
+    std::vector<double> touch_ns;
+    double seconds = 0;  // from the start until the last vCPU finished
 };
 
 class Vcpus {
@@ -42,6 +47,8 @@ class Vcpus {
     // Joins every thread (never call while a page they wait on may not come).
     VcpuTotals join();
 
+    static constexpr std::size_t kMaxSamples = 1U << 18;
+
   private:
     void run(unsigned index, std::uint64_t touches);
 
@@ -53,6 +60,9 @@ class Vcpus {
     std::atomic<std::uint64_t> touches_{0};
     std::atomic<std::uint64_t> wrong_{0};
     std::atomic<std::uint64_t> io_errors_{0};
+    std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
+    std::vector<std::chrono::steady_clock::time_point> finished_;  // one per vCPU
+    std::vector<std::vector<double>> samples_;                     // one per vCPU
     std::vector<std::thread> threads_;
 };
 
