@@ -1,0 +1,339 @@
+// floors.cpp — The same-run floors the benchmark runner compares a migration against.
+//
+//   uffdm_floors warm   --bytes N                 write N bytes of fresh memory once, then free it
+//   uffdm_floors local  [--faults N] [--memcpy-mib M]
+//   uffdm_floors serve  --listen HOST:PORT        prints "listening on tcp:HOST:PORT"
+//   uffdm_floors client --connect HOST:PORT [--round-trips N] [--stream-mib M]
+//
+// local, client: one JSON object on stdout. serve and client are separate processes so that
+// they can sit in two network namespaces across a veth link, as the migration's two sides do.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "uffd/event_fd.hpp"
+#include "uffd/fault_reader.hpp"
+#include "uffd/mapping.hpp"
+#include "uffd/userfault_fd.hpp"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr std::size_t kRequestBytes = 24;  // a REQUEST frame: 16-byte header + 8 bytes
+constexpr std::size_t kPageBytes = 4096;
+constexpr std::size_t kChunk = 1U << 20;
+
+enum Mode : std::uint64_t { kPing = 1, kStream = 2, kQuit = 3 };
+
+[[noreturn]] void die(const std::string& why) {
+    std::fprintf(stderr, "uffdm_floors: %s\n", why.c_str());
+    std::exit(1);
+}
+
+double since_us(Clock::time_point start) {
+    return std::chrono::duration<double, std::micro>(Clock::now() - start).count();
+}
+
+nlohmann::json summary_us(std::vector<double> samples) {
+    std::sort(samples.begin(), samples.end());
+    auto at = [&](double q) {
+        return samples[static_cast<std::size_t>(q * static_cast<double>(samples.size() - 1))];
+    };
+    double sum = 0;
+    for (double s : samples) {
+        sum += s;
+    }
+    return {{"count", samples.size()}, {"mean", sum / static_cast<double>(samples.size())},
+            {"p50", at(0.5)},          {"p90", at(0.9)},
+            {"p99", at(0.99)},         {"p99.9", at(0.999)},
+            {"max", samples.back()}};
+}
+
+// Fresh anonymous memory, written once: on a VM whose host backs guest RAM on first touch, a
+// page never used since boot costs a hypervisor fault, which no migration figure should carry.
+void warm(std::uint64_t bytes) {
+    std::uint64_t done = 0;
+    auto start = Clock::now();
+    std::vector<std::pair<void*, std::uint64_t>> held;  // each GiB stays mapped: a fresh one
+    while (done < bytes) {
+        std::uint64_t step = std::min<std::uint64_t>(bytes - done, 1ULL << 30);
+        void* p = ::mmap(nullptr, step, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED) {
+            die("warm: mmap: " + std::string(std::strerror(errno)));
+        }
+        std::memset(p, 1, step);
+        done += step;
+        std::fprintf(stderr, "\rwarming memory: %llu of %llu MiB",
+                     static_cast<unsigned long long>(done >> 20),
+                     static_cast<unsigned long long>(bytes >> 20));
+        held.emplace_back(p, step);
+    }
+    std::fprintf(stderr, " (%.1f s)\n", since_us(start) / 1e6);
+    for (auto [p, step] : held) {
+        ::munmap(p, step);
+    }
+}
+
+// A thread touches a missing page of a registered mapping; a reader thread places it with one
+// UFFDIO_COPY; the time around the touch is one local fault round trip.
+nlohmann::json local_fault_round_trip(std::size_t faults) {
+    auto fd = uffdm::uffd::UserfaultFd::open({});
+    if (!fd) {
+        die("userfaultfd: " + fd.error().message());
+    }
+    auto mapping = uffdm::uffd::Mapping::create(uffdm::uffd::MemoryKind::Anonymous,
+                                                faults * uffdm::uffd::base_page_size());
+    if (!mapping) {
+        die("mapping: " + mapping.error().message());
+    }
+    auto registration = fd->register_mapping(*mapping, uffdm::uffd::RegisterModes::missing_only());
+    if (!registration) {
+        die("register: " + registration.error().message());
+    }
+    auto stop = uffdm::uffd::EventFd::create();
+    std::vector<std::byte> page(uffdm::uffd::base_page_size(), std::byte{0x5a});
+    std::thread reader([&] {
+        uffdm::uffd::FaultReader faults_in(*fd, *stop);
+        for (;;) {
+            auto batch = faults_in.next();
+            if (!batch || batch->stopped) {
+                return;
+            }
+            for (auto& event : batch->events) {
+                if (auto* fault = std::get_if<uffdm::uffd::PageFault>(&event)) {
+                    std::uint64_t at = fault->page(page.size());
+                    if (!fd->copy(at, page.data(), page.size())) {
+                        (void)fd->wake(at, page.size());
+                    }
+                }
+            }
+        }
+    });
+    std::vector<double> samples;
+    samples.reserve(faults);
+    for (std::size_t i = 0; i < faults; ++i) {
+        volatile std::byte* p = mapping->page(i);
+        auto start = Clock::now();
+        (void)p[0];
+        samples.push_back(since_us(start));
+    }
+    (void)stop->signal();
+    reader.join();
+    return summary_us(std::move(samples));
+}
+
+double memcpy_gbps(std::size_t mib) {
+    std::size_t bytes = mib << 20;
+    std::vector<char> from(bytes, 1);
+    std::vector<char> to(bytes, 2);
+    std::vector<double> rates;
+    for (int i = 0; i < 5; ++i) {
+        auto start = Clock::now();
+        std::memcpy(to.data(), from.data(), bytes);
+        double seconds = since_us(start) / 1e6;
+        rates.push_back(static_cast<double>(bytes) / seconds / 1e9);
+        std::swap(from, to);
+    }
+    std::sort(rates.begin(), rates.end());
+    return rates[rates.size() / 2];
+}
+
+void send_all(int fd, const void* data, std::size_t size) {
+    const char* p = static_cast<const char*>(data);
+    while (size > 0) {
+        ssize_t n = ::send(fd, p, size, MSG_NOSIGNAL);
+        if (n <= 0) {
+            die("send: " + std::string(n < 0 ? std::strerror(errno) : "closed"));
+        }
+        p += n;
+        size -= static_cast<std::size_t>(n);
+    }
+}
+
+bool recv_all(int fd, void* data, std::size_t size) {
+    char* p = static_cast<char*>(data);
+    while (size > 0) {
+        ssize_t n = ::recv(fd, p, size, 0);
+        if (n <= 0) {
+            return false;
+        }
+        p += n;
+        size -= static_cast<std::size_t>(n);
+    }
+    return true;
+}
+
+void no_delay(int fd) {
+    int one = 1;
+    (void)::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+sockaddr_in parse_address(const std::string& text) {
+    auto colon = text.rfind(':');
+    std::string host = text.substr(0, colon);
+    if (host.rfind("tcp:", 0) == 0) {
+        host = host.substr(4);
+    }
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(static_cast<std::uint16_t>(std::stoi(text.substr(colon + 1))));
+    if (colon == std::string::npos || ::inet_pton(AF_INET, host.c_str(), &address.sin_addr) != 1) {
+        die("address '" + text + "' is not [tcp:]IPV4:PORT");
+    }
+    return address;
+}
+
+// Serves connections one after the other: each starts with {u64 mode, u64 argument}.
+void serve(const std::string& listen_at) {
+    sockaddr_in address = parse_address(listen_at);
+    int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    (void)::setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (::bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof address) < 0 ||
+        ::listen(listener, 4) < 0) {
+        die("listen on " + listen_at + ": " + std::strerror(errno));
+    }
+    socklen_t length = sizeof address;
+    ::getsockname(listener, reinterpret_cast<sockaddr*>(&address), &length);
+    char host[INET_ADDRSTRLEN];
+    ::inet_ntop(AF_INET, &address.sin_addr, host, sizeof host);
+    std::printf("listening on tcp:%s:%u\n", host, ntohs(address.sin_port));
+    std::fflush(stdout);
+    std::vector<char> data(kChunk, 'x');
+    for (;;) {
+        int fd = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+        if (fd < 0) {
+            die("accept: " + std::string(std::strerror(errno)));
+        }
+        no_delay(fd);
+        std::uint64_t command[2];
+        if (!recv_all(fd, command, sizeof command)) {
+            ::close(fd);
+            continue;
+        }
+        if (command[0] == kQuit) {
+            ::close(fd);
+            break;
+        }
+        if (command[0] == kPing) {
+            char request[kRequestBytes];
+            for (std::uint64_t i = 0; i < command[1] && recv_all(fd, request, sizeof request);
+                 ++i) {
+                send_all(fd, data.data(), kPageBytes);
+            }
+        } else if (command[0] == kStream) {
+            for (std::uint64_t sent = 0; sent < command[1]; sent += kChunk) {
+                send_all(fd, data.data(), std::min<std::uint64_t>(kChunk, command[1] - sent));
+            }
+        }
+        ::close(fd);
+    }
+    ::close(listener);
+}
+
+int connect_to(const sockaddr_in& address, std::uint64_t mode, std::uint64_t argument) {
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (::connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof address) < 0) {
+        die("connect: " + std::string(std::strerror(errno)));
+    }
+    no_delay(fd);
+    std::uint64_t command[2] = {mode, argument};
+    send_all(fd, command, sizeof command);
+    return fd;
+}
+
+nlohmann::json client(const std::string& at, std::size_t round_trips, std::size_t stream_mib) {
+    sockaddr_in address = parse_address(at);
+    nlohmann::json out;
+    int fd = connect_to(address, kPing, round_trips);
+    std::vector<char> buffer(kChunk);
+    std::vector<double> samples;
+    char request[kRequestBytes] = {};
+    for (std::size_t i = 0; i < round_trips; ++i) {
+        auto start = Clock::now();
+        send_all(fd, request, sizeof request);
+        if (!recv_all(fd, buffer.data(), kPageBytes)) {
+            die("the floor server closed during the ping-pong");
+        }
+        samples.push_back(since_us(start));
+    }
+    ::close(fd);
+    out["tcp_rtt_us"] = summary_us(std::move(samples));
+
+    std::uint64_t bytes = std::uint64_t{stream_mib} << 20;
+    fd = connect_to(address, kStream, bytes);
+    auto start = Clock::now();
+    std::uint64_t received = 0;
+    while (received < bytes) {
+        ssize_t n = ::recv(fd, buffer.data(), buffer.size(), 0);
+        if (n <= 0) {
+            die("the floor server closed during the stream");
+        }
+        received += static_cast<std::uint64_t>(n);
+    }
+    double seconds = since_us(start) / 1e6;
+    ::close(fd);
+    out["tcp_stream_bytes"] = bytes;
+    out["tcp_throughput_bytes_per_s"] = static_cast<double>(bytes) / seconds;
+    ::close(connect_to(address, kQuit, 0));
+    return out;
+}
+
+std::uint64_t number(int argc, char** argv, const char* flag, std::uint64_t fallback) {
+    for (int i = 2; i + 1 < argc; ++i) {
+        if (std::strcmp(argv[i], flag) == 0) {
+            return std::stoull(argv[i + 1]);
+        }
+    }
+    return fallback;
+}
+
+std::string text(int argc, char** argv, const char* flag) {
+    for (int i = 2; i + 1 < argc; ++i) {
+        if (std::strcmp(argv[i], flag) == 0) {
+            return argv[i + 1];
+        }
+    }
+    die(std::string(argv[1]) + " needs " + flag);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    std::string mode = argc > 1 ? argv[1] : "";
+    if (mode == "warm") {
+        warm(number(argc, argv, "--bytes", 1ULL << 30));
+    } else if (mode == "local") {
+        nlohmann::json out;
+        out["local_fault_rtt_us"] = local_fault_round_trip(number(argc, argv, "--faults", 20000));
+        out["memcpy_bytes_per_s"] = memcpy_gbps(number(argc, argv, "--memcpy-mib", 256)) * 1e9;
+        std::printf("%s\n", out.dump().c_str());
+    } else if (mode == "serve") {
+        serve(text(argc, argv, "--listen"));
+    } else if (mode == "client") {
+        auto out = client(text(argc, argv, "--connect"), number(argc, argv, "--round-trips", 20000),
+                          number(argc, argv, "--stream-mib", 2048));
+        std::printf("%s\n", out.dump().c_str());
+    } else {
+        std::fprintf(stderr,
+                     "usage: uffdm_floors warm --bytes N | local [--faults N] [--memcpy-mib M] | "
+                     "serve --listen HOST:PORT | client --connect HOST:PORT [--round-trips N] "
+                     "[--stream-mib M]\n");
+        return 2;
+    }
+    return 0;
+}
