@@ -1,7 +1,7 @@
 // floors.cpp — The same-run floors the benchmark runner compares a migration against.
 //
 //   uffdm_floors warm   --bytes N                 write N bytes of fresh memory once, then free it
-//   uffdm_floors local  [--faults N] [--memcpy-mib M]
+//   uffdm_floors local  [--faults N] [--memcpy-mib M]   also UFFDIO_COPY into fresh memory
 //   uffdm_floors serve  --listen HOST:PORT        prints "listening on tcp:HOST:PORT"
 //   uffdm_floors client --connect HOST:PORT [--round-trips N] [--stream-mib M]
 //
@@ -134,6 +134,39 @@ nlohmann::json local_fault_round_trip(std::size_t faults) {
     (void)stop->signal();
     reader.join();
     return summary_us(std::move(samples));
+}
+
+// UFFDIO_COPY of 256 KiB runs (a bulk frame's worth) into fresh registered memory: what the
+// destination does with every page of the background stream.
+double placement_gbps(std::size_t mib) {
+    auto fd = uffdm::uffd::UserfaultFd::open({});
+    if (!fd) {
+        die("userfaultfd: " + fd.error().message());
+    }
+    constexpr std::size_t kRun = 256U << 10;
+    std::vector<std::byte> run(kRun, std::byte{0x33});
+    std::vector<double> rates;
+    for (int i = 0; i < 3; ++i) {
+        auto mapping = uffdm::uffd::Mapping::create(uffdm::uffd::MemoryKind::Anonymous, mib << 20);
+        if (!mapping) {
+            die("mapping: " + mapping.error().message());
+        }
+        auto registration =
+            fd->register_mapping(*mapping, uffdm::uffd::RegisterModes::missing_only());
+        if (!registration) {
+            die("register: " + registration.error().message());
+        }
+        auto base = reinterpret_cast<std::uint64_t>(mapping->data());
+        auto start = Clock::now();
+        for (std::size_t at = 0; at < mapping->size(); at += kRun) {
+            if (!fd->copy(base + at, run.data(), kRun)) {
+                die("UFFDIO_COPY failed");
+            }
+        }
+        rates.push_back(static_cast<double>(mapping->size()) / (since_us(start) / 1e6) / 1e9);
+    }
+    std::sort(rates.begin(), rates.end());
+    return rates[rates.size() / 2];
 }
 
 double memcpy_gbps(std::size_t mib) {
@@ -321,6 +354,8 @@ int main(int argc, char** argv) {
         nlohmann::json out;
         out["local_fault_rtt_us"] = local_fault_round_trip(number(argc, argv, "--faults", 20000));
         out["memcpy_bytes_per_s"] = memcpy_gbps(number(argc, argv, "--memcpy-mib", 256)) * 1e9;
+        out["placement_bytes_per_s"] =
+            placement_gbps(number(argc, argv, "--memcpy-mib", 256)) * 1e9;
         std::printf("%s\n", out.dump().c_str());
     } else if (mode == "serve") {
         serve(text(argc, argv, "--listen"));

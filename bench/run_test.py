@@ -69,8 +69,10 @@ def main():
           f"floor connection: {fl['connection']}")
     for key in ("local_fault_rtt_us", "tcp_rtt_us"):
         check(0 < fl[key]["p50"]["median"] <= fl[key]["p99"]["median"], f"{key} p50 <= p99 > 0")
-    for key in ("tcp_throughput_bytes_per_s", "memcpy_bytes_per_s"):
+    for key in ("tcp_throughput_bytes_per_s", "memcpy_bytes_per_s", "placement_bytes_per_s"):
         check(fl[key]["median"] > 0, f"{key} > 0")
+    check(0 < fl["serial_receive_and_place_bytes_per_s"] < fl["tcp_throughput_bytes_per_s"]["median"],
+          "the receive-then-place bound lies below raw TCP")
 
     scenarios = doc["scenarios"]
     check({r["scenario"] for r in scenarios} == SCENARIOS, "every scenario ran")

@@ -1,6 +1,8 @@
 // data_paths.hpp — The two event loops each side of a migration runs, and the frames they send.
 #pragma once
 
+#include <pthread.h>
+
 #include <expected>
 #include <memory>
 
@@ -32,6 +34,11 @@ struct DataPaths {
         *path = std::move(*created);
     }
     return paths;
+}
+
+// Names the calling thread (at most 15 characters, the kernel's limit) for top -H and perf.
+inline void name_this_thread(const char* name) noexcept {
+    (void)::pthread_setname_np(::pthread_self(), name);
 }
 
 // How a channel ended, for a report ("it said goodbye" when the peer closed it in order).

@@ -260,10 +260,23 @@ std::expected<void, wire::Failure> FaultServer::start() {
     placer_.on_complete([this] { completed(); });
     started_ = true;
     started_at_ = Clock::now();
-    fault_thread_ = std::thread([this] { fault_loop(); });
-    urgent_thread_ = std::thread([this] { urgent_path_->run(); });
-    bulk_thread_ = std::thread([this] { bulk_path_->run(); });
-    connect_thread_ = std::thread([this] { connect(); });
+    // Named, so that top -H, perf and a VMM's own thread listing tell them apart.
+    fault_thread_ = std::thread([this] {
+        name_this_thread("uffdm-faults");
+        fault_loop();
+    });
+    urgent_thread_ = std::thread([this] {
+        name_this_thread("uffdm-d-urgent");
+        urgent_path_->run();
+    });
+    bulk_thread_ = std::thread([this] {
+        name_this_thread("uffdm-d-bulk");
+        bulk_path_->run();
+    });
+    connect_thread_ = std::thread([this] {
+        name_this_thread("uffdm-connect");
+        connect();
+    });
     return {};
 }
 

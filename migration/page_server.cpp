@@ -514,8 +514,14 @@ SourceProgress PageServer::progress() const {
 }
 
 SourceStats PageServer::run() {
-    std::thread urgent_loop([this] { urgent_path_->run(); });
-    std::thread bulk_loop([this] { bulk_path_->run(); });
+    std::thread urgent_loop([this] {
+        name_this_thread("uffdm-s-urgent");
+        urgent_path_->run();
+    });
+    std::thread bulk_loop([this] {
+        name_this_thread("uffdm-s-bulk");
+        bulk_path_->run();
+    });
     listener_->start();
     std::optional<std::chrono::steady_clock::time_point> joined_at;
     std::optional<std::chrono::steady_clock::time_point> done_at;
