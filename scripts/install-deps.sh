@@ -16,6 +16,7 @@ PACKAGES=(
   clang-16 libclang-rt-16-dev                # libFuzzer targets (clang 16 compiles <expected>)
   iproute2                                   # network namespaces for "two hosts" tests
   openssl                                    # the TLS tests make a throwaway CA and certificates
+  gnuplot-nox                                # the benchmark runner's plots (PNG and SVG)
 )
 
 missing=()

@@ -5,9 +5,11 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #define PAGE 4096u
 #define PAGES 4096u
@@ -48,10 +50,11 @@ static void on_complete(int result, const struct uffdm_destination_stats* stats,
     completed_result = result;
     completed_pages = stats->pages_total;
 }
+static _Atomic uint64_t last_present = 0;
 static void on_progress(const struct uffdm_progress* p, void* user) {
-    (void)p;
     (void)user;
     progress_calls++;
+    atomic_store(&last_present, p->pages_present);
 }
 
 int main(void) {
@@ -103,7 +106,7 @@ int main(void) {
     CHECK(uffdm_destination_create(NULL, &region, 1, &destination) == -EINVAL, "NULL options");
     CHECK(destination == NULL, "a destination was created from bad arguments");
 
-    options.flags = UFFDM_DESTINATION_VERIFY;
+    options.flags = UFFDM_DESTINATION_VERIFY | UFFDM_DESTINATION_HOLD_STREAM;
     options.bulk_channels = 2;
     options.on_progress = on_progress;
     options.on_complete = on_complete;
@@ -113,13 +116,20 @@ int main(void) {
         return 1;
     }
     CHECK(uffdm_destination_start(destination) == 0, "start");
-    /* The guest runs at once: these touches fault and wait for their pages. */
+    /* The guest runs at once: these touches fault and wait for their pages. The stream is held,
+     * so they are the only pages there until it is released. */
     unsigned wrong = 0;
+    unsigned touched = 0;
     for (unsigned p = 1; p < PAGES; p += 97) {
         if (target[p * PAGE + 5] != expected(p, 5)) {
             wrong++;
         }
+        touched++;
     }
+    usleep(300 * 1000);
+    CHECK(atomic_load(&last_present) == touched, "held stream: %llu pages present, %u touched",
+          (unsigned long long)atomic_load(&last_present), touched);
+    uffdm_destination_hold_stream(destination, 0);
     struct uffdm_destination_stats stats;
     memset(&stats, 0, sizeof stats);
     stats.size = sizeof stats;
