@@ -142,9 +142,16 @@ void ChannelCore::handle_transport_frame(const FrameHeader& header,
         case FrameType::Goodbye:
             fail(Failure{});  // orderly: the peer sends nothing more and closes
             return;
-        case FrameType::Error:
-            fail(failure(Errc::PeerLost, "peer ended the connection: " + describe_error(payload)));
+        case FrameType::Error: {
+            // A peer that stops on purpose or refuses what it got (Shutdown, BadFrame, ...)
+            // meant to end it; one that gave up on a broken session (Internal) may be back.
+            auto error = decode_error(payload);
+            bool deliberate =
+                error && error->code != ErrorCode::Internal && error->code != ErrorCode::Timeout;
+            fail(failure(deliberate ? Errc::PeerAborted : Errc::PeerLost,
+                         "peer ended the connection: " + describe_error(payload)));
             return;
+        }
         default:
             protocol_violation(to_string(header.type) + " frame after the handshake");
             return;
@@ -159,9 +166,12 @@ void ChannelCore::abort(Failure why) {
     if (done()) {
         return;
     }
-    ErrorCode code = why.code == Errc::ProtocolViolation ? ErrorCode::BadFrame
-                     : why.code == Errc::Closed          ? ErrorCode::Shutdown
-                                                         : ErrorCode::Internal;
+    ErrorCode code =
+        why.code == Errc::ProtocolViolation || why.code == Errc::InvalidArgument
+            ? ErrorCode::BadFrame
+        : why.code == Errc::Closed || why.code == Errc::PeerAborted || why.code == Errc::TimedOut
+            ? ErrorCode::Shutdown
+            : ErrorCode::Internal;
     farewell_ = frame_of(FrameType::Error, ErrorMessage{code, why.detail});
     if (tls_) {
         // Behind whatever ciphertext is still unsent, so the peer can decrypt it in order.

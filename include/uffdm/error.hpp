@@ -22,6 +22,8 @@ enum class Errc : int {
     Closed = 9,             // the object was moved from or closed
     InvalidArgument = 10,   // zero length, overflow, or contradictory options
     NotMapped = 11,         // part of the address range has no mapping at all
+    PeerAborted = 12,       // the peer ended the connection on purpose (its ERROR says why)
+    TimedOut = 13,          // a deadline passed (e.g. no reconnection in time)
 };
 
 class ErrorCategory final : public std::error_category {
@@ -43,6 +45,10 @@ class ErrorCategory final : public std::error_category {
                 return "protocol violation";
             case Errc::PeerLost:
                 return "peer lost";
+            case Errc::PeerAborted:
+                return "the peer ended the connection";
+            case Errc::TimedOut:
+                return "deadline passed";
             case Errc::Unaligned:
                 return "address or length not aligned to the page size";
             case Errc::NotRegistered:
