@@ -8,8 +8,10 @@
 
 namespace uffdm::migration {
 
-// Bits only ever go from 0 to 1 during a migration (a page becomes requested, sent, present),
-// so a set is one fetch_or and a scan needs no lock: a bit seen set stays set.
+// Bits only ever go from 0 to 1 within a session (a page becomes requested, sent, present),
+// so a set is one fetch_or and a scan needs no lock: a bit seen set stays set. Between sessions
+// a source rewrites its "sent" bits from what the destination says it has (assign_word, clear),
+// while no thread streams.
 class PageBitmap {
   public:
     PageBitmap() = default;
@@ -24,6 +26,18 @@ class PageBitmap {
     bool test_and_set(std::uint64_t page) noexcept {
         std::uint64_t mask = std::uint64_t{1} << (page % 64);
         return (words_[page / 64].fetch_or(mask, std::memory_order_acq_rel) & mask) == 0;
+    }
+    [[nodiscard]] std::size_t words() const noexcept { return word_count(); }
+    [[nodiscard]] std::uint64_t word(std::size_t index) const noexcept {
+        return words_[index].load(std::memory_order_acquire);
+    }
+    void assign_word(std::size_t index, std::uint64_t bits) noexcept {
+        words_[index].store(bits, std::memory_order_release);
+    }
+    void clear() noexcept {
+        for (std::size_t i = 0; i < word_count(); ++i) {
+            words_[i].store(0, std::memory_order_release);
+        }
     }
     // The first clear bit at or after from, or size() when there is none.
     [[nodiscard]] std::uint64_t next_clear(std::uint64_t from) const noexcept;

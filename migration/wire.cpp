@@ -86,6 +86,10 @@ std::string to_string(MessageType type) {
             return "DONE";
         case MessageType::Stream:
             return "STREAM";
+        case MessageType::Bitmap:
+            return "BITMAP";
+        case MessageType::Resume:
+            return "RESUME";
         case MessageType::Invalid:
             break;
     }
@@ -227,6 +231,79 @@ std::expected<Stream, Failure> decode_stream(std::span<const std::byte> p) {
         return std::unexpected(violation("STREAM has reserved bits set"));
     }
     return stream;
+}
+
+std::vector<std::byte> encode(const BitmapChunk& chunk) {
+    std::vector<std::byte> out(kBitmapHeaderSize + chunk.words.size() * 8);
+    store_le<std::uint32_t>(out, 0, chunk.region);
+    store_le<std::uint64_t>(out, 8, chunk.first_page);
+    store_le<std::uint64_t>(out, 16, chunk.count);
+    for (std::size_t i = 0; i < chunk.words.size(); ++i) {
+        store_le<std::uint64_t>(out, kBitmapHeaderSize + i * 8, chunk.words[i]);
+    }
+    return out;
+}
+
+std::expected<BitmapChunk, Failure> decode_bitmap(std::span<const std::byte> p,
+                                                  const Layout& layout) {
+    if (p.size() < kBitmapHeaderSize) {
+        return std::unexpected(violation("BITMAP of " + std::to_string(p.size()) +
+                                         " bytes is shorter than its 32-byte descriptor"));
+    }
+    BitmapChunk chunk{load_le<std::uint32_t>(p, 0),
+                      load_le<std::uint64_t>(p, 8),
+                      load_le<std::uint64_t>(p, 16),
+                      {}};
+    if (load_le<std::uint32_t>(p, 4) != 0 || load_le<std::uint64_t>(p, 24) != 0) {
+        return std::unexpected(violation("BITMAP has reserved bytes set"));
+    }
+    if (chunk.region >= layout.regions.size()) {
+        return std::unexpected(violation("BITMAP region " + std::to_string(chunk.region) +
+                                         " does not exist (" +
+                                         std::to_string(layout.regions.size()) + " regions)"));
+    }
+    std::uint64_t pages = layout.regions[chunk.region].pages();
+    if (chunk.count == 0 || chunk.count > kMaxBitmapPages || chunk.first_page % 64 != 0 ||
+        chunk.first_page >= pages || chunk.count > pages - chunk.first_page) {
+        return std::unexpected(violation(
+            "BITMAP pages " + std::to_string(chunk.first_page) + " +" +
+            std::to_string(chunk.count) + " do not fit region " + std::to_string(chunk.region) +
+            " (" + std::to_string(pages) + " pages; start a multiple of 64, at most " +
+            std::to_string(kMaxBitmapPages) + " a frame)"));
+    }
+    std::uint64_t words = (chunk.count + 63) / 64;
+    if (p.size() != kBitmapHeaderSize + words * 8) {
+        return std::unexpected(violation("BITMAP of " + std::to_string(chunk.count) +
+                                         " pages must be " +
+                                         std::to_string(kBitmapHeaderSize + words * 8) +
+                                         " bytes, not " + std::to_string(p.size())));
+    }
+    chunk.words.resize(words);
+    for (std::uint64_t i = 0; i < words; ++i) {
+        chunk.words[i] = load_le<std::uint64_t>(p, kBitmapHeaderSize + i * 8);
+    }
+    if (chunk.count % 64 != 0 && (chunk.words.back() >> (chunk.count % 64)) != 0) {
+        return std::unexpected(violation("BITMAP sets bits past its last page"));
+    }
+    return chunk;
+}
+
+std::vector<std::byte> encode(const Resume& resume) {
+    std::vector<std::byte> out(16);
+    store_le<std::uint32_t>(out, 0, resume.flags);
+    store_le<std::uint64_t>(out, 8, resume.pages_present);
+    return out;
+}
+
+std::expected<Resume, Failure> decode_resume(std::span<const std::byte> p) {
+    if (auto ok = exact_size(p, 16, "RESUME"); !ok) {
+        return std::unexpected(ok.error());
+    }
+    Resume resume{load_le<std::uint32_t>(p, 0), load_le<std::uint64_t>(p, 8)};
+    if ((resume.flags & ~Start::kKnownFlags) != 0 || load_le<std::uint32_t>(p, 4) != 0) {
+        return std::unexpected(violation("RESUME has reserved bits set"));
+    }
+    return resume;
 }
 
 std::vector<std::byte> encode(const Request& request) {

@@ -26,6 +26,8 @@ enum class MessageType : std::uint8_t {
     StreamEnd = 0x44,  // source -> destination (bulk): this channel has sent its last page
     Done = 0x45,       // destination -> source (urgent): every page is present
     Stream = 0x46,     // destination -> source (urgent): hold or resume the background stream
+    Bitmap = 0x47,     // destination -> source (urgent, before RESUME): pages it already has
+    Resume = 0x48,     // destination -> source (urgent): START for a session that continues
 };
 
 [[nodiscard]] std::string to_string(MessageType type);
@@ -94,6 +96,31 @@ struct Stream {
 };
 [[nodiscard]] std::vector<std::byte> encode(const Stream& stream);
 [[nodiscard]] std::expected<Stream, Failure> decode_stream(std::span<const std::byte> payload);
+
+// ---- BITMAP: a 32-byte descriptor, then the bits (bit i of word w: page first + 64 w + i).
+//   0 u32 region   4 u32 reserved   8 u64 first_page (a multiple of 64)   16 u64 count
+//  24 u64 reserved; then ceil(count / 64) u64 words, bits past count zero, at most 1 MiB.
+struct BitmapChunk {
+    std::uint32_t region = 0;
+    std::uint64_t first_page = 0;
+    std::uint64_t count = 0;
+    std::vector<std::uint64_t> words;
+};
+inline constexpr std::size_t kBitmapHeaderSize = 32;
+inline constexpr std::uint64_t kMaxBitmapPages = kMaxRunBytes * 8;  // pages per BITMAP frame
+[[nodiscard]] std::vector<std::byte> encode(const BitmapChunk& chunk);
+// Every field checked against the layout (the run inside the region, the length exact).
+[[nodiscard]] std::expected<BitmapChunk, Failure> decode_bitmap(std::span<const std::byte> payload,
+                                                                const Layout& layout);
+
+// ---- RESUME (16): u32 flags (START's), u32 reserved, u64 pages_present (the bits set in the
+// BITMAPs before it: a check that none was lost).
+struct Resume {
+    std::uint32_t flags = 0;
+    std::uint64_t pages_present = 0;
+};
+[[nodiscard]] std::vector<std::byte> encode(const Resume& resume);
+[[nodiscard]] std::expected<Resume, Failure> decode_resume(std::span<const std::byte> payload);
 
 // ---- REQUEST (16): u32 region, u32 count, u64 first_page. Checked against the layout.
 struct Request {

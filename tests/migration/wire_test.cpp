@@ -83,6 +83,50 @@ TEST(Wire, StreamRoundTripsAndRejectsReservedBits) {
     expect_refused(decode_stream(std::span(bytes).first(12)), "12 bytes, not 16");
 }
 
+// Region 0 of two_regions() has 256 pages of 4 KiB; region 1 has 4 of 2 MiB.
+TEST(Wire, BitmapRoundTripsAndMustFitItsRegion) {
+    Layout layout = two_regions();
+    BitmapChunk chunk{0, 64, 130, {0x5, ~std::uint64_t{0}, 0x3}};
+    auto decoded = decode_bitmap(encode(chunk), layout);
+    ASSERT_TRUE(decoded) << decoded.error().detail;
+    EXPECT_EQ(decoded->region, 0u);
+    EXPECT_EQ(decoded->first_page, 64u);
+    EXPECT_EQ(decoded->count, 130u);
+    EXPECT_EQ(decoded->words, chunk.words);
+
+    auto with = [&](BitmapChunk c) { return decode_bitmap(encode(c), layout); };
+    expect_refused(with({2, 0, 1, {1}}), "region 2 does not exist");
+    expect_refused(with({0, 32, 1, {1}}), "multiple of 64");
+    expect_refused(with({0, 0, 0, {}}), "do not fit");
+    expect_refused(with({0, 192, 65, {0, 0}}), "do not fit region 0 (256 pages");
+    expect_refused(with({1, 0, 5, {1}}), "do not fit region 1 (4 pages");
+    expect_refused(with({0, 0, 3, {0x8}}), "bits past its last page");
+    auto bytes = encode(chunk);
+    bytes[4] = std::byte{1};
+    expect_refused(decode_bitmap(bytes, layout), "reserved");
+    bytes = encode(chunk);
+    bytes[24] = std::byte{1};
+    expect_refused(decode_bitmap(bytes, layout), "reserved");
+    bytes = encode(chunk);
+    bytes.resize(bytes.size() - 8);
+    expect_refused(decode_bitmap(bytes, layout), "must be 56 bytes, not 48");
+    expect_refused(decode_bitmap(std::span(bytes).first(20), layout), "shorter than its 32-byte");
+}
+
+TEST(Wire, ResumeRoundTripsAndRejectsReservedBits) {
+    auto decoded = decode_resume(encode(Resume{Start::kWantHashes, 12345}));
+    ASSERT_TRUE(decoded) << decoded.error().detail;
+    EXPECT_EQ(decoded->flags, Start::kWantHashes);
+    EXPECT_EQ(decoded->pages_present, 12345u);
+    auto bytes = encode(Resume{});
+    bytes[0] = std::byte{0x10};
+    expect_refused(decode_resume(bytes), "reserved");
+    bytes = encode(Resume{});
+    bytes[5] = std::byte{1};
+    expect_refused(decode_resume(bytes), "reserved");
+    expect_refused(decode_resume(std::span(bytes).first(15)), "15 bytes, not 16");
+}
+
 TEST(Wire, RequestRoundTripsAndMustLieInsideItsRegion) {
     Layout layout = two_regions();
     auto decoded = decode_request(encode(Request{1, 1, 3}), layout);
