@@ -37,6 +37,10 @@ int errno_of(const std::error_code& code) {
                 return EPROTO;
             case uffdm::Errc::PeerLost:
                 return ECONNRESET;
+            case uffdm::Errc::PeerAborted:
+                return ECONNABORTED;
+            case uffdm::Errc::TimedOut:
+                return ETIMEDOUT;
             case uffdm::Errc::NotRegistered:
                 return ENOENT;
             case uffdm::Errc::Closed:

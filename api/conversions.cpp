@@ -1,6 +1,8 @@
 // conversions.cpp — Loading token files and TLS contexts; mapping options and summaries.
 #include "api/conversions.hpp"
 
+#include <algorithm>
+
 namespace uffdm::api {
 
 std::expected<Credentials, Error> load_credentials(const Security& security,
@@ -34,6 +36,12 @@ transport::LivenessOptions to_liveness(const Timeouts& timeouts) {
     liveness.handshake_timeout = timeouts.handshake;
     liveness.stall_timeout = timeouts.stall;
     liveness.idle_timeout = timeouts.idle;
+    // A healthy idle connection must never reach the idle timeout: heartbeat well within it.
+    if (timeouts.idle.count() > 0) {
+        liveness.heartbeat_interval =
+            std::min(liveness.heartbeat_interval,
+                     std::max(timeouts.idle / 4, std::chrono::milliseconds(10)));
+    }
     return liveness;
 }
 

@@ -155,13 +155,14 @@ std::expected<Destination, Error> Destination::create(std::vector<DestinationReg
                                                  .bulk_channels = options.bulk_channels,
                                                  .verify_hashes = options.verify,
                                                  .hold_stream = options.hold_stream,
-                                                 .on_progress = {}};
+                                                 .reconnect_timeout = options.reconnect_timeout,
+                                                 .poison_on_failure = options.poison_on_failure,
+                                                 .on_progress = {},
+                                                 .on_pause = options.on_pause,
+                                                 .on_resume = options.on_resume};
     if (options.on_progress) {
-        server_options.on_progress =
-            [callback = options.on_progress](const migration::DestinationProgress& p) {
-                callback(DestinationProgress{p.pages_total, p.pages_present, p.bytes_received,
-                                             p.faults, p.connected, p.seconds});
-            };
+        server_options.on_progress = [callback = options.on_progress](
+                                         const migration::DestinationProgress& p) { callback(p); };
     }
     auto server = migration::FaultServer::create(std::move(uffd->first), std::move(guest),
                                                  std::move(server_options));

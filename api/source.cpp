@@ -38,6 +38,7 @@ std::expected<Source, Error> Source::from_memory(Memory memory, SourceOptions op
         .backend = api::to_backend(options.data_path),
         .bulk_run_bytes = options.bulk_run_bytes,
         .max_bulk_channels = static_cast<std::uint8_t>(transport::kMaxBulkChannels),
+        .reconnect_timeout = options.reconnect_timeout,
         .on_progress = options.on_progress};
     if (options.on_progress) {
         server_options.on_progress = [callback =

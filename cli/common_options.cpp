@@ -5,7 +5,9 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
+#include <string_view>
 
 #include "cli/sizes.hpp"
 
@@ -31,6 +33,59 @@ void add_data_path_option(CLI::App& command, DataPathBackend& backend) {
                                                    {"io_uring", DataPathBackend::IoUring},
                                                    {"asio", DataPathBackend::Asio}},
             CLI::ignore_case));
+}
+
+std::expected<std::chrono::milliseconds, std::string> parse_duration(std::string_view text) {
+    std::string s(text);
+    double scale = 1000;
+    for (auto [suffix, factor] :
+         {std::pair{"ms", 1.0}, std::pair{"s", 1000.0}, std::pair{"m", 60000.0}}) {
+        std::string_view unit(suffix);
+        if (s.size() > unit.size() && s.ends_with(unit)) {
+            s.resize(s.size() - unit.size());
+            scale = factor;
+            break;
+        }
+    }
+    std::size_t used = 0;
+    double value = -1;
+    try {
+        value = std::stod(s, &used);
+    } catch (const std::exception&) {
+        used = 0;
+    }
+    if (used != s.size() || s.empty() || !(value >= 0) || value * scale > 86400000.0) {
+        return std::unexpected("duration '" + std::string(text) +
+                               "' is not a number of ms, s or m (0 to 24 hours)");
+    }
+    return std::chrono::milliseconds(static_cast<std::int64_t>(value * scale + 0.5));
+}
+
+void add_timeout_options(CLI::App& command, Timeouts& timeouts,
+                         std::chrono::milliseconds* reconnect) {
+    auto add = [&](const char* name, std::chrono::milliseconds& target, const char* what) {
+        command
+            .add_option_function<std::string>(
+                name,
+                [&target](const std::string& text) {
+                    auto parsed = parse_duration(text);
+                    if (!parsed) {
+                        throw CLI::ValidationError(parsed.error());
+                    }
+                    target = *parsed;
+                },
+                what)
+            ->default_str(std::to_string(target.count()) + "ms");
+    };
+    add("--handshake-timeout", timeouts.handshake, "Connecting and authenticating, per attempt");
+    add("--idle-timeout", timeouts.idle,
+        "A connection that receives nothing this long is dead (heartbeats keep a healthy one "
+        "alive; 0: off)");
+    add("--stall-timeout", timeouts.stall, "A peer that reads nothing this long is gone");
+    if (reconnect != nullptr) {
+        add("--reconnect-timeout", *reconnect,
+            "After a break, how long to wait for a new session before failing (0: fail at once)");
+    }
 }
 
 std::expected<void, std::string> write_json(const std::string& path, const nlohmann::json& report) {
@@ -68,12 +123,31 @@ std::expected<void, std::string> write_json(const std::string& path, const nlohm
     return {};
 }
 
+void report_pauses(DestinationOptions& options, const std::string& command) {
+    auto timeout = options.reconnect_timeout;
+    options.on_pause = [command, timeout](const Pause& p) {
+        std::fprintf(stderr, "\r\033[K%s: paused at %.3f s: %s; reconnecting (for up to %.1f s)\n",
+                     command.c_str(), p.at_seconds, p.reason.c_str(),
+                     static_cast<double>(timeout.count()) / 1000.0);
+    };
+    options.on_resume = [command](const Pause& p) {
+        std::fprintf(stderr, "\r\033[K%s: resumed after %.3f s\n", command.c_str(), p.seconds);
+    };
+}
+
 nlohmann::json to_json(const LatencyStats& l) {
     return {{"count", l.count}, {"mean", l.mean_us},  {"p50", l.p50_us}, {"p90", l.p90_us},
             {"p99", l.p99_us},  {"p99.9", l.p999_us}, {"max", l.max_us}};
 }
 
 nlohmann::json to_json(const DestinationStats& s) {
+    nlohmann::json pauses = nlohmann::json::array();
+    for (const Pause& p : s.pauses) {
+        pauses.push_back({{"at_seconds", p.at_seconds},
+                          {"seconds", p.seconds},
+                          {"reason", p.reason},
+                          {"resumed", p.resumed}});
+    }
     nlohmann::json buckets = nlohmann::json::array();
     for (const auto& [upper_ns, count] : s.latency_buckets) {
         buckets.push_back({upper_ns / 1000.0, count});
@@ -100,7 +174,8 @@ nlohmann::json to_json(const DestinationStats& s) {
             {"hashes_verified", s.hashes_verified},
             {"bookkeeping_bytes", s.bookkeeping_bytes},
             {"data_path", s.data_path},
-            {"userfaultfd_grant", s.grant}};
+            {"userfaultfd_grant", s.grant},
+            {"pauses", pauses}};
 }
 
 nlohmann::json to_json(const SourceStats& s) {
@@ -114,7 +189,9 @@ nlohmann::json to_json(const SourceStats& s) {
             {"zero_pages", s.zero_pages},
             {"requests", s.requests},
             {"bytes_sent", s.bytes_sent},
-            {"bulk_channels", s.bulk_channels}};
+            {"bulk_channels", s.bulk_channels},
+            {"pauses", s.pauses},
+            {"resumes", s.resumes}};
 }
 
 void print_summary(const DestinationStats& s, std::FILE* out) {
@@ -141,6 +218,18 @@ void print_summary(const DestinationStats& s, std::FILE* out) {
     std::fprintf(out, "wire          %s received over %s; userfaultfd via %s\n",
                  format_bytes(static_cast<double>(s.bytes_received)).c_str(), s.data_path.c_str(),
                  s.grant.c_str());
+    if (!s.pauses.empty()) {
+        double longest = 0;
+        std::size_t resumed = 0;
+        for (const Pause& p : s.pauses) {
+            longest = std::max(longest, p.seconds);
+            resumed += p.resumed ? 1 : 0;
+        }
+        std::fprintf(out,
+                     "pauses        %zu (the connection broke; %zu resumed), longest %.3f s; "
+                     "first: %s\n",
+                     s.pauses.size(), resumed, longest, s.pauses.front().reason.c_str());
+    }
 }
 
 void print_summary(const SourceStats& s, std::FILE* out) {
@@ -157,6 +246,11 @@ void print_summary(const SourceStats& s, std::FILE* out) {
                  static_cast<unsigned long long>(s.zero_pages),
                  format_bytes(static_cast<double>(s.bytes_sent)).c_str(),
                  static_cast<unsigned long long>(s.bulk_channels));
+    if (s.pauses > 0) {
+        std::fprintf(out, "pauses        %llu (the destination's session broke), %llu resumed\n",
+                     static_cast<unsigned long long>(s.pauses),
+                     static_cast<unsigned long long>(s.resumes));
+    }
 }
 
 }  // namespace uffdm::cli

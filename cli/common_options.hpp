@@ -13,6 +13,13 @@ namespace uffdm::cli {
 void add_security_options(CLI::App& command, Security& security);
 // --data-path auto|io_uring|asio.
 void add_data_path_option(CLI::App& command, DataPathBackend& backend);
+// --handshake-timeout, --idle-timeout, --stall-timeout and, with reconnect, --reconnect-timeout:
+// durations such as 500ms, 2s or 1m.
+void add_timeout_options(CLI::App& command, Timeouts& timeouts,
+                         std::chrono::milliseconds* reconnect);
+// "250ms", "2s", "1.5s", "1m" (a bare number is seconds).
+[[nodiscard]] std::expected<std::chrono::milliseconds, std::string> parse_duration(
+    std::string_view text);
 
 // Writes the report to path (atomically: a temporary file renamed into place). A full disk or an
 // unwritable directory is an error message, never a half-written file.
@@ -22,6 +29,9 @@ void add_data_path_option(CLI::App& command, DataPathBackend& backend);
 [[nodiscard]] nlohmann::json to_json(const DestinationStats& stats);
 [[nodiscard]] nlohmann::json to_json(const SourceStats& stats);
 [[nodiscard]] nlohmann::json to_json(const LatencyStats& latency);
+
+// Progress lines for each break and resumption: on_pause and on_resume print to stderr.
+void report_pauses(DestinationOptions& options, const std::string& command);
 
 // A few lines for people.
 void print_summary(const DestinationStats& stats, std::FILE* out);

@@ -45,6 +45,8 @@ struct DemoArguments {
     std::uint32_t zero_percent = 50;
     std::uint64_t touches = 5000;
     DataPathBackend data_path = DataPathBackend::Auto;
+    Timeouts timeouts;
+    std::chrono::milliseconds reconnect_timeout{30000};
     std::string json;
 };
 
@@ -305,16 +307,34 @@ int demo(const DemoArguments& args) {
     }
     std::string source_json = directory + "/source.json";
     const char* data_paths[] = {"auto", "io_uring", "asio"};
-    argv.insert(argv.end(), {self_path(),      "serve",
-                             "--listen",       listen,
-                             "--synthetic",    std::to_string(guest.size),
-                             "--page-size",    std::to_string(guest.page_size),
-                             "--seed",         std::to_string(guest.seed),
-                             "--regions",      std::to_string(guest.regions),
-                             "--zero-percent", std::to_string(guest.zero_percent),
-                             "--token-file",   *token,
-                             "--json",         source_json,
-                             "--data-path",    data_paths[static_cast<int>(args.data_path)]});
+    argv.insert(argv.end(), {self_path(),
+                             "serve",
+                             "--listen",
+                             listen,
+                             "--synthetic",
+                             std::to_string(guest.size),
+                             "--page-size",
+                             std::to_string(guest.page_size),
+                             "--seed",
+                             std::to_string(guest.seed),
+                             "--regions",
+                             std::to_string(guest.regions),
+                             "--zero-percent",
+                             std::to_string(guest.zero_percent),
+                             "--token-file",
+                             *token,
+                             "--json",
+                             source_json,
+                             "--data-path",
+                             data_paths[static_cast<int>(args.data_path)],
+                             "--reconnect-timeout",
+                             std::to_string(args.reconnect_timeout.count()) + "ms",
+                             "--idle-timeout",
+                             std::to_string(args.timeouts.idle.count()) + "ms",
+                             "--stall-timeout",
+                             std::to_string(args.timeouts.stall.count()) + "ms",
+                             "--handshake-timeout",
+                             std::to_string(args.timeouts.handshake.count()) + "ms"});
     SourceProcess source;
     if (auto started = source.start(argv); !started) {
         return fail(started.error());
@@ -356,10 +376,14 @@ int demo(const DemoArguments& args) {
     options.hold_stream = args.hold_stream;
     options.data_path = args.data_path;
     options.drop_capabilities = true;  // single-threaded here: the source is another process
+    options.timeouts = args.timeouts;
+    options.reconnect_timeout = args.reconnect_timeout;
     options.on_progress = [&bar](const DestinationProgress& p) {
-        bar.update(p.pages_present, p.pages_total, p.bytes_received,
-                   "faults " + std::to_string(p.faults));
+        bar.update(
+            p.pages_present, p.pages_total, p.bytes_received,
+            "faults " + std::to_string(p.faults) + (p.paused ? ", PAUSED: reconnecting" : ""));
     };
+    report_pauses(options, "uffd-migrate demo");
     auto destination = Destination::create(regions, options);
     if (!destination) {
         return fail(destination.error().message);
@@ -525,6 +549,7 @@ std::function<int()> add_demo_command(CLI::App& app) {
         ->capture_default_str()
         ->check(CLI::Range(0, 100));
     add_data_path_option(*command, args->data_path);
+    add_timeout_options(*command, args->timeouts, &args->reconnect_timeout);
     command->add_option("--json", args->json, "Write a JSON report to this file");
     return [args] { return demo(*args); };
 }

@@ -100,9 +100,11 @@ int receive(ReceiveArguments args) {
     args.options.drop_capabilities = !args.keep_capabilities;
     ProgressBar bar("receiving");
     args.options.on_progress = [&bar](const DestinationProgress& p) {
-        bar.update(p.pages_present, p.pages_total, p.bytes_received,
-                   "faults " + std::to_string(p.faults));
+        bar.update(
+            p.pages_present, p.pages_total, p.bytes_received,
+            "faults " + std::to_string(p.faults) + (p.paused ? ", PAUSED: reconnecting" : ""));
     };
+    report_pauses(args.options, "uffd-migrate receive");
     auto destination = Destination::create(regions, args.options);
     if (!destination) {
         std::fprintf(stderr, "uffd-migrate receive: %s\n", destination.error().message.c_str());
@@ -152,6 +154,7 @@ std::function<int()> add_receive_command(CLI::App& app) {
         ->capture_default_str()
         ->check(CLI::Range(0, 16));
     add_data_path_option(*command, args->options.data_path);
+    add_timeout_options(*command, args->options.timeouts, &args->options.reconnect_timeout);
     command->add_option("--userfaultfd-socket", args->userfaultfd_socket,
                         "Take the userfaultfd from `uffd-migrate helper` on this socket");
     command->add_flag("--keep-capabilities", args->keep_capabilities,

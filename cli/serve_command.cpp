@@ -105,6 +105,7 @@ std::function<int()> add_serve_command(CLI::App& app) {
     command->add_flag("--insecure", args->options.security.insecure,
                       "Listen off-host without authenticating clients");
     add_data_path_option(*command, args->options.data_path);
+    add_timeout_options(*command, args->options.timeouts, &args->options.reconnect_timeout);
     command->add_option("--json", args->json, "Write a JSON report to this file");
     return [command, args]() -> int {
         if (args->image.empty() && args->synthetic.empty()) {

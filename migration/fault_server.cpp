@@ -1,7 +1,9 @@
 // fault_server.cpp — The destination's fault thread, channel handlers, connection and teardown.
 #include "migration/fault_server.hpp"
 
+#include <algorithm>
 #include <bit>
+#include <deque>
 
 #include "migration/data_paths.hpp"
 #include "uffd/fault_reader.hpp"
@@ -24,7 +26,8 @@ constexpr auto kGoodbyeWait = std::chrono::seconds(5);
 // answers, and DONE once every page is present.
 class FaultServer::UrgentHandler final : public ChannelHandler {
   public:
-    explicit UrgentHandler(FaultServer& server) : server_(server) {}
+    UrgentHandler(FaultServer& server, std::uint64_t generation, bool resuming)
+        : server_(server), generation_(generation), resuming_(resuming) {}
 
     void on_frame(ChannelId channel, const FrameView& frame) override {
         auto type = static_cast<wire::MessageType>(frame.type);
@@ -58,6 +61,9 @@ class FaultServer::UrgentHandler final : public ChannelHandler {
             if (auto placed = server_.placer_.place(*run, path); !placed) {
                 return refuse(channel, placed.error());
             }
+            if (server_.pause_active_.load(std::memory_order_acquire)) {
+                server_.progressed(generation_);
+            }
             return;
         }
         refuse(channel, transport::failure(Errc::ProtocolViolation,
@@ -71,13 +77,21 @@ class FaultServer::UrgentHandler final : public ChannelHandler {
             return std::nullopt;
         }
         if (!start_sent_) {
+            if (resuming_) {
+                if (auto chunk = next_bitmap()) {
+                    return chunk;
+                }
+            }
             start_sent_ = true;
             held_sent_ = server_.stream_held_.load(std::memory_order_acquire);
-            std::uint32_t flags =
-                (server_.options_.verify_hashes ? wire::Start::kWantHashes : 0U) |
-                (held_sent_ ? wire::Start::kStreamHeld : 0U) |
-                (server_.options_.bulk_channels == 0 ? wire::Start::kStreamOnUrgent : 0U);
-            return message_frame(wire::MessageType::Start, wire::encode(wire::Start{flags}));
+            std::uint32_t flags = server_.start_flags();
+            if (!resuming_) {
+                return message_frame(wire::MessageType::Start, wire::encode(wire::Start{flags}));
+            }
+            // Every page still wanted is asked for again, behind the RESUME.
+            server_.resumed(generation_);
+            return message_frame(wire::MessageType::Resume,
+                                 wire::encode(wire::Resume{flags, bits_sent_}));
         }
         if (server_.complete_.load(std::memory_order_acquire)) {
             done_sent_ = true;
@@ -100,11 +114,8 @@ class FaultServer::UrgentHandler final : public ChannelHandler {
 
     void on_closed(ChannelId, const transport::Failure& why) override {
         if (!server_.complete_.load(std::memory_order_acquire)) {
-            server_.fail(transport::Failure{
-                why.code == Errc::ProtocolViolation || why.code == Errc::InvalidArgument
-                    ? why.code
-                    : make_error_code(Errc::PeerLost),
-                "the source went away before every page arrived: " + describe_end(why)});
+            server_.lost(generation_, transport::Failure{
+                                          why.code, "the urgent connection: " + describe_end(why)});
         }
         server_.channel_closed();
     }
@@ -115,7 +126,44 @@ class FaultServer::UrgentHandler final : public ChannelHandler {
         server_.fail(why);
     }
 
+    // The present bitmaps, region by region, at most kMaxBitmapPages pages a frame. A page placed
+    // after its word was copied is sent again by the source: a duplicate, never a loss.
+    std::optional<OutgoingFrame> next_bitmap() {
+        const auto& regions = server_.layout_.regions;
+        while (bitmap_region_ < regions.size()) {
+            const PageBitmap& present = server_.placer_.present(bitmap_region_);
+            std::uint64_t pages = regions[bitmap_region_].pages();
+            if (bitmap_page_ >= pages) {
+                ++bitmap_region_;
+                bitmap_page_ = 0;
+                continue;
+            }
+            wire::BitmapChunk chunk{.region = bitmap_region_,
+                                    .first_page = bitmap_page_,
+                                    .count = std::min(wire::kMaxBitmapPages, pages - bitmap_page_),
+                                    .words = {}};
+            for (std::uint64_t w = 0; w < (chunk.count + 63) / 64; ++w) {
+                std::uint64_t bits = present.word(bitmap_page_ / 64 + w);
+                chunk.words.push_back(bits);
+                bits_sent_ += static_cast<std::uint64_t>(std::popcount(bits));
+            }
+            bitmap_page_ += chunk.count;
+            // Kept until the handler goes: the frame borrows it until it is sent.
+            const std::vector<std::byte>& bytes = bitmaps_.emplace_back(wire::encode(chunk));
+            OutgoingFrame frame{.type = wire::frame_type(wire::MessageType::Bitmap)};
+            frame.borrowed[0] = bytes;
+            return frame;
+        }
+        return std::nullopt;
+    }
+
     FaultServer& server_;
+    std::uint64_t generation_;
+    bool resuming_;
+    std::uint32_t bitmap_region_ = 0;
+    std::uint64_t bitmap_page_ = 0;
+    std::uint64_t bits_sent_ = 0;
+    std::deque<std::vector<std::byte>> bitmaps_;
     bool layout_checked_ = false;
     bool start_sent_ = false;
     bool held_sent_ = false;  // what the source was last told of the background stream
@@ -125,7 +173,8 @@ class FaultServer::UrgentHandler final : public ChannelHandler {
 // A bulk connection: places the background stream.
 class FaultServer::BulkHandler final : public ChannelHandler {
   public:
-    explicit BulkHandler(FaultServer& server) : server_(server) {}
+    BulkHandler(FaultServer& server, std::uint64_t generation)
+        : server_(server), generation_(generation) {}
 
     void on_frame(ChannelId channel, const FrameView& frame) override {
         auto type = static_cast<wire::MessageType>(frame.type);
@@ -138,12 +187,16 @@ class FaultServer::BulkHandler final : public ChannelHandler {
             if (auto placed = server_.placer_.place(*run, Path::Background); !placed) {
                 return refuse(channel, placed.error());
             }
+            if (server_.pause_active_.load(std::memory_order_acquire)) {
+                server_.progressed(generation_);
+            }
             return;
         }
         if (type == wire::MessageType::StreamEnd && running) {
             if (auto end = wire::decode_stream_end(frame.payload); !end) {
                 return refuse(channel, end.error());
             }
+            server_.stream_ended(generation_);
             return;
         }
         refuse(channel, transport::failure(Errc::ProtocolViolation,
@@ -154,10 +207,8 @@ class FaultServer::BulkHandler final : public ChannelHandler {
 
     void on_closed(ChannelId, const transport::Failure& why) override {
         if (!server_.complete_.load(std::memory_order_acquire)) {
-            server_.fail(transport::Failure{
-                why.code == Errc::ProtocolViolation ? why.code : make_error_code(Errc::PeerLost),
-                "the source went away before every page arrived (a bulk connection): " +
-                    describe_end(why)});
+            server_.lost(generation_,
+                         transport::Failure{why.code, "a bulk connection: " + describe_end(why)});
         }
         server_.channel_closed();
     }
@@ -169,6 +220,7 @@ class FaultServer::BulkHandler final : public ChannelHandler {
     }
 
     FaultServer& server_;
+    std::uint64_t generation_;
 };
 
 FaultServer::FaultServer(uffd::UserfaultFd uffd, std::vector<GuestRegion> regions,
@@ -219,7 +271,6 @@ std::expected<std::unique_ptr<FaultServer>, wire::Failure> FaultServer::create(
     }
     server->urgent_path_ = std::move(paths->urgent);
     server->bulk_path_ = std::move(paths->bulk);
-    server->urgent_ = std::make_unique<UrgentHandler>(*server);
     return server;
 }
 
@@ -274,50 +325,285 @@ std::expected<void, wire::Failure> FaultServer::start() {
         bulk_path_->run();
     });
     connect_thread_ = std::thread([this] {
-        name_this_thread("uffdm-connect");
-        connect();
+        name_this_thread("uffdm-link");
+        link_loop();
     });
     return {};
 }
 
-void FaultServer::connect() {
-    std::optional<std::expected<transport::Session, transport::Failure>> result;
+std::expected<transport::Session, transport::Failure> FaultServer::connect_once() {
+    using Result = std::optional<std::expected<transport::Session, transport::Failure>>;
+    auto result = std::make_shared<Result>();
     transport::SessionOptions session{.endpoint = options_.source,
                                       .secret = options_.secret,
                                       .tls = options_.tls,
                                       .bulk_channels = options_.bulk_channels,
                                       .liveness = options_.liveness};
+    // An io_context per attempt: an abandoned attempt dies with it, and never runs again.
+    transport::asio::io_context io;
+    {
+        std::lock_guard lock(mutex_);
+        if (ended_.load()) {
+            return std::unexpected(transport::failure(Errc::Closed, "stopped"));
+        }
+        connecting_ = &io;
+    }
     transport::asio::co_spawn(
-        connect_io_,
-        [&]() -> transport::asio::awaitable<void> {
-            result.emplace(co_await transport::connect_session(session));
+        io,
+        [result, session]() -> transport::asio::awaitable<void> {
+            result->emplace(co_await transport::connect_session(session));
         },
         transport::asio::detached);
     // connect(2) itself has no deadline in the kernel for minutes; ours is the handshake's.
-    connect_io_.run_for(options_.liveness.handshake_timeout * 2);
-    if (!result) {
-        connect_io_.stop();
-        return fail(transport::failure(
+    io.run_for(options_.liveness.handshake_timeout * 2);
+    {
+        std::lock_guard lock(mutex_);
+        connecting_ = nullptr;
+    }
+    if (!result->has_value()) {
+        return std::unexpected(transport::failure(
             Errc::PeerLost,
             "cannot reach the source at " + options_.source.to_string() + " within " +
                 std::to_string(2 * options_.liveness.handshake_timeout.count()) + " ms"));
     }
-    if (!*result) {
-        return fail(result->error());
-    }
-    transport::Session& joined = **result;
+    return std::move(**result);
+}
+
+bool FaultServer::attach(transport::Session joined) {
     std::lock_guard lock(mutex_);
     if (ended_.load()) {
-        return;  // stopped while connecting: the connections close with the session
+        return false;  // stopped while connecting: the connections close with the session
     }
+    ++generation_;
+    broken_ = false;  // still paused until pages flow again (progressed)
+    streams_ended_ = 0;
+    bulk_in_session_ = joined.bulk.size();
     open_channels_ += 1 + static_cast<std::int64_t>(joined.bulk.size());
-    urgent_id_ = urgent_path_->add(std::move(joined.urgent), *urgent_);
+    urgent_.push_back(std::make_unique<UrgentHandler>(*this, generation_, generation_ > 1));
+    urgent_id_ = urgent_path_->add(std::move(joined.urgent), *urgent_.back());
+    bulk_ids_.clear();
     for (auto& connection : joined.bulk) {
-        bulk_.push_back(std::make_unique<BulkHandler>(*this));
+        bulk_.push_back(std::make_unique<BulkHandler>(*this, generation_));
         bulk_ids_.push_back(bulk_path_->add(std::move(connection), *bulk_.back()));
     }
     connected_ = true;
     urgent_path_->want_send(*urgent_id_);
+    return true;
+}
+
+// The link thread: the first session, then after every break new ones, and the pause and
+// resume callbacks (never from a data path loop: the embedder's code may take its time).
+void FaultServer::link_loop() {
+    auto first = connect_once();
+    if (!first) {
+        return fail(first.error());
+    }
+    if (!attach(std::move(*first))) {
+        return;
+    }
+    for (;;) {
+        std::unique_lock lock(mutex_);
+        for (;;) {
+            if (ended_.load() || (complete_.load() && !broken_)) {
+                return;  // complete during a break still reconnects: the source wants DONE
+            }
+            if (pause_to_report_ || resume_to_report_) {
+                bool pausing = pause_to_report_;
+                pause_to_report_ = resume_to_report_ = false;
+                Pause pause = pauses_.back();
+                lock.unlock();
+                if (pausing && options_.on_pause) {
+                    options_.on_pause(pause);
+                }
+                if (!pausing && options_.on_resume) {
+                    options_.on_resume(pause);
+                }
+                lock.lock();
+                continue;
+            }
+            if (broken_) {
+                break;
+            }
+            auto deadline = paused_at_ + options_.reconnect_timeout;
+            if (paused_ && Clock::now() >= deadline) {
+                // Sessions were made, but no page came: a source that accepts and serves nothing.
+                std::string reason = pauses_.back().reason;
+                lock.unlock();
+                return fail(transport::failure(
+                    Errc::TimedOut, "the connection to the source broke (" + reason +
+                                        ") and no page arrived within " +
+                                        std::to_string(options_.reconnect_timeout.count()) +
+                                        " ms, though new sessions were made"));
+            }
+            if (paused_) {
+                state_changed_.wait_until(lock, deadline);
+            } else {
+                state_changed_.wait(lock);
+            }
+        }
+        // Reconnect with backoff until the deadline; each attempt authenticates anew.
+        auto deadline = paused_at_ + options_.reconnect_timeout;
+        std::string reason = pauses_.back().reason;
+        lock.unlock();
+        auto backoff = std::chrono::milliseconds(50);
+        for (;;) {
+            auto session = connect_once();
+            if (session) {
+                if (!attach(std::move(*session))) {
+                    return;
+                }
+                break;
+            }
+            std::unique_lock wait(mutex_);
+            if (ended_.load()) {
+                return;
+            }
+            if (Clock::now() + backoff >= deadline) {
+                wait.unlock();
+                return fail(transport::failure(
+                    Errc::TimedOut, "the connection to the source broke (" + reason +
+                                        ") and no new session could be made within " +
+                                        std::to_string(options_.reconnect_timeout.count()) +
+                                        " ms; the last attempt: " + session.error().detail));
+            }
+            state_changed_.wait_for(wait, backoff, [&] { return ended_.load(); });
+            backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
+        }
+    }
+}
+
+void FaultServer::lost(std::uint64_t generation, const transport::Failure& why) {
+    {
+        std::lock_guard lock(mutex_);
+        if (generation != generation_ || broken_ || failure_ || complete_.load()) {
+            return;  // an old session, or this break is being handled already
+        }
+        // Bad data from the source, our own stop, a session that never agreed on the layout,
+        // or no recovery wanted: the end. A broken link, or a source that stopped (it may be
+        // started again on its image): reconnect.
+        bool permanent = options_.reconnect_timeout.count() == 0 ||
+                         why.code == Errc::ProtocolViolation || why.code == Errc::InvalidArgument ||
+                         why.code == Errc::Closed || !running_.load();
+        if (!permanent) {
+            broken_ = true;
+            if (!paused_) {
+                // A break while still paused (no page since the last one) extends that pause.
+                paused_ = true;
+                pause_active_.store(true, std::memory_order_release);
+                paused_at_ = Clock::now();
+                pauses_.push_back({std::chrono::duration<double>(paused_at_ - started_at_).count(),
+                                   0, why.detail, false});
+                pause_to_report_ = true;
+            }
+            connected_ = false;
+            auto reconnecting =
+                transport::failure(Errc::PeerLost, "the session broke; reconnecting");
+            if (urgent_id_) {
+                urgent_path_->abort(*urgent_id_, reconnecting);
+            }
+            for (ChannelId id : bulk_ids_) {
+                bulk_path_->abort(id, reconnecting);
+            }
+            urgent_id_.reset();
+            bulk_ids_.clear();
+            state_changed_.notify_all();
+            return;
+        }
+    }
+    fail(transport::Failure{why.code == Errc::ProtocolViolation || why.code == Errc::InvalidArgument
+                                ? why.code
+                                : make_error_code(Errc::PeerLost),
+                            "the source went away before every page arrived (" + why.detail + ")"});
+}
+
+void FaultServer::resumed(std::uint64_t generation) {
+    {
+        std::lock_guard lock(mutex_);
+        if (generation != generation_) {
+            return;
+        }
+        // Rebuilt from the bitmaps below: every page a thread waits for (requested, not
+        // present), whether its request was lost with the old session or queued in the break.
+        requests_.clear();
+    }
+    bool wanted_any = false;
+    for (std::uint32_t r = 0; r < layout_.regions.size(); ++r) {
+        PageBitmap& requested = placer_.requested(r);
+        PageBitmap& present = placer_.present(r);
+        std::lock_guard lock(mutex_);
+        for (std::size_t w = 0; w < requested.words(); ++w) {
+            std::uint64_t wanted = requested.word(w) & ~present.word(w);
+            while (wanted != 0) {
+                auto bit = static_cast<std::uint64_t>(std::countr_zero(wanted));
+                wanted &= wanted - 1;
+                requests_.push_back({r, 1, w * 64 + bit});
+                wanted_any = true;
+            }
+        }
+    }
+    if (!wanted_any && stream_held_.load(std::memory_order_acquire)) {
+        progressed(generation);  // nothing asked, nothing streamed: no page will say so
+    }
+}
+
+void FaultServer::progressed(std::uint64_t generation) {
+    std::lock_guard lock(mutex_);
+    if (!paused_ || generation != generation_) {
+        return;
+    }
+    paused_ = false;
+    pause_active_.store(false, std::memory_order_release);
+    Pause& last = pauses_.back();
+    last.seconds = std::chrono::duration<double>(Clock::now() - paused_at_).count();
+    last.resumed = true;
+    resume_to_report_ = true;
+    state_changed_.notify_all();
+}
+
+void FaultServer::stream_ended(std::uint64_t generation) {
+    {
+        std::lock_guard lock(mutex_);
+        if (generation != generation_ || ++streams_ended_ < bulk_in_session_) {
+            return;
+        }
+    }
+    request_missing();
+}
+
+// The stream has ended on every bulk connection, so every page it sent is here or on its way on
+// the urgent connection. Whatever is still missing and unrequested would otherwise wait for a
+// fault: ask for it. Normally nothing is; it is the safety net under recovery.
+void FaultServer::request_missing() {
+    std::optional<ChannelId> urgent;
+    for (std::uint32_t r = 0; r < layout_.regions.size(); ++r) {
+        PageBitmap& present = placer_.present(r);
+        PageBitmap& requested = placer_.requested(r);
+        std::uint64_t limit = wire::max_pages_per_frame(layout_.regions[r].page_size);
+        for (std::uint64_t p = present.next_clear(0); p < present.size();
+             p = present.next_clear(p + 1)) {
+            if (!requested.test_and_set(p)) {
+                continue;
+            }
+            std::lock_guard lock(mutex_);
+            if (!requests_.empty() && requests_.back().region == r &&
+                requests_.back().first_page + requests_.back().count == p &&
+                requests_.back().count < limit) {
+                ++requests_.back().count;
+            } else {
+                requests_.push_back({r, 1, p});
+            }
+            urgent = urgent_id_;
+        }
+    }
+    if (urgent) {
+        urgent_path_->want_send(*urgent);
+    }
+}
+
+std::uint32_t FaultServer::start_flags() const {
+    return (options_.verify_hashes ? wire::Start::kWantHashes : 0U) |
+           (stream_held_.load(std::memory_order_acquire) ? wire::Start::kStreamHeld : 0U) |
+           (options_.bulk_channels == 0 ? wire::Start::kStreamOnUrgent : 0U);
 }
 
 void FaultServer::fault_loop() {
@@ -421,7 +707,9 @@ void FaultServer::fail(transport::Failure why) {
         for (ChannelId id : bulk_ids_) {
             bulk_path_->abort(id, why);
         }
-        connect_io_.stop();
+        if (connecting_ != nullptr) {
+            connecting_->stop();
+        }
     }
     state_changed_.notify_all();
 }
@@ -455,6 +743,8 @@ DestinationProgress FaultServer::progress() const {
     p.seconds = started_ ? std::chrono::duration<double>(Clock::now() - started_at_).count() : 0;
     std::lock_guard lock(mutex_);
     p.connected = connected_;
+    p.paused = paused_;
+    p.pauses = pauses_.size();
     return p;
 }
 
@@ -493,6 +783,9 @@ DestinationStats FaultServer::wait() {
             // Every page is there: nothing can fault any more. Unregister and close.
             registrations_.clear();
             auto closing = std::move(uffd_);
+        } else if (options_.poison_on_failure) {
+            // The embedder chose a memory error over a hang for whatever did not arrive.
+            poison_missing();
         }
         if (options_.on_progress) {
             options_.on_progress(progress());
@@ -524,6 +817,10 @@ DestinationStats FaultServer::wait() {
     report.data_path = urgent_path_->describe();
     waits_.latency().for_each_bucket(
         [&](double upper, std::uint64_t n) { report.latency_buckets.emplace_back(upper, n); });
+    report.pauses = pauses_;
+    if (!report.pauses.empty() && !report.pauses.back().resumed) {
+        report.pauses.back().seconds = std::chrono::duration<double>(end - paused_at_).count();
+    }
     return report;
 }
 

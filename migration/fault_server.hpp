@@ -32,8 +32,17 @@ struct FaultServerOptions {
     bool verify_hashes = false;     // ask for a hash with every page and check it before placing
     // Start with the background stream held: only faults are served until hold_stream(false).
     bool hold_stream = false;
+    // After the first session: how long to keep reconnecting when the session breaks (faulting
+    // threads stay blocked meanwhile) before the migration fails. 0: fail at the first break.
+    std::chrono::milliseconds reconnect_timeout{30000};
+    // A failed migration poisons the missing pages at once (a guest touching one gets a memory
+    // error), instead of leaving faulting threads blocked until the FaultServer goes.
+    bool poison_on_failure = false;
     // Called from wait()'s thread about ten times a second.
     std::function<void(const DestinationProgress&)> on_progress;
+    // Called from the link thread when a session breaks, and when a new one has resumed.
+    std::function<void(const Pause&)> on_pause;
+    std::function<void(const Pause&)> on_resume;
 };
 
 // Threads: a fault thread reads the userfaultfd in batches, marks pages requested and queues
@@ -76,7 +85,17 @@ class FaultServer {
                 uffd::EventFd stop_faults, FaultServerOptions options);
     void fault_loop();
     void handle_fault(std::uint64_t address, std::uint32_t thread_id, Clock::time_point now);
-    void connect();
+    // The link thread: connects, and after a break reconnects until the deadline.
+    void link_loop();
+    [[nodiscard]] std::expected<transport::Session, transport::Failure> connect_once();
+    bool attach(transport::Session session);
+    void lost(std::uint64_t generation, const transport::Failure& why);
+    void resumed(std::uint64_t generation);
+    // A page of this session was placed: a pause is over.
+    void progressed(std::uint64_t generation);
+    void stream_ended(std::uint64_t generation);
+    void request_missing();
+    [[nodiscard]] std::uint32_t start_flags() const;
     void completed();
     void close_all();
     void fail(transport::Failure why);
@@ -92,11 +111,13 @@ class FaultServer {
     std::vector<uffd::Registration> registrations_;
     uffd::EventFd stop_faults_;
 
-    std::unique_ptr<UrgentHandler> urgent_;
+    // Every session's handlers, kept until the end: a data path may report a closed channel of
+    // an old session late.
+    std::vector<std::unique_ptr<UrgentHandler>> urgent_;
     std::vector<std::unique_ptr<BulkHandler>> bulk_;
     std::unique_ptr<transport::DataPath> urgent_path_;
     std::unique_ptr<transport::DataPath> bulk_path_;
-    transport::asio::io_context connect_io_;
+    transport::asio::io_context* connecting_ = nullptr;  // the attempt in flight, under mutex_
 
     std::thread fault_thread_;
     std::thread urgent_thread_;
@@ -111,11 +132,21 @@ class FaultServer {
     std::vector<transport::ChannelId> bulk_ids_;
     std::int64_t open_channels_ = 0;
     bool connected_ = false;
+    std::uint64_t generation_ = 0;  // the current session (1 for the first)
+    std::size_t bulk_in_session_ = 0;
+    std::size_t streams_ended_ = 0;  // STREAM_ENDs of the current session
+    bool broken_ = false;            // the session broke: the link thread makes a new one
+    bool paused_ = false;            // no page has arrived since the break (the deadline runs)
+    bool pause_to_report_ = false;   // for the link thread: on_pause
+    bool resume_to_report_ = false;  // for the link thread: on_resume
+    Clock::time_point paused_at_;
+    std::vector<Pause> pauses_;
 
-    std::atomic<bool> stream_held_;      // what the source should do with its stream
-    std::atomic<bool> running_{false};   // LAYOUT accepted: PAGES may be placed
-    std::atomic<bool> complete_{false};  // every page present
-    std::atomic<bool> ended_{false};     // complete or failed
+    std::atomic<bool> stream_held_;          // what the source should do with its stream
+    std::atomic<bool> running_{false};       // LAYOUT accepted: PAGES may be placed
+    std::atomic<bool> pause_active_{false};  // paused_, for the data paths' hot path
+    std::atomic<bool> complete_{false};      // every page present
+    std::atomic<bool> ended_{false};         // complete or failed
     std::atomic<std::uint64_t> faults_{0};
     std::atomic<std::uint64_t> requests_sent_{0};
     Clock::time_point started_at_;

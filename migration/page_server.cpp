@@ -145,7 +145,7 @@ class PageServer::BulkHandler final : public ChannelHandler {
     std::optional<OutgoingFrame> next_frame(ChannelId) override {
         // A held stream resumes through want_send; a stream on the urgent connection never
         // comes here (the streamer has one caller at a time).
-        if (!server_.started_.load(std::memory_order_acquire) || ended_ ||
+        if (server_.active_session_.load(std::memory_order_acquire) != session_ || ended_ ||
             server_.stream_on_urgent_.load(std::memory_order_relaxed) ||
             server_.stream_held_.load(std::memory_order_acquire)) {
             return std::nullopt;
@@ -167,9 +167,8 @@ class PageServer::BulkHandler final : public ChannelHandler {
 
     void on_closed(ChannelId, const transport::Failure& why) override {
         if (!server_.done()) {
-            server_.fail(transport::failure(
-                Errc::PeerLost, "a bulk connection ended before the destination had every page: " +
-                                    describe_end(why)));
+            server_.lost(session_, "a bulk connection ended before the destination had every page",
+                         why);
         }
         server_.open_channels_.fetch_sub(1);
     }
@@ -197,8 +196,64 @@ class PageServer::UrgentHandler final : public ChannelHandler {
                 if (state_ != State::AwaitStart || !start) {
                     return violation(channel, start ? "START twice" : start.error().detail);
                 }
+                if (!received_.empty()) {
+                    return violation(channel,
+                                     "START after BITMAP (a resuming destination "
+                                     "sends RESUME)");
+                }
                 state_ = State::Serving;
-                server_.started(start->flags);
+                // A destination with nothing: whatever an earlier one was sent goes again.
+                for (PageBitmap& sent : server_.sent_) {
+                    sent.clear();
+                }
+                server_.started(start->flags, session_);
+                return;
+            }
+            case wire::MessageType::Bitmap: {
+                auto chunk = wire::decode_bitmap(frame.payload, layout);
+                if (state_ != State::AwaitStart || !chunk) {
+                    return violation(channel,
+                                     chunk ? "BITMAP after START or RESUME" : chunk.error().detail);
+                }
+                if (received_.empty()) {
+                    for (const auto& region : layout.regions) {
+                        received_.emplace_back(region.pages());
+                    }
+                }
+                PageBitmap& bits = received_[chunk->region];
+                for (std::size_t i = 0; i < chunk->words.size(); ++i) {
+                    std::size_t word = chunk->first_page / 64 + i;
+                    bits.assign_word(word, bits.word(word) | chunk->words[i]);
+                }
+                return;
+            }
+            case wire::MessageType::Resume: {
+                auto resume = wire::decode_resume(frame.payload);
+                if (state_ != State::AwaitStart || !resume) {
+                    return violation(
+                        channel, resume ? "RESUME after START or RESUME" : resume.error().detail);
+                }
+                std::uint64_t present = 0;
+                for (const PageBitmap& bits : received_) {
+                    present += bits.count();
+                }
+                if (present != resume->pages_present) {
+                    return violation(channel, "RESUME says " +
+                                                  std::to_string(resume->pages_present) +
+                                                  " pages are present but its BITMAPs hold " +
+                                                  std::to_string(present));
+                }
+                state_ = State::Serving;
+                // What the destination has is exactly what need not be sent again: every page
+                // requested or in flight when the last session broke goes again.
+                for (std::size_t r = 0; r < server_.sent_.size(); ++r) {
+                    PageBitmap& sent = server_.sent_[r];
+                    for (std::size_t w = 0; w < sent.words(); ++w) {
+                        sent.assign_word(w, received_.empty() ? 0 : received_[r].word(w));
+                    }
+                }
+                server_.resumes_.fetch_add(1, std::memory_order_relaxed);
+                server_.started(resume->flags, session_);
                 return;
             }
             case wire::MessageType::Stream: {
@@ -287,9 +342,7 @@ class PageServer::UrgentHandler final : public ChannelHandler {
             return;
         }
         if (state_ != State::Finished) {
-            server_.fail(transport::failure(
-                Errc::PeerLost,
-                "the destination went away before it had every page: " + describe_end(why)));
+            server_.lost(session_, "the destination went away before it had every page", why);
         }
     }
 
@@ -327,6 +380,7 @@ class PageServer::UrgentHandler final : public ChannelHandler {
     State state_ = State::AwaitStart;
     bool layout_sent_ = false;
     std::deque<wire::Request> answers_;
+    std::vector<PageBitmap> received_;  // BITMAPs of a resuming destination, per region
 };
 
 PageServer::PageServer(const GuestMemory& memory, PageServerOptions options)
@@ -377,7 +431,7 @@ void PageServer::on_joined(transport::Connection connection) {
     const transport::Joined joined = connection.joined();
     std::lock_guard lock(mutex_);
     if (joined.role == transport::Role::Urgent) {
-        if (urgent_id_ && !started_.load() && !done()) {
+        if (urgent_id_ && active_session_.load() != session_ && !done()) {
             // The current destination has not sent START, so nothing has moved: the newer one
             // replaces it (a destination that probed the layout and came back, or retried).
             auto replaced = transport::failure(
@@ -416,7 +470,7 @@ void PageServer::on_joined(transport::Connection connection) {
     open_channels_.fetch_add(1);
     ChannelId id = bulk_path_->add(std::move(connection), *bulk_.back());
     bulk_ids_.push_back(id);
-    if (started_.load(std::memory_order_acquire)) {
+    if (active_session_.load(std::memory_order_acquire) == session_) {
         bulk_path_->want_send(id);
     }
 }
@@ -426,15 +480,59 @@ std::uint64_t PageServer::current_session() const {
     return session_;
 }
 
-void PageServer::started(std::uint32_t flags) {
+void PageServer::started(std::uint32_t flags, std::uint64_t session) {
     want_hashes_.store((flags & wire::Start::kWantHashes) != 0, std::memory_order_relaxed);
     stream_held_.store((flags & wire::Start::kStreamHeld) != 0, std::memory_order_relaxed);
     stream_on_urgent_.store((flags & wire::Start::kStreamOnUrgent) != 0, std::memory_order_relaxed);
     started_.store(true, std::memory_order_release);
     std::lock_guard lock(mutex_);
+    if (session != session_) {
+        return;  // replaced meanwhile
+    }
+    active_session_.store(session, std::memory_order_release);
+    waiting_since_.reset();
     for (ChannelId id : bulk_ids_) {
         bulk_path_->want_send(id);
     }
+}
+
+void PageServer::lost(std::uint64_t session, const std::string& what,
+                      const transport::Failure& why) {
+    transport::Failure final_failure;
+    {
+        std::lock_guard lock(mutex_);
+        if (done() || session != session_) {
+            return;  // over already, or a session that was already given up
+        }
+        // A destination that ended it on purpose (its ERROR), an orderly close before DONE, our
+        // own refusal, or no recovery wanted: the migration is over. A broken link: wait.
+        bool deliberate = !why.code || why.code == Errc::PeerAborted ||
+                          why.code == Errc::ProtocolViolation ||
+                          why.code == Errc::InvalidArgument || why.code == Errc::Closed;
+        if (!deliberate && options_.reconnect_timeout.count() > 0) {
+            active_session_.store(0, std::memory_order_release);
+            auto broken = transport::failure(
+                Errc::PeerLost, "the session broke (" + what + "); waiting for the destination");
+            if (urgent_id_) {
+                urgent_path_->abort(*urgent_id_, broken);
+            }
+            for (ChannelId id : bulk_ids_) {
+                bulk_path_->abort(id, broken);
+            }
+            bulk_ids_.clear();
+            listener_->end_session(session_);
+            urgent_id_.reset();
+            session_ = 0;
+            waiting_since_ = std::chrono::steady_clock::now();
+            lost_why_ = what + ": " + describe_end(why);
+            ++pauses_;
+            return;
+        }
+        final_failure = transport::failure(
+            why.code == Errc::ProtocolViolation ? Errc::ProtocolViolation : Errc::PeerLost,
+            what + ": " + describe_end(why));
+    }
+    fail(final_failure);
 }
 
 void PageServer::hold_stream(bool held) {
@@ -532,6 +630,17 @@ SourceStats PageServer::run() {
         if (p.connected && !joined_at) {
             joined_at = now;
         }
+        std::optional<std::string> gave_up;
+        {
+            std::lock_guard lock(mutex_);
+            if (waiting_since_ && !done() && now - *waiting_since_ > options_.reconnect_timeout) {
+                gave_up = lost_why_ + "; it did not come back within " +
+                          std::to_string(options_.reconnect_timeout.count()) + " ms";
+            }
+        }
+        if (gave_up) {
+            fail(transport::failure(Errc::TimedOut, *gave_up));
+        }
         if (done() && !done_at) {
             done_at = now;
         }
@@ -565,6 +674,11 @@ SourceStats PageServer::run() {
     report.pages_streamed = pages_streamed_.load();
     report.pages_answered = pages_answered_.load();
     report.pages_resent = pages_resent_.load();
+    report.resumes = resumes_.load();
+    {
+        std::lock_guard lock(mutex_);
+        report.pauses = pauses_;
+    }
     report.zero_pages = zero_pages_.load();
     report.requests = requests_.load();
     report.bytes_sent = urgent_path_->stats().bytes_sent + bulk_path_->stats().bytes_sent;

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <expected>
 #include <functional>
@@ -27,6 +28,9 @@ struct PageServerOptions {
     transport::Backend backend = transport::Backend::Auto;
     std::uint64_t bulk_run_bytes = 256U << 10;  // pages per bulk frame, in bytes
     std::uint8_t max_bulk_channels = 16;
+    // How long to wait for a destination whose session broke (no ERROR from it, no refusal of
+    // ours) to reconnect and RESUME; then the migration fails. 0: fail at once.
+    std::chrono::milliseconds reconnect_timeout{30000};
     // Called from run()'s thread about ten times a second.
     std::function<void(const SourceProgress&)> on_progress;
 };
@@ -60,7 +64,9 @@ class PageServer {
 
     PageServer(const GuestMemory& memory, PageServerOptions options);
     void on_joined(transport::Connection connection);
-    void started(std::uint32_t start_flags);
+    void started(std::uint32_t start_flags, std::uint64_t session);
+    // A channel of session ended before DONE: wait for a reconnection, or fail.
+    void lost(std::uint64_t session, const std::string& what, const transport::Failure& why);
     void hold_stream(bool held);
     void session_ended_before_start(std::uint64_t session);
     [[nodiscard]] std::uint64_t current_session() const;
@@ -90,8 +96,13 @@ class PageServer {
     std::optional<transport::Failure> failure_;
     std::uint64_t session_ = 0;
     std::optional<transport::ChannelId> urgent_id_;
+    std::optional<std::chrono::steady_clock::time_point> waiting_since_;  // for a reconnection
+    std::string lost_why_;
+    std::uint64_t pauses_ = 0;
 
     std::atomic<bool> started_{false};
+    std::atomic<std::uint64_t> active_session_{0};  // the session that sent START or RESUME
+    std::atomic<std::uint64_t> resumes_{0};
     std::atomic<bool> want_hashes_{false};
     std::atomic<bool> stream_held_{false};       // STREAM(hold) or START's kStreamHeld
     std::atomic<bool> stream_on_urgent_{false};  // START's kStreamOnUrgent: no bulk streaming

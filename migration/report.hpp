@@ -13,6 +13,7 @@ namespace uffdm::migration {
 using uffdm::DestinationProgress;
 using uffdm::DestinationStats;
 using uffdm::LatencyStats;
+using uffdm::Pause;
 using uffdm::SourceProgress;
 using uffdm::SourceStats;
 

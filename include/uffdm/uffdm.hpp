@@ -183,10 +183,15 @@ struct SourceStats {
     std::uint64_t requests = 0;
     std::uint64_t bytes_sent = 0;
     std::uint64_t bulk_channels = 0;
+    std::uint64_t pauses = 0;   // sessions that broke and were waited for
+    std::uint64_t resumes = 0;  // destinations that came back with RESUME
 };
 
 struct SourceOptions {
     std::string listen = "tcp:127.0.0.1:0";  // tcp:HOST:PORT, tcp:[IPV6]:PORT or unix:PATH
+    // A destination whose session broke (without ending it on purpose) may come back and
+    // RESUME for this long; then run() fails. 0: fail at the first break.
+    std::chrono::milliseconds reconnect_timeout{30000};
     Security security;
     DataPathBackend data_path = DataPathBackend::Auto;
     Timeouts timeouts;
@@ -235,6 +240,14 @@ struct DestinationRegion {
     MemoryKind kind = MemoryKind::Anonymous;
 };
 
+// A break in the connection to the source, and what became of it.
+struct Pause {
+    double at_seconds = 0;  // since start()
+    double seconds = 0;     // until the new session resumed (or until the end)
+    std::string reason;     // what broke
+    bool resumed = false;
+};
+
 struct DestinationProgress {
     std::uint64_t pages_total = 0;
     std::uint64_t pages_present = 0;
@@ -242,6 +255,8 @@ struct DestinationProgress {
     std::uint64_t faults = 0;
     bool connected = false;
     double seconds = 0;
+    bool paused = false;  // the session broke; reconnecting
+    std::uint64_t pauses = 0;
 };
 
 struct DestinationStats {
@@ -266,6 +281,7 @@ struct DestinationStats {
     std::string grant;      // how the userfaultfd was obtained (device-node, cap-sys-ptrace, ...)
     // Fault latency histogram: (bucket upper bound in ns, faults), for plots.
     std::vector<std::pair<double, std::uint64_t>> latency_buckets;
+    std::vector<Pause> pauses;  // every break in the connection, in order
 };
 
 struct DestinationOptions {
@@ -280,6 +296,17 @@ struct DestinationOptions {
     // Start with the source's background stream held: only faults are served (each a network
     // round trip) until set_stream_held(false).
     bool hold_stream = false;
+    // Once connected, a broken session is not the end: faulting threads stay blocked while the
+    // destination reconnects (authenticating again), tells the source what it has, and goes
+    // on. After this long without a session the migration fails. 0: fail at the first break.
+    std::chrono::milliseconds reconnect_timeout{30000};
+    // When the migration fails: false keeps faulting threads blocked until the Destination is
+    // destroyed (the VMM decides); true poisons the missing pages at once (UFFDIO_POISON), so a
+    // guest touching one gets a memory error (SIGBUS) instead of a hang.
+    bool poison_on_failure = false;
+    // From a library thread: a break in the connection, and its end (a session resumed).
+    std::function<void(const Pause&)> on_pause;
+    std::function<void(const Pause&)> on_resume;
     // An open /dev/userfaultfd handed over by a helper (receive_userfaultfd()): the destination
     // makes its own userfaultfd from it, with no privilege. Or an open userfaultfd this process
     // created. -1 opens one through the privilege gate. The destination owns it from create() on.

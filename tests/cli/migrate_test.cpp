@@ -207,18 +207,23 @@ TEST_F(Migrate, MutualTlsBetweenServeAndReceive) {
     EXPECT_EQ(source.wait(), 0) << source.output();
 }
 
-TEST_F(Migrate, ASourceThatDiesMidRunIsReportedAsLost) {
+TEST_F(Migrate, ASourceThatDiesAndServesNothingAgainFailsAtTheReconnectDeadline) {
     auto fake = std::make_unique<test::FakeSource>(migration::wire::Layout{{{0, 4096, 256 * 4096}}},
                                                    8, test::Misbehaviour::DiesMidRun);
     std::string json = scratch_.path("lost.json");
-    Process destination({cli_path(), "receive", "--connect", fake->endpoint(), "--json", json});
+    // It dies, then accepts new sessions and serves nothing: the deadline still ends it.
+    Process destination({cli_path(), "receive", "--connect", fake->endpoint(), "--json", json,
+                         "--reconnect-timeout", "500ms"});
     EXPECT_EQ(destination.wait(), 1) << destination.output();
-    EXPECT_NE(destination.output().find("migration failed: the source went away"),
+    EXPECT_NE(destination.output().find("paused at"), std::string::npos) << destination.output();
+    EXPECT_NE(destination.output().find("migration failed: the connection to the source broke"),
               std::string::npos)
         << destination.output();
     auto report = read_json(json);
     EXPECT_FALSE(report["ok"].get<bool>());
-    EXPECT_NE(report["error"].get<std::string>().find("went away"), std::string::npos);
+    EXPECT_NE(report["error"].get<std::string>().find("within 500 ms"), std::string::npos);
+    ASSERT_EQ(report["pauses"].size(), 1u);
+    EXPECT_FALSE(report["pauses"][0]["resumed"].get<bool>());
 }
 
 TEST_F(Migrate, SigtermStopsAReceiveCleanlyWithAReport) {

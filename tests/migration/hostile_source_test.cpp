@@ -47,6 +47,8 @@ TEST_P(HostileSource, IsRefusedWithTheReasonAndTheWaitingThreadStaysBlocked) {
         FaultServerOptions options;
         options.source = *transport::parse_endpoint(source.endpoint());
         options.verify_hashes = c.verify;
+        // A source that dies may be started again; this one is not, so the deadline ends it.
+        options.reconnect_timeout = std::chrono::milliseconds(300);
         auto destination = FaultServer::create(
             std::move(*uffd),
             {{mapping->data(), mapping->size(), 4096, uffd::MemoryKind::Anonymous, true}}, options);
@@ -99,26 +101,28 @@ TEST_P(HostileSource, IsRefusedWithTheReasonAndTheWaitingThreadStaysBlocked) {
     EXPECT_TRUE(result.exited_with(0)) << result.describe();
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Misbehaviours, HostileSource,
-    ::testing::Values(
-        Case{Misbehaviour::PageOutsideRegion, false, Errc::ProtocolViolation, "outside region 0"},
-        Case{Misbehaviour::ShortPage, false, Errc::ProtocolViolation, "short or wrong-size"},
-        Case{Misbehaviour::WrongHash, true, Errc::ProtocolViolation, "does not match its hash"},
-        Case{Misbehaviour::DiesMidRun, false, Errc::PeerLost, "source went away"}),
-    [](const auto& info) {
-        switch (info.param.what) {
-            case Misbehaviour::PageOutsideRegion:
-                return std::string("PageOutsideRegion");
-            case Misbehaviour::ShortPage:
-                return std::string("ShortPage");
-            case Misbehaviour::WrongHash:
-                return std::string("WrongHash");
-            case Misbehaviour::DiesMidRun:
-                return std::string("DiesMidRun");
-        }
-        return std::string("Unknown");
-    });
+INSTANTIATE_TEST_SUITE_P(Misbehaviours, HostileSource,
+                         ::testing::Values(Case{Misbehaviour::PageOutsideRegion, false,
+                                                Errc::ProtocolViolation, "outside region 0"},
+                                           Case{Misbehaviour::ShortPage, false,
+                                                Errc::ProtocolViolation, "short or wrong-size"},
+                                           Case{Misbehaviour::WrongHash, true,
+                                                Errc::ProtocolViolation, "does not match its hash"},
+                                           Case{Misbehaviour::DiesMidRun, false, Errc::TimedOut,
+                                                "the connection to the source broke"}),
+                         [](const auto& info) {
+                             switch (info.param.what) {
+                                 case Misbehaviour::PageOutsideRegion:
+                                     return std::string("PageOutsideRegion");
+                                 case Misbehaviour::ShortPage:
+                                     return std::string("ShortPage");
+                                 case Misbehaviour::WrongHash:
+                                     return std::string("WrongHash");
+                                 case Misbehaviour::DiesMidRun:
+                                     return std::string("DiesMidRun");
+                             }
+                             return std::string("Unknown");
+                         });
 
 // A destination of kPages anonymous pages against the source at `endpoint`, started; the
 // mapping is returned alongside because the destination's memory must outlive it.
