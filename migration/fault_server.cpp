@@ -441,9 +441,12 @@ void FaultServer::link_loop() {
                 state_changed_.wait(lock);
             }
         }
-        // Reconnect with backoff until the deadline; each attempt authenticates anew.
-        auto deadline = paused_at_ + options_.reconnect_timeout;
-        std::string reason = pauses_.back().reason;
+        // Reconnect with backoff until the deadline; each attempt authenticates anew. Only to
+        // deliver DONE, briefly: the guest has everything already.
+        bool delivering_done = complete_.load();
+        auto deadline =
+            delivering_done ? Clock::now() + kGoodbyeWait : paused_at_ + options_.reconnect_timeout;
+        std::string reason = pauses_.empty() ? std::string("after DONE") : pauses_.back().reason;
         lock.unlock();
         auto backoff = std::chrono::milliseconds(50);
         for (;;) {
@@ -460,6 +463,9 @@ void FaultServer::link_loop() {
             }
             if (Clock::now() + backoff >= deadline) {
                 wait.unlock();
+                if (delivering_done) {
+                    return;  // complete here; the source will say it never heard so
+                }
                 return fail(transport::failure(
                     Errc::TimedOut, "the connection to the source broke (" + reason +
                                         ") and no new session could be made within " +
@@ -475,15 +481,35 @@ void FaultServer::link_loop() {
 void FaultServer::lost(std::uint64_t generation, const transport::Failure& why) {
     {
         std::lock_guard lock(mutex_);
-        if (generation != generation_ || broken_ || failure_ || complete_.load()) {
+        if (generation != generation_ || broken_ || failure_) {
             return;  // an old session, or this break is being handled already
         }
-        // Bad data from the source, our own stop, a session that never agreed on the layout,
-        // or no recovery wanted: the end. A broken link, or a source that stopped (it may be
-        // started again on its image): reconnect.
+        if (complete_.load()) {
+            if (!why.code) {
+                return;  // the source closed in order: it has our DONE
+            }
+            // The DONE may have been lost with the connection: one more session delivers it
+            // (RESUME, then DONE), or the source would wait for it until its own deadline.
+            broken_ = true;
+            connected_ = false;
+            auto redeliver = transport::failure(Errc::PeerLost, "reconnecting to deliver DONE");
+            if (urgent_id_) {
+                urgent_path_->abort(*urgent_id_, redeliver);
+            }
+            for (ChannelId id : bulk_ids_) {
+                bulk_path_->abort(id, redeliver);
+            }
+            urgent_id_.reset();
+            bulk_ids_.clear();
+            state_changed_.notify_all();
+            return;
+        }
+        // Bad data from the source (a different layout included), our own stop, or no recovery
+        // wanted: the end. A broken link, or a source that stopped (it may be started again on
+        // its image): reconnect, even before the first LAYOUT arrived.
         bool permanent = options_.reconnect_timeout.count() == 0 ||
                          why.code == Errc::ProtocolViolation || why.code == Errc::InvalidArgument ||
-                         why.code == Errc::Closed || !running_.load();
+                         why.code == Errc::Closed;
         if (!permanent) {
             broken_ = true;
             if (!paused_) {
@@ -759,7 +785,7 @@ DestinationStats FaultServer::wait() {
         waited_ = true;
         std::unique_lock lock(mutex_);
         for (;;) {
-            bool closed = complete_.load() && open_channels_ <= 0;
+            bool closed = complete_.load() && open_channels_ <= 0 && !broken_;
             bool lingered = completed_at_ && Clock::now() - *completed_at_ > kGoodbyeWait;
             if (failure_ || closed || lingered) {
                 break;
