@@ -5,10 +5,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <grp.h>
+
 #include <csignal>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <thread>
 
 #include "migration/synthetic.hpp"
 #include "tests/support/fake_source.hpp"
@@ -224,6 +228,94 @@ TEST_F(Migrate, ASourceThatDiesAndServesNothingAgainFailsAtTheReconnectDeadline)
     EXPECT_NE(report["error"].get<std::string>().find("within 500 ms"), std::string::npos);
     ASSERT_EQ(report["pauses"].size(), 1u);
     EXPECT_FALSE(report["pauses"][0]["resumed"].get<bool>());
+}
+
+// /proc/PID/status of the process and of every one of its threads (capabilities are per thread).
+std::vector<std::string> task_statuses(pid_t pid) {
+    std::vector<std::string> out;
+    std::string tasks = "/proc/" + std::to_string(pid) + "/task";
+    for (const auto& entry : std::filesystem::directory_iterator(tasks)) {
+        std::ifstream status(entry.path() / "status");
+        out.emplace_back(std::istreambuf_iterator<char>(status), std::istreambuf_iterator<char>());
+    }
+    return out;
+}
+
+std::string status_field(const std::string& status, const std::string& name) {
+    auto at = status.find("\n" + name + ":");
+    if (at == std::string::npos) {
+        return "";
+    }
+    auto start = status.find_first_not_of(" \t", at + name.size() + 2);
+    return status.substr(start, status.find('\n', start) - start);
+}
+
+std::uint64_t resident_kib(pid_t pid) {
+    std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+    std::string text((std::istreambuf_iterator<char>(status)), std::istreambuf_iterator<char>());
+    std::string rss = status_field(text, "VmRSS");
+    return rss.empty() ? 0 : std::stoull(rss);
+}
+
+bool become_nobody() {
+    return ::setgroups(0, nullptr) == 0 && ::setresgid(65534, 65534, 65534) == 0 &&
+           ::setresuid(65534, 65534, 65534) == 0;
+}
+
+// Least privilege, from the kernel's own account: mid-migration, every thread of the
+// destination has no capability at all and no_new_privs set; the source runs as nobody.
+TEST_F(Migrate, WhileServingTheDestinationHoldsNoCapabilityAndTheSourceNeedsNone) {
+    Process source({cli_path(), "serve", "--listen", "tcp:127.0.0.1:0", "--synthetic", "1G",
+                    "--zero-percent", "0"},
+                   become_nobody);
+    std::string endpoint = endpoint_of(source);
+    ASSERT_FALSE(endpoint.empty()) << source.output();
+    Process destination({cli_path(), "receive", "--connect", endpoint});
+    // Frozen once the first pages are in, so that the check happens mid-migration.
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (resident_kib(destination.pid()) < 64 * 1024 &&
+           std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    source.signal(SIGSTOP);
+    auto statuses = task_statuses(destination.pid());
+    source.signal(SIGCONT);
+    ASSERT_GE(statuses.size(), 4u) << "the fault, urgent, bulk and link threads are running";
+    for (const auto& status : statuses) {
+        for (const char* set : {"CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"}) {
+            EXPECT_EQ(status_field(status, set), "0000000000000000")
+                << set << " of " << status_field(status, "Name");
+        }
+        EXPECT_EQ(status_field(status, "NoNewPrivs"), "1") << status_field(status, "Name");
+    }
+    EXPECT_EQ(destination.wait(), 0) << destination.output();
+    EXPECT_EQ(source.wait(), 0) << source.output();
+}
+
+// The destination dies mid-migration (SIGKILL: no ERROR, no goodbye). The source waits for it
+// to come back, then reports it and stops.
+TEST_F(Migrate, ADestinationThatDiesMakesTheSourceReportItAndStop) {
+    std::string json = scratch_.path("source.json");
+    Process source({cli_path(), "serve", "--listen", "tcp:127.0.0.1:0", "--synthetic", "2G",
+                    "--zero-percent", "0", "--reconnect-timeout", "700ms", "--json", json});
+    std::string endpoint = endpoint_of(source);
+    ASSERT_FALSE(endpoint.empty()) << source.output();
+    Process destination({cli_path(), "receive", "--connect", endpoint});
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (resident_kib(destination.pid()) < 64 * 1024 &&
+           std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    destination.signal(SIGKILL);
+    auto started = std::chrono::steady_clock::now();
+    EXPECT_EQ(source.wait(std::chrono::seconds(30)), 1) << source.output();
+    EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(10));
+    EXPECT_NE(source.output().find("did not come back within 700 ms"), std::string::npos)
+        << source.output();
+    auto report = read_json(json);
+    EXPECT_FALSE(report["ok"].get<bool>());
+    EXPECT_EQ(report["pauses"].get<int>(), 1);
+    EXPECT_EQ(report["resumes"].get<int>(), 0);
 }
 
 TEST_F(Migrate, SigtermStopsAReceiveCleanlyWithAReport) {

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <csignal>
 #include <optional>
 #include <thread>
 
@@ -198,6 +199,52 @@ TEST(GuestRegions, UnalignedOrEmptyOrTooManyRegionsAreRefused) {
     std::vector<GuestRegion> many(65,
                                   {mapping->data(), 4096, 4096, uffd::MemoryKind::Anonymous, true});
     EXPECT_FALSE(make(many));
+}
+
+}  // namespace
+}  // namespace uffdm::migration
+
+namespace uffdm::migration {
+namespace {
+
+// The VMM's other choice: when the migration fails, the missing pages are poisoned at once, so
+// the thread waiting on one gets a memory error (SIGBUS) instead of waiting for ever.
+TEST(FailurePolicy, PoisonOnFailureGivesTheWaitingThreadAMemoryError) {
+    auto result = test::run_in_child([&](std::FILE* report) {
+        wire::Layout layout{{{0, 4096, kPages * 4096}}};
+        FakeSource source(layout, kHonest, Misbehaviour::DiesMidRun);
+        auto mapping = uffd::Mapping::anonymous(kPages * 4096);
+        auto uffd = uffd::UserfaultFd::open(test::test_open_options());
+        if (!mapping || !uffd || !uffd->granted().has(uffd::Feature::Poison)) {
+            std::fprintf(report, "setup failed (or no UFFDIO_POISON)");
+            return 10;
+        }
+        FaultServerOptions options;
+        options.source = *transport::parse_endpoint(source.endpoint());
+        options.reconnect_timeout = std::chrono::milliseconds(200);
+        options.poison_on_failure = true;
+        auto destination = FaultServer::create(
+            std::move(*uffd),
+            {{mapping->data(), mapping->size(), 4096, uffd::MemoryKind::Anonymous, true}}, options);
+        if (!destination || !(*destination)->start()) {
+            std::fprintf(report, "destination did not start");
+            return 11;
+        }
+        std::signal(SIGBUS, SIG_DFL);
+        std::thread waiting([&] {
+            volatile std::byte b = mapping->page(kHonest)[0];  // never arrives
+            (void)b;
+            std::fprintf(report, "the waiting thread read a page that never arrived\n");
+            std::fflush(report);
+            ::_exit(3);
+        });
+        DestinationStats outcome = (*destination)->wait();
+        std::fprintf(report, "failure: %s\n", outcome.error.message.c_str());
+        std::fflush(report);
+        waiting.join();  // SIGBUS ends the process first
+        return 4;
+    });
+    EXPECT_TRUE(result.killed_by(SIGBUS)) << result.describe();
 }
 
 }  // namespace
