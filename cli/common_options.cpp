@@ -157,6 +157,7 @@ nlohmann::json to_json(const DestinationStats& s) {
             {"total_seconds", s.seconds},
             {"guest_bytes", s.bytes_total},
             {"pages", s.pages_total},
+            {"pages_present", s.pages_urgent + s.pages_background},
             {"fault_latency_us", to_json(s.fault_latency)},
             {"fault_latency_histogram_us", buckets},
             {"faults", s.faults},
@@ -197,6 +198,9 @@ nlohmann::json to_json(const SourceStats& s) {
 void print_summary(const DestinationStats& s, std::FILE* out) {
     if (!s.ok) {
         std::fprintf(out, "migration failed: %s\n", s.error.message.c_str());
+        std::fprintf(out, "stopped with %llu of %llu pages present\n",
+                     static_cast<unsigned long long>(s.pages_urgent + s.pages_background),
+                     static_cast<unsigned long long>(s.pages_total));
     }
     std::fprintf(
         out, "guest         %s in %llu pages, %s in %.3f s (%s/s)\n",

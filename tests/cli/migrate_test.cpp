@@ -318,9 +318,11 @@ TEST_F(Migrate, ADestinationThatDiesMakesTheSourceReportItAndStop) {
     EXPECT_EQ(report["resumes"].get<int>(), 0);
 }
 
-TEST_F(Migrate, SigtermStopsAReceiveCleanlyWithAReport) {
+class StopSignal : public Migrate, public ::testing::WithParamInterface<int> {};
+
+TEST_P(StopSignal, StopsAReceiveCleanlyWithAReportOfWhereItStopped) {
     // A source that sends a few pages and then goes quiet (it answers nothing): the receive
-    // would wait for its idle deadline; SIGTERM ends it at once, with a report.
+    // would wait for its idle deadline; SIGINT or SIGTERM ends it at once, with a report.
     test::FakeSource fake(migration::wire::Layout{{{0, 4096, 256 * 4096}}}, 8,
                           test::Misbehaviour::WrongHash);  // unverified: the lie is never sent
     std::string json = scratch_.path("stopped.json");
@@ -329,14 +331,22 @@ TEST_F(Migrate, SigtermStopsAReceiveCleanlyWithAReport) {
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
-    destination.signal(SIGTERM);
+    destination.signal(GetParam());
     EXPECT_EQ(destination.wait(std::chrono::seconds(20)), 1) << destination.output();
+    EXPECT_NE(destination.output().find("stopped with 9 of 256 pages present"), std::string::npos)
+        << destination.output();
     auto report = read_json(json);
     ASSERT_TRUE(report.is_object()) << destination.output();
     EXPECT_FALSE(report["ok"].get<bool>());
     EXPECT_NE(report["error"].get<std::string>().find("stopped"), std::string::npos)
         << report.dump();
+    EXPECT_EQ(report["pages_present"].get<int>(), 9) << "8 honest pages and the page after";
 }
+
+INSTANTIATE_TEST_SUITE_P(Signals, StopSignal, ::testing::Values(SIGINT, SIGTERM),
+                         [](const auto& info) {
+                             return std::string(info.param == SIGINT ? "SIGINT" : "SIGTERM");
+                         });
 
 TEST_F(Migrate, TheCExampleVmmEmbedsTheLibraryAndMigrates) {
     const char* tiny_vmm = std::getenv("UFFDM_TINY_VMM");
@@ -417,6 +427,11 @@ TEST_P(BadInput, GetsOneLineNamingTheProblemAndANonZeroExit) {
         ::chmod(loose.c_str(), 0644);
         std::replace(argv.begin(), argv.end(), std::string("LOOSE"), loose);
     }
+    if (std::find(argv.begin(), argv.end(), std::string("TRUNCATED")) != argv.end()) {
+        std::string truncated = scratch_.path("truncated");
+        std::ofstream(truncated) << std::string(5000, 'x');  // not a whole number of pages
+        std::replace(argv.begin(), argv.end(), std::string("TRUNCATED"), truncated);
+    }
     Process run(argv);
     int status = run.wait();
     EXPECT_NE(status, 0);
@@ -456,6 +471,11 @@ INSTANTIATE_TEST_SUITE_P(
         BadArguments{{"receive", "--connect", "tcp:127.0.0.1:1", "--memory", "bogus"},
                      "memory kind 'bogus'"},
         BadArguments{{"helper", "--socket", ""}, "socket path"},
+        BadArguments{{"serve", "--listen", "tcp:127.0.0.1:0", "--image", "TRUNCATED"},
+                     "of 5000 bytes cannot be a guest of 4096-byte pages (truncated?)"},
+        BadArguments{{"receive", "--connect", "tcp:127.0.0.1:1", "--reconnect-timeout", "soon"},
+                     "duration 'soon' is not a number"},
+        BadArguments{{"demo", "--idle-timeout", "-3s"}, "duration '-3s'"},
         BadArguments{{"frobnicate"}, "unknown command 'frobnicate'"},
         BadArguments{{"demo", "--sizee", "1G"}, "--sizee"}),
     [](const auto& info) { return "Case" + std::to_string(info.index); });

@@ -257,16 +257,16 @@ TEST(HeldStream, OnlyAnswersArriveUntilItIsReleased) {
     EXPECT_EQ(source_report->pages_resent, 0u);
 }
 
-// A destination that breaks the STREAM rules is refused by name and the source stops.
+// A destination that breaks the rules of STREAM, BITMAP or RESUME is refused by name and the
+// source stops.
 struct HostileStream {
-    std::vector<std::byte> payload;
-    bool send_start_first;
+    std::vector<std::pair<wire::MessageType, std::vector<std::byte>>> frames;
     const char* expected;
 };
 
 class HostileDestination : public ::testing::TestWithParam<HostileStream> {};
 
-TEST_P(HostileDestination, StreamMessageOutOfTurnOrMalformedEndsTheMigration) {
+TEST_P(HostileDestination, OutOfTurnOrMalformedSessionMessageIsRefusedByName) {
     const HostileStream c = GetParam();
     SyntheticSpec spec{.size = 4ULL << 20, .seed = 5};
     auto memory = GuestMemory::synthetic(spec);
@@ -293,13 +293,10 @@ TEST_P(HostileDestination, StreamMessageOutOfTurnOrMalformedEndsTheMigration) {
                 co_return;
             }
             (void)co_await connection->read_frame();  // LAYOUT
-            if (c.send_start_first) {
+            for (const auto& [type, payload] : c.frames) {
                 (void)co_await connection->write(
-                    transport::encode_frame(wire::frame_type(wire::MessageType::Start),
-                                            wire::encode(wire::Start{wire::Start::kStreamHeld})));
+                    transport::encode_frame(wire::frame_type(type), payload));
             }
-            (void)co_await connection->write(
-                transport::encode_frame(wire::frame_type(wire::MessageType::Stream), c.payload));
             for (;;) {  // until the source closes: ERROR, then the end
                 auto frame = co_await connection->read_frame();
                 if (!frame) {
@@ -324,11 +321,30 @@ std::vector<std::byte> stream_payload(std::uint32_t flags, std::size_t length = 
     return bytes;
 }
 
+using wire::MessageType;
+const std::vector<std::byte> kStart = wire::encode(wire::Start{wire::Start::kStreamHeld});
+// Pages 0..63 of the 1024-page guest: 64 bits set.
+const std::vector<std::byte> kBitmap =
+    wire::encode(wire::BitmapChunk{0, 0, 64, {~std::uint64_t{0}}});
+
 INSTANTIATE_TEST_SUITE_P(
     Cases, HostileDestination,
-    ::testing::Values(HostileStream{stream_payload(0), false, "STREAM before START"},
-                      HostileStream{stream_payload(0x4), true, "STREAM has reserved bits"},
-                      HostileStream{stream_payload(0, 8), true, "8 bytes, not 16"}));
+    ::testing::Values(
+        HostileStream{{{MessageType::Stream, stream_payload(0)}}, "STREAM before START"},
+        HostileStream{{{MessageType::Start, kStart}, {MessageType::Stream, stream_payload(0x4)}},
+                      "STREAM has reserved bits"},
+        HostileStream{{{MessageType::Start, kStart}, {MessageType::Stream, stream_payload(0, 8)}},
+                      "8 bytes, not 16"},
+        HostileStream{{{MessageType::Bitmap, kBitmap},
+                       {MessageType::Resume, wire::encode(wire::Resume{0, 65})}},
+                      "RESUME says 65 pages are present but its BITMAPs hold 64"},
+        HostileStream{{{MessageType::Start, kStart}, {MessageType::Bitmap, kBitmap}},
+                      "BITMAP after START or RESUME"},
+        HostileStream{{{MessageType::Bitmap, kBitmap}, {MessageType::Start, kStart}},
+                      "START after BITMAP"},
+        HostileStream{
+            {{MessageType::Bitmap, wire::encode(wire::BitmapChunk{3, 0, 64, {~std::uint64_t{0}}})}},
+            "BITMAP region 3 does not exist"}));
 
 }  // namespace
 }  // namespace uffdm::migration
