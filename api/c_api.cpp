@@ -2,7 +2,10 @@
 #include <uffdm/uffdm.h>
 #include <uffdm/uffdm.hpp>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <cstdint>
 #include <cstring>
 #include <new>
 #include <string>
@@ -107,6 +110,9 @@ void copy_stats(uffdm_destination_stats& out, const uffdm::DestinationStats& s, 
     out.hashes_verified = s.hashes_verified;
     const uffdm::LatencyStats& l = s.fault_latency;
     out.fault_latency = {l.count, l.mean_us, l.p50_us, l.p90_us, l.p99_us, l.p999_us, l.max_us};
+    out.pauses = s.pauses.size();
+    out.resumed = static_cast<std::uint64_t>(std::count_if(
+        s.pauses.begin(), s.pauses.end(), [](const uffdm::Pause& p) { return p.resumed; }));
 }
 
 }  // namespace
@@ -124,9 +130,10 @@ int uffdm_destination_create(const uffdm_destination_options* options, const uff
         }
         constexpr std::uint32_t known =
             UFFDM_DESTINATION_VERIFY | UFFDM_DESTINATION_DROP_CAPABILITIES |
-            UFFDM_DESTINATION_USER_FAULTS_ONLY | UFFDM_DESTINATION_HOLD_STREAM;
-        if ((options->flags & ~known) != 0) {
-            return fail(EINVAL, "uffdm_destination_options.flags has unknown bits");
+            UFFDM_DESTINATION_USER_FAULTS_ONLY | UFFDM_DESTINATION_HOLD_STREAM |
+            UFFDM_DESTINATION_POISON_ON_FAILURE;
+        if ((options->flags & ~known) != 0 || options->reserved != 0) {
+            return fail(EINVAL, "uffdm_destination_options.flags or .reserved has unknown bits");
         }
         auto security = security_of(options->security);
         if (!security) {
@@ -140,6 +147,12 @@ int uffdm_destination_create(const uffdm_destination_options* options, const uff
         o.drop_capabilities = (options->flags & UFFDM_DESTINATION_DROP_CAPABILITIES) != 0;
         o.require_kernel_faults = (options->flags & UFFDM_DESTINATION_USER_FAULTS_ONLY) == 0;
         o.hold_stream = (options->flags & UFFDM_DESTINATION_HOLD_STREAM) != 0;
+        o.poison_on_failure = (options->flags & UFFDM_DESTINATION_POISON_ON_FAILURE) != 0;
+        if (options->reconnect_timeout_ms == UINT32_MAX) {
+            o.reconnect_timeout = std::chrono::milliseconds(0);
+        } else if (options->reconnect_timeout_ms != 0) {
+            o.reconnect_timeout = std::chrono::milliseconds(options->reconnect_timeout_ms);
+        }
         o.userfaultfd = options->userfaultfd;
         if (options->on_progress != nullptr) {
             o.on_progress = [fn = options->on_progress,

@@ -1,6 +1,7 @@
 // floors.cpp — The same-run floors the benchmark runner compares a migration against.
 //
 //   uffdm_floors warm   --bytes N                 write N bytes of fresh memory once, then free it
+//   uffdm_floors warm-huge --bytes N              the same from the 2 MiB hugetlbfs pool
 //   uffdm_floors local  [--faults N] [--memcpy-mib M]   also UFFDIO_COPY into fresh memory
 //   uffdm_floors serve  --listen HOST:PORT        prints "listening on tcp:HOST:PORT"
 //   uffdm_floors client --connect HOST:PORT [--round-trips N] [--stream-mib M]
@@ -65,13 +66,14 @@ nlohmann::json summary_us(std::vector<double> samples) {
 
 // Fresh anonymous memory, written once: on a VM whose host backs guest RAM on first touch, a
 // page never used since boot costs a hypervisor fault, which no migration figure should carry.
-void warm(std::uint64_t bytes) {
+void warm(std::uint64_t bytes, bool huge) {
     std::uint64_t done = 0;
     auto start = Clock::now();
     std::vector<std::pair<void*, std::uint64_t>> held;  // each GiB stays mapped: a fresh one
     while (done < bytes) {
         std::uint64_t step = std::min<std::uint64_t>(bytes - done, 1ULL << 30);
-        void* p = ::mmap(nullptr, step, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        int flags = MAP_PRIVATE | MAP_ANONYMOUS | (huge ? MAP_HUGETLB : 0);
+        void* p = ::mmap(nullptr, step, PROT_READ | PROT_WRITE, flags, -1, 0);
         if (p == MAP_FAILED) {
             die("warm: mmap: " + std::string(std::strerror(errno)));
         }
@@ -349,7 +351,10 @@ std::string text(int argc, char** argv, const char* flag) {
 int main(int argc, char** argv) {
     std::string mode = argc > 1 ? argv[1] : "";
     if (mode == "warm") {
-        warm(number(argc, argv, "--bytes", 1ULL << 30));
+        warm(number(argc, argv, "--bytes", 1ULL << 30), false);
+    } else if (mode == "warm-huge") {
+        // The hugetlbfs pool: its pages never go back to the host once written, so once is enough.
+        warm(number(argc, argv, "--bytes", 1ULL << 30) & ~((2ULL << 20) - 1), true);
     } else if (mode == "local") {
         nlohmann::json out;
         out["local_fault_rtt_us"] = local_fault_round_trip(number(argc, argv, "--faults", 20000));

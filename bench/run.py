@@ -2,6 +2,7 @@
 """run.py — The end-to-end benchmark runner: real postcopy migrations against same-run floors.
 
     bench/run.py [--quick | --smoke] [--out DIR] [--netns] [--repetitions N] [--publish]
+    bench/run.py --soak SECONDS [--kill-every SECONDS]
 
 Measures the floors first (local userfaultfd fault round trip, raw 4 KiB TCP ping-pong, raw
 single-stream TCP throughput, memcpy), on the connection the migrations use (loopback, or a
@@ -147,6 +148,7 @@ class Runner:
         self.out = os.path.abspath(args.out)
         self.runs_dir = os.path.join(self.out, "runs")
         os.makedirs(self.runs_dir, exist_ok=True)
+        self.hugepages_before = None
         self.cases = self.plan()
         self.total_runs = len(self.cases) * self.repetitions + 2 * self.repetitions
         self.done_runs = 0
@@ -175,6 +177,14 @@ class Runner:
                  f"throughput: {m['throughput']['size']}, no faults, {bulk} bulk",
                  ["--size", m["throughput"]["size"], "--vcpus", "0", "--bulk-channels", str(bulk)]
                  + fault)
+        # The same into hugetlbfs (2 MiB pages from a reserved pool): pages that never go back
+        # to the host, so the figure shows the data path without the hypervisor's first-touch
+        # cost (see warm_for). Skipped where huge pages cannot be reserved.
+        if self.huge_pages_for(parse_size(m["throughput"]["size"])):
+            case("throughput", "throughput-hugetlb-1",
+                 f"throughput: {m['throughput']['size']} into hugetlbfs, no faults, 1 bulk",
+                 ["--size", m["throughput"]["size"], "--vcpus", "0", "--bulk-channels", "1",
+                  "--memory", "hugetlb"] + fault)
         for vcpus in m["scaling"]["vcpus"]:
             case("scaling", f"scaling-{vcpus}",
                  f"scaling: {vcpus} faulting threads, stream held",
@@ -190,6 +200,36 @@ class Runner:
             for c in cases:
                 c["argv"].append("--netns")
         return cases
+
+    def huge_pages_for(self, size):
+        """Reserves enough free 2 MiB pages for a guest of size (root only); restored by close()."""
+        need = size // (2 * MIB) + 8
+        path = "/proc/sys/vm/nr_hugepages"
+        with open("/proc/meminfo") as f:
+            free = int(re.search(r"HugePages_Free:\s+(\d+)", f.read()).group(1))
+        if free >= need:
+            return True
+        if not os.access(path, os.W_OK):
+            log(f"bench: hugetlbfs throughput skipped: {need} free 2 MiB pages needed, {free} "
+                "free, and vm.nr_hugepages is not writable here")
+            return False
+        with open(path) as f:
+            total = int(f.read())
+        if self.hugepages_before is None:
+            self.hugepages_before = total
+        with open(path, "w") as f:
+            f.write(str(total + need - free))
+        with open("/proc/meminfo") as f:
+            free = int(re.search(r"HugePages_Free:\s+(\d+)", f.read()).group(1))
+        if free < need:
+            log(f"bench: hugetlbfs throughput skipped: only {free} of {need} huge pages reserved")
+            return False
+        return True
+
+    def close(self):
+        if self.hugepages_before is not None:
+            with open("/proc/sys/vm/nr_hugepages", "w") as f:
+                f.write(str(self.hugepages_before))
 
     # ---- progress ---------------------------------------------------------------------------
 
@@ -280,9 +320,14 @@ class Runner:
         argv = case["argv"]
         size = parse_size(argv[argv.index("--size") + 1])
         zero = int(argv[argv.index("--zero-percent") + 1])
-        warm = min(2 * size * (100 - zero) // 100 + 512 * MIB, self.matrix["warm_bytes"])
+        # A hugetlbfs destination draws on its pool; only the source's memory is fresh.
+        sides = 1 if "hugetlb" in argv else 2
+        warm = min(sides * size * (100 - zero) // 100 + 512 * MIB, self.matrix["warm_bytes"])
         subprocess.run([self.floors_bin, "warm", "--bytes", str(warm)], check=True,
                        stderr=subprocess.DEVNULL)
+        if "hugetlb" in argv:
+            subprocess.run([self.floors_bin, "warm-huge", "--bytes", str(size)], check=True,
+                           stderr=subprocess.DEVNULL)
 
     def run_case(self, case, rep):
         stem = os.path.join(self.runs_dir, f"{case['name']}-{rep + 1}")
@@ -732,23 +777,38 @@ def main():
     parser.add_argument("--repetitions", type=int, default=0, help="override the matrix's count")
     parser.add_argument("--publish", action="store_true",
                         help="copy the plots to bench/plots/ and update BENCHMARKS.md")
+    parser.add_argument("--soak", type=float, metavar="SECONDS",
+                        help="instead of the matrix: migrations back to back for this long, each "
+                             "broken at random (ss -K, the source stopped), every page verified")
+    parser.add_argument("--kill-every", type=float, default=3.0, metavar="SECONDS",
+                        help="with --soak: the mean time between breaks")
     args = parser.parse_args()
     if args.repetitions < 0:
         parser.error("--repetitions must be positive")
     if args.out is None:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         args.out = os.path.join(ROOT, "bench-results", f"{args.matrix}-{stamp}")
+    if args.soak is not None:
+        cli = os.path.join(os.path.abspath(args.build), "cli", "uffd-migrate")
+        chaos = os.path.join(ROOT, "tests", "chaos", "chaos.py")
+        return subprocess.run([sys.executable, chaos, "soak", "--cli", cli, "--seconds",
+                               str(args.soak), "--kill-every", str(args.kill_every)]).returncode
     if shutil.which("gnuplot") is None:
         print("bench/run.py: gnuplot is missing (apt-get install gnuplot-nox)", file=sys.stderr)
         return 2
+    runner = None
     try:
-        Runner(args).run()
+        runner = Runner(args)
+        runner.run()
     except Failure as e:
         print(f"bench/run.py: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("bench/run.py: interrupted; partial results stay in " + args.out, file=sys.stderr)
         return 130
+    finally:
+        if runner is not None:
+            runner.close()
     return 0
 
 

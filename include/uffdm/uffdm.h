@@ -71,6 +71,7 @@ typedef void (*uffdm_complete_fn)(int result, const struct uffdm_destination_sta
 #define UFFDM_DESTINATION_DROP_CAPABILITIES (1u << 1) /* once the fd is open (single thread) */
 #define UFFDM_DESTINATION_USER_FAULTS_ONLY (1u << 2)  /* do not require kernel-mode faults */
 #define UFFDM_DESTINATION_HOLD_STREAM (1u << 3)       /* no background stream until released */
+#define UFFDM_DESTINATION_POISON_ON_FAILURE (1u << 4) /* failed: missing pages give SIGBUS */
 
 struct uffdm_destination_options {
     uint32_t size; /* sizeof(struct uffdm_destination_options) */
@@ -82,6 +83,10 @@ struct uffdm_destination_options {
     uffdm_progress_fn on_progress; /* may be NULL; called about ten times a second */
     uffdm_complete_fn on_complete; /* may be NULL: then uffdm_destination_wait() blocks for it */
     void* user;                    /* passed to both */
+    /* After a break: how long without a page before the migration fails. 0: the default
+     * (30 s); UINT32_MAX: fail at the first break. */
+    uint32_t reconnect_timeout_ms;
+    uint32_t reserved; /* 0 */
 };
 
 struct uffdm_latency {
@@ -108,6 +113,8 @@ struct uffdm_destination_stats {
     uint64_t bytes_received;
     uint64_t hashes_verified;
     struct uffdm_latency fault_latency;
+    uint64_t pauses;  /* breaks in the connection (each reconnected, or the one that ended it) */
+    uint64_t resumed; /* of those, the ones after which pages flowed again */
 };
 
 /* Opens the userfaultfd (through the privilege gate, or adopts options->userfaultfd). */

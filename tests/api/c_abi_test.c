@@ -100,6 +100,9 @@ int main(void) {
     options.flags = 1u << 30;
     CHECK(uffdm_destination_create(&options, &region, 1, &destination) == -EINVAL, "flags");
     options.flags = 0;
+    options.reserved = 1;
+    CHECK(uffdm_destination_create(&options, &region, 1, &destination) == -EINVAL, "reserved");
+    options.reserved = 0;
     region.flags = 1;
     CHECK(uffdm_destination_create(&options, &region, 1, &destination) == -EINVAL, "region flags");
     region.flags = 0;
@@ -139,6 +142,7 @@ int main(void) {
     CHECK(stats.pages_urgent + stats.pages_background == PAGES, "pages by path");
     CHECK(stats.hashes_verified > 0, "no hash verified");
     CHECK(stats.fault_latency.count > 0, "no fault latency recorded");
+    CHECK(stats.pauses == 0 && stats.resumed == 0, "pauses in an unbroken migration");
     pthread_join(server, NULL);
     CHECK(serving.result == 0, "source returned %d", serving.result);
     CHECK(serving.stats.pages_total == PAGES, "source pages");
