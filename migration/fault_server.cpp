@@ -491,17 +491,7 @@ void FaultServer::lost(std::uint64_t generation, const transport::Failure& why) 
             // The DONE may have been lost with the connection: one more session delivers it
             // (RESUME, then DONE), or the source would wait for it until its own deadline.
             broken_ = true;
-            connected_ = false;
-            auto redeliver = transport::failure(Errc::PeerLost, "reconnecting to deliver DONE");
-            if (urgent_id_) {
-                urgent_path_->abort(*urgent_id_, redeliver);
-            }
-            for (ChannelId id : bulk_ids_) {
-                bulk_path_->abort(id, redeliver);
-            }
-            urgent_id_.reset();
-            bulk_ids_.clear();
-            state_changed_.notify_all();
+            drop_session(transport::failure(Errc::PeerLost, "reconnecting to deliver DONE"));
             return;
         }
         // Bad data from the source (a different layout included), our own stop, or no recovery
@@ -521,18 +511,7 @@ void FaultServer::lost(std::uint64_t generation, const transport::Failure& why) 
                                    0, why.detail, false});
                 pause_to_report_ = true;
             }
-            connected_ = false;
-            auto reconnecting =
-                transport::failure(Errc::PeerLost, "the session broke; reconnecting");
-            if (urgent_id_) {
-                urgent_path_->abort(*urgent_id_, reconnecting);
-            }
-            for (ChannelId id : bulk_ids_) {
-                bulk_path_->abort(id, reconnecting);
-            }
-            urgent_id_.reset();
-            bulk_ids_.clear();
-            state_changed_.notify_all();
+            drop_session(transport::failure(Errc::PeerLost, "the session broke; reconnecting"));
             return;
         }
     }
@@ -540,6 +519,21 @@ void FaultServer::lost(std::uint64_t generation, const transport::Failure& why) 
                                 ? why.code
                                 : make_error_code(Errc::PeerLost),
                             "the source went away before every page arrived (" + why.detail + ")"});
+}
+
+// Closes what is left of the current session (a PeerLost ERROR: the source waits for the next
+// one) and wakes the link thread. The caller holds mutex_.
+void FaultServer::drop_session(const transport::Failure& why) {
+    connected_ = false;
+    if (urgent_id_) {
+        urgent_path_->abort(*urgent_id_, why);
+    }
+    for (ChannelId id : bulk_ids_) {
+        bulk_path_->abort(id, why);
+    }
+    urgent_id_.reset();
+    bulk_ids_.clear();
+    state_changed_.notify_all();
 }
 
 void FaultServer::resumed(std::uint64_t generation) {

@@ -90,6 +90,7 @@ class FaultServer {
     [[nodiscard]] std::expected<transport::Session, transport::Failure> connect_once();
     bool attach(transport::Session session);
     void lost(std::uint64_t generation, const transport::Failure& why);
+    void drop_session(const transport::Failure& why);
     void resumed(std::uint64_t generation);
     // A page of this session was placed: a pause is over.
     void progressed(std::uint64_t generation);

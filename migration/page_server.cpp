@@ -434,15 +434,8 @@ void PageServer::on_joined(transport::Connection connection) {
         if (urgent_id_ && active_session_.load() != session_ && !done()) {
             // The current destination has not sent START, so nothing has moved: the newer one
             // replaces it (a destination that probed the layout and came back, or retried).
-            auto replaced = transport::failure(
-                Errc::Closed, "a newer destination replaced this one before it started");
-            urgent_path_->abort(*urgent_id_, replaced);
-            for (ChannelId id : bulk_ids_) {
-                bulk_path_->abort(id, replaced);
-            }
-            bulk_ids_.clear();
-            listener_->end_session(session_);
-            urgent_id_.reset();
+            drop_session(transport::failure(
+                Errc::Closed, "a newer destination replaced this one before it started"));
         }
         if (urgent_id_ || done()) {
             // One migration per server: a second destination learns why and is closed.
@@ -473,6 +466,19 @@ void PageServer::on_joined(transport::Connection connection) {
     if (active_session_.load(std::memory_order_acquire) == session_) {
         bulk_path_->want_send(id);
     }
+}
+
+// Closes the current session's connections and forgets it. The caller holds mutex_.
+void PageServer::drop_session(const transport::Failure& why) {
+    if (urgent_id_) {
+        urgent_path_->abort(*urgent_id_, why);
+    }
+    for (ChannelId id : bulk_ids_) {
+        bulk_path_->abort(id, why);
+    }
+    bulk_ids_.clear();
+    listener_->end_session(session_);
+    urgent_id_.reset();
 }
 
 std::uint64_t PageServer::current_session() const {
@@ -511,17 +517,8 @@ void PageServer::lost(std::uint64_t session, const std::string& what,
                           why.code == Errc::InvalidArgument || why.code == Errc::Closed;
         if (!deliberate && options_.reconnect_timeout.count() > 0) {
             active_session_.store(0, std::memory_order_release);
-            auto broken = transport::failure(
-                Errc::PeerLost, "the session broke (" + what + "); waiting for the destination");
-            if (urgent_id_) {
-                urgent_path_->abort(*urgent_id_, broken);
-            }
-            for (ChannelId id : bulk_ids_) {
-                bulk_path_->abort(id, broken);
-            }
-            bulk_ids_.clear();
-            listener_->end_session(session_);
-            urgent_id_.reset();
+            drop_session(transport::failure(
+                Errc::PeerLost, "the session broke (" + what + "); waiting for the destination"));
             session_ = 0;
             waiting_since_ = std::chrono::steady_clock::now();
             lost_why_ = what + ": " + describe_end(why);

@@ -67,6 +67,7 @@ class PageServer {
     void started(std::uint32_t start_flags, std::uint64_t session);
     // A channel of session ended before DONE: wait for a reconnection, or fail.
     void lost(std::uint64_t session, const std::string& what, const transport::Failure& why);
+    void drop_session(const transport::Failure& why);
     void hold_stream(bool held);
     void session_ended_before_start(std::uint64_t session);
     [[nodiscard]] std::uint64_t current_session() const;

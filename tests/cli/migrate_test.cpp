@@ -257,6 +257,14 @@ std::uint64_t resident_kib(pid_t pid) {
     return rss.empty() ? 0 : std::stoull(rss);
 }
 
+// Until the process holds this much memory (its first pages have arrived), at most 30 s.
+void wait_until_resident(pid_t pid, std::uint64_t kib) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (resident_kib(pid) < kib && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+}
+
 bool become_nobody() {
     return ::setgroups(0, nullptr) == 0 && ::setresgid(65534, 65534, 65534) == 0 &&
            ::setresuid(65534, 65534, 65534) == 0;
@@ -272,11 +280,7 @@ TEST_F(Migrate, WhileServingTheDestinationHoldsNoCapabilityAndTheSourceNeedsNone
     ASSERT_FALSE(endpoint.empty()) << source.output();
     Process destination({cli_path(), "receive", "--connect", endpoint});
     // Frozen once the first pages are in, so that the check happens mid-migration.
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-    while (resident_kib(destination.pid()) < 64 * 1024 &&
-           std::chrono::steady_clock::now() < deadline) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
+    wait_until_resident(destination.pid(), 64 * 1024);
     source.signal(SIGSTOP);
     auto statuses = task_statuses(destination.pid());
     source.signal(SIGCONT);
@@ -301,11 +305,7 @@ TEST_F(Migrate, ADestinationThatDiesMakesTheSourceReportItAndStop) {
     std::string endpoint = endpoint_of(source);
     ASSERT_FALSE(endpoint.empty()) << source.output();
     Process destination({cli_path(), "receive", "--connect", endpoint});
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-    while (resident_kib(destination.pid()) < 64 * 1024 &&
-           std::chrono::steady_clock::now() < deadline) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
+    wait_until_resident(destination.pid(), 64 * 1024);
     destination.signal(SIGKILL);
     auto started = std::chrono::steady_clock::now();
     EXPECT_EQ(source.wait(std::chrono::seconds(30)), 1) << source.output();

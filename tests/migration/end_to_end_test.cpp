@@ -140,19 +140,43 @@ INSTANTIATE_TEST_SUITE_P(
 namespace uffdm::migration {
 namespace {
 
+// A synthetic guest served on loopback by a thread of its own; stopped if the test ends early.
+struct LoopbackSource {
+    explicit LoopbackSource(const SyntheticSpec& spec) : memory(GuestMemory::synthetic(spec)) {
+        if (!memory) {
+            error = memory.error().detail;
+            return;
+        }
+        PageServerOptions serve;
+        serve.listen = *transport::parse_endpoint("tcp:127.0.0.1:0");
+        auto opened = PageServer::open(*memory, serve);
+        if (!opened) {
+            error = opened.error().detail;
+            return;
+        }
+        server = std::move(*opened);
+        thread = std::thread([this] { report = server->run(); });
+    }
+    ~LoopbackSource() {
+        if (thread.joinable()) {
+            server->stop();
+            thread.join();
+        }
+    }
+    std::expected<GuestMemory, wire::Failure> memory;
+    std::unique_ptr<PageServer> server;
+    std::optional<SourceStats> report;
+    std::thread thread;
+    std::string error;
+};
+
 // receive probes the layout and then connects for real; the source may see the second session
 // before it has noticed the first one end. A destination that never sent START holds nothing:
 // the newer one replaces it.
 TEST(SourceSessions, ADestinationThatNeverStartedIsReplacedByTheNextOne) {
     SyntheticSpec spec{.size = 8ULL << 20, .seed = 3};
-    auto memory = GuestMemory::synthetic(spec);
-    ASSERT_TRUE(memory);
-    PageServerOptions serve;
-    serve.listen = *transport::parse_endpoint("tcp:127.0.0.1:0");
-    auto server = PageServer::open(*memory, serve);
-    ASSERT_TRUE(server);
-    std::optional<SourceStats> source_report;
-    std::thread source([&] { source_report = (*server)->run(); });
+    LoopbackSource served(spec);
+    ASSERT_TRUE(served.server) << served.error;
 
     // The first destination joins, and stays connected without ever sending START.
     transport::asio::io_context io;
@@ -160,7 +184,7 @@ TEST(SourceSessions, ADestinationThatNeverStartedIsReplacedByTheNextOne) {
     transport::asio::co_spawn(
         io,
         [&]() -> transport::asio::awaitable<void> {
-            auto socket = co_await transport::connect_to((*server)->local_endpoint(), {});
+            auto socket = co_await transport::connect_to(served.server->local_endpoint(), {});
             if (socket) {
                 auto c = co_await transport::client_handshake(
                     std::move(*socket), {.role = transport::Role::Urgent}, {});
@@ -177,19 +201,19 @@ TEST(SourceSessions, ADestinationThatNeverStartedIsReplacedByTheNextOne) {
     auto uffd = uffd::UserfaultFd::open(test::test_open_options());
     ASSERT_TRUE(mapping && uffd);
     FaultServerOptions receive;
-    receive.source = (*server)->local_endpoint();
+    receive.source = served.server->local_endpoint();
     auto destination = FaultServer::create(
         std::move(*uffd),
         {{mapping->data(), mapping->size(), 4096, uffd::MemoryKind::Anonymous, true}}, receive);
     ASSERT_TRUE(destination && (*destination)->start());
     DestinationStats report = (*destination)->wait();
     if (!report.ok) {
-        (*server)->stop();  // it would go on serving the idle first destination
+        served.server->stop();  // it would go on serving the idle first destination
     }
-    source.join();
+    served.thread.join();
     EXPECT_TRUE(report.ok) << report.error.message;
-    ASSERT_TRUE(source_report.has_value());
-    EXPECT_TRUE(source_report->ok) << source_report->error.message;
+    ASSERT_TRUE(served.report.has_value());
+    EXPECT_TRUE(served.report->ok) << served.report->error.message;
 }
 
 }  // namespace
@@ -202,20 +226,14 @@ namespace {
 // stream brings the rest. Without the hold, 32 MiB streams in well under the wait below.
 TEST(HeldStream, OnlyAnswersArriveUntilItIsReleased) {
     SyntheticSpec spec{.size = 32ULL << 20, .seed = 11, .zero_percent = 0};
-    auto memory = GuestMemory::synthetic(spec);
-    ASSERT_TRUE(memory);
-    PageServerOptions serve;
-    serve.listen = *transport::parse_endpoint("tcp:127.0.0.1:0");
-    auto server = PageServer::open(*memory, serve);
-    ASSERT_TRUE(server);
-    std::optional<SourceStats> source_report;
-    std::thread source([&] { source_report = (*server)->run(); });
+    LoopbackSource served(spec);
+    ASSERT_TRUE(served.server) << served.error;
 
     auto mapping = uffd::Mapping::anonymous(spec.size);
     auto uffd = uffd::UserfaultFd::open(test::test_open_options());
     ASSERT_TRUE(mapping && uffd);
     FaultServerOptions receive;
-    receive.source = (*server)->local_endpoint();
+    receive.source = served.server->local_endpoint();
     receive.hold_stream = true;
     auto destination = FaultServer::create(
         std::move(*uffd),
@@ -244,7 +262,7 @@ TEST(HeldStream, OnlyAnswersArriveUntilItIsReleased) {
 
     (*destination)->hold_stream(false);
     DestinationStats report = (*destination)->wait();
-    source.join();
+    served.thread.join();
     ASSERT_TRUE(report.ok) << report.error.message;
     EXPECT_EQ(wrong.load(), 0u);
     EXPECT_EQ(report.pages_urgent, pages / 16);
@@ -253,8 +271,8 @@ TEST(HeldStream, OnlyAnswersArriveUntilItIsReleased) {
     for (std::uint64_t p = 0; p < pages; ++p) {
         ASSERT_TRUE(page_matches(spec, 0, p, {mapping->data() + p * 4096, 4096})) << p;
     }
-    ASSERT_TRUE(source_report && source_report->ok);
-    EXPECT_EQ(source_report->pages_resent, 0u);
+    ASSERT_TRUE(served.report && served.report->ok);
+    EXPECT_EQ(served.report->pages_resent, 0u);
 }
 
 // A destination that breaks the rules of STREAM, BITMAP or RESUME is refused by name and the
@@ -269,21 +287,15 @@ class HostileDestination : public ::testing::TestWithParam<HostileStream> {};
 TEST_P(HostileDestination, OutOfTurnOrMalformedSessionMessageIsRefusedByName) {
     const HostileStream c = GetParam();
     SyntheticSpec spec{.size = 4ULL << 20, .seed = 5};
-    auto memory = GuestMemory::synthetic(spec);
-    ASSERT_TRUE(memory);
-    PageServerOptions serve;
-    serve.listen = *transport::parse_endpoint("tcp:127.0.0.1:0");
-    auto server = PageServer::open(*memory, serve);
-    ASSERT_TRUE(server);
-    std::optional<SourceStats> source_report;
-    std::thread source([&] { source_report = (*server)->run(); });
+    LoopbackSource served(spec);
+    ASSERT_TRUE(served.server) << served.error;
 
     transport::asio::io_context io;
     std::optional<transport::Failure> ended;
     transport::asio::co_spawn(
         io,
         [&]() -> transport::asio::awaitable<void> {
-            auto socket = co_await transport::connect_to((*server)->local_endpoint(), {});
+            auto socket = co_await transport::connect_to(served.server->local_endpoint(), {});
             if (!socket) {
                 co_return;
             }
@@ -307,11 +319,11 @@ TEST_P(HostileDestination, OutOfTurnOrMalformedSessionMessageIsRefusedByName) {
         },
         transport::asio::detached);
     io.run_for(std::chrono::seconds(10));
-    source.join();
-    ASSERT_TRUE(source_report.has_value());
-    EXPECT_FALSE(source_report->ok);
-    EXPECT_NE(source_report->error.message.find(c.expected), std::string::npos)
-        << source_report->error.message;
+    served.thread.join();
+    ASSERT_TRUE(served.report.has_value());
+    EXPECT_FALSE(served.report->ok);
+    EXPECT_NE(served.report->error.message.find(c.expected), std::string::npos)
+        << served.report->error.message;
     EXPECT_TRUE(ended.has_value()) << "the source closed the connection";
 }
 
