@@ -288,13 +288,14 @@ def case_restart_source(args):
             deadline = time.monotonic() + 120
             while receive.poll() is None and restarts < args.restarts and \
                     time.monotonic() < deadline:
-                time.sleep(rng.uniform(0.05, 0.25))
+                # Short runs between kills: several restarts land long before the end.
+                time.sleep(rng.uniform(0.03, 0.12))
                 if receive.poll() is not None:
                     break
                 source.kill()  # SIGKILL: no goodbye, no ERROR
                 source.wait()
                 restarts += 1
-                time.sleep(rng.uniform(0.02, 0.2))
+                time.sleep(rng.uniform(0.02, 0.08))
                 source = start_source()
             output, _ = receive.communicate(timeout=180)
         finally:
