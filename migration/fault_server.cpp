@@ -339,27 +339,24 @@ std::expected<transport::Session, transport::Failure> FaultServer::connect_once(
                                       .tls = options_.tls,
                                       .bulk_channels = options_.bulk_channels,
                                       .liveness = options_.liveness};
-    // An io_context per attempt: an abandoned attempt dies with it, and never runs again.
-    transport::asio::io_context io;
+    // One io_context for every attempt: the sockets it makes belong to its services, so it
+    // outlives the connections it hands over. An abandoned attempt may finish when it runs again;
+    // its session then closes unused (the shared result keeps that harmless).
     {
         std::lock_guard lock(mutex_);
         if (ended_.load()) {
             return std::unexpected(transport::failure(Errc::Closed, "stopped"));
         }
-        connecting_ = &io;
+        connect_io_.restart();
     }
     transport::asio::co_spawn(
-        io,
+        connect_io_,
         [result, session]() -> transport::asio::awaitable<void> {
             result->emplace(co_await transport::connect_session(session));
         },
         transport::asio::detached);
     // connect(2) itself has no deadline in the kernel for minutes; ours is the handshake's.
-    io.run_for(options_.liveness.handshake_timeout * 2);
-    {
-        std::lock_guard lock(mutex_);
-        connecting_ = nullptr;
-    }
+    connect_io_.run_for(options_.liveness.handshake_timeout * 2);
     if (!result->has_value()) {
         return std::unexpected(transport::failure(
             Errc::PeerLost,
@@ -727,9 +724,7 @@ void FaultServer::fail(transport::Failure why) {
         for (ChannelId id : bulk_ids_) {
             bulk_path_->abort(id, why);
         }
-        if (connecting_ != nullptr) {
-            connecting_->stop();
-        }
+        connect_io_.stop();
     }
     state_changed_.notify_all();
 }

@@ -118,7 +118,7 @@ class FaultServer {
     std::vector<std::unique_ptr<BulkHandler>> bulk_;
     std::unique_ptr<transport::DataPath> urgent_path_;
     std::unique_ptr<transport::DataPath> bulk_path_;
-    transport::asio::io_context* connecting_ = nullptr;  // the attempt in flight, under mutex_
+    transport::asio::io_context connect_io_;  // connecting, on the link thread (stop(): any)
 
     std::thread fault_thread_;
     std::thread urgent_thread_;

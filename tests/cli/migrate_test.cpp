@@ -250,17 +250,28 @@ std::string status_field(const std::string& status, const std::string& name) {
     return status.substr(start, status.find('\n', start) - start);
 }
 
-std::uint64_t resident_kib(pid_t pid) {
-    std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-    std::string text((std::istreambuf_iterator<char>(status)), std::istreambuf_iterator<char>());
-    std::string rss = status_field(text, "VmRSS");
-    return rss.empty() ? 0 : std::stoull(rss);
+// Resident KiB of the process's mappings of exactly guest_kib (its guest memory: pages placed),
+// from /proc/PID/smaps; a sanitizer's shadow memory does not count.
+std::uint64_t guest_resident_kib(pid_t pid, std::uint64_t guest_kib) {
+    std::ifstream smaps("/proc/" + std::to_string(pid) + "/smaps");
+    std::string line;
+    std::uint64_t total = 0;
+    bool guest = false;
+    while (std::getline(smaps, line)) {
+        if (line.rfind("Size:", 0) == 0) {
+            guest = std::stoull(line.substr(5)) == guest_kib;
+        } else if (guest && line.rfind("Rss:", 0) == 0) {
+            total += std::stoull(line.substr(4));
+        }
+    }
+    return total;
 }
 
-// Until the process holds this much memory (its first pages have arrived), at most 30 s.
-void wait_until_resident(pid_t pid, std::uint64_t kib) {
+// Until 64 MiB of the guest are in (the migration is under way), at most 30 s.
+void wait_until_pages_arrive(pid_t pid, std::uint64_t guest_kib) {
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-    while (resident_kib(pid) < kib && std::chrono::steady_clock::now() < deadline) {
+    while (guest_resident_kib(pid, guest_kib) < 64 * 1024 &&
+           std::chrono::steady_clock::now() < deadline) {
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
 }
@@ -280,7 +291,7 @@ TEST_F(Migrate, WhileServingTheDestinationHoldsNoCapabilityAndTheSourceNeedsNone
     ASSERT_FALSE(endpoint.empty()) << source.output();
     Process destination({cli_path(), "receive", "--connect", endpoint});
     // Frozen once the first pages are in, so that the check happens mid-migration.
-    wait_until_resident(destination.pid(), 64 * 1024);
+    wait_until_pages_arrive(destination.pid(), 1024 * 1024);
     source.signal(SIGSTOP);
     auto statuses = task_statuses(destination.pid());
     source.signal(SIGCONT);
@@ -305,7 +316,7 @@ TEST_F(Migrate, ADestinationThatDiesMakesTheSourceReportItAndStop) {
     std::string endpoint = endpoint_of(source);
     ASSERT_FALSE(endpoint.empty()) << source.output();
     Process destination({cli_path(), "receive", "--connect", endpoint});
-    wait_until_resident(destination.pid(), 64 * 1024);
+    wait_until_pages_arrive(destination.pid(), 2 * 1024 * 1024);
     destination.signal(SIGKILL);
     auto started = std::chrono::steady_clock::now();
     EXPECT_EQ(source.wait(std::chrono::seconds(30)), 1) << source.output();
