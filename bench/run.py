@@ -608,8 +608,14 @@ plot '{path}' using 1:2 with linespoints title 'p50', \\
         return plots
 
 
+# Distinct colours for up to 12 series (gnuplot's default cycle repeats after 8).
+PALETTE = ["#9400d3", "#009e73", "#56b4e9", "#e69f00", "#f0e442", "#0072b2", "#e51e10",
+           "#000000", "#a0522d", "#808080", "#ff69b4", "#2e8b57"]
+
+
 def cdf_script(series, title, marks=()):
-    lines = [f"'{p}' using 1:2 with lines linewidth 2 title '{t}'" for p, t in series]
+    lines = [f"'{p}' using 1:2 with lines linewidth 2 linecolor rgb '{PALETTE[i % len(PALETTE)]}'"
+             f" title '{t}'" for i, (p, t) in enumerate(series)]
     script = f"""
 set title '{title}'
 set xlabel 'microseconds (log scale)'
