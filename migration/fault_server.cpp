@@ -502,6 +502,7 @@ void FaultServer::lost(std::uint64_t generation, const transport::Failure& why) 
             if (!paused_) {
                 // A break while still paused (no page since the last one) extends that pause.
                 paused_ = true;
+                paused_generation_ = generation_;
                 pause_active_.store(true, std::memory_order_release);
                 paused_at_ = Clock::now();
                 pauses_.push_back({std::chrono::duration<double>(paused_at_ - started_at_).count(),
@@ -565,7 +566,9 @@ void FaultServer::resumed(std::uint64_t generation) {
 
 void FaultServer::progressed(std::uint64_t generation) {
     std::lock_guard lock(mutex_);
-    if (!paused_ || generation != generation_) {
+    // A late page of the session that broke (still in its ring when the break was seen) says
+    // nothing about the source being back: only a session made since ends the pause.
+    if (!paused_ || generation != generation_ || generation <= paused_generation_) {
         return;
     }
     paused_ = false;

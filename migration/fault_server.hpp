@@ -141,6 +141,7 @@ class FaultServer {
     bool pause_to_report_ = false;   // for the link thread: on_pause
     bool resume_to_report_ = false;  // for the link thread: on_resume
     Clock::time_point paused_at_;
+    std::uint64_t paused_generation_ = 0;  // the session that broke when the pause began
     std::vector<Pause> pauses_;
 
     std::atomic<bool> stream_held_;          // what the source should do with its stream
