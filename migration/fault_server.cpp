@@ -344,7 +344,7 @@ std::expected<transport::Session, transport::Failure> FaultServer::connect_once(
     // its session then closes unused (the shared result keeps that harmless).
     {
         std::lock_guard lock(mutex_);
-        if (ended_.load()) {
+        if (ended_.load() || link_stop_) {
             return std::unexpected(transport::failure(Errc::Closed, "stopped"));
         }
         connect_io_.restart();
@@ -401,22 +401,26 @@ void FaultServer::link_loop() {
     for (;;) {
         std::unique_lock lock(mutex_);
         for (;;) {
-            if (ended_.load() || (complete_.load() && !broken_)) {
-                return;  // complete during a break still reconnects: the source wants DONE
-            }
             if (pause_to_report_ || resume_to_report_) {
+                // Both may be pending (a pause that ended before this thread woke): in order.
                 bool pausing = pause_to_report_;
+                bool resuming = resume_to_report_;
                 pause_to_report_ = resume_to_report_ = false;
                 Pause pause = pauses_.back();
                 lock.unlock();
                 if (pausing && options_.on_pause) {
                     options_.on_pause(pause);
                 }
-                if (!pausing && options_.on_resume) {
+                if (resuming && options_.on_resume) {
                     options_.on_resume(pause);
                 }
                 lock.lock();
                 continue;
+            }
+            // Complete is not the end of this thread: a break before the source closed in
+            // order after DONE means the DONE may be lost, and a new session delivers it.
+            if (ended_.load() || link_stop_ || (complete_.load() && done_delivered_)) {
+                return;
             }
             if (broken_) {
                 break;
@@ -455,7 +459,7 @@ void FaultServer::link_loop() {
                 break;
             }
             std::unique_lock wait(mutex_);
-            if (ended_.load()) {
+            if (ended_.load() || link_stop_) {
                 return;
             }
             if (Clock::now() + backoff >= deadline) {
@@ -483,7 +487,9 @@ void FaultServer::lost(std::uint64_t generation, const transport::Failure& why) 
         }
         if (complete_.load()) {
             if (!why.code) {
-                return;  // the source closed in order: it has our DONE
+                done_delivered_ = true;  // the source closed in order: it has our DONE
+                state_changed_.notify_all();
+                return;
             }
             // The DONE may have been lost with the connection: one more session delivers it
             // (RESUME, then DONE), or the source would wait for it until its own deadline.
@@ -706,6 +712,16 @@ void FaultServer::completed() {
         std::lock_guard lock(mutex_);
         complete_.store(true, std::memory_order_release);
         completed_at_ = Clock::now();
+        if (paused_) {
+            // The last pages came in the broken session's ring: the guest has everything, which
+            // ends the pause as surely as a new session's page would.
+            paused_ = false;
+            pause_active_.store(false, std::memory_order_release);
+            pauses_.back().seconds =
+                std::chrono::duration<double>(*completed_at_ - paused_at_).count();
+            pauses_.back().resumed = true;
+            resume_to_report_ = true;
+        }
         if (urgent_id_) {
             urgent_path_->want_send(*urgent_id_);  // DONE; the source then closes everything
         }
@@ -789,6 +805,9 @@ DestinationStats FaultServer::wait() {
                 lock.lock();
             }
         }
+        link_stop_ = true;  // the link thread ends, even while delivering a DONE
+        connect_io_.stop();
+        state_changed_.notify_all();
         lock.unlock();
         (void)stop_faults_.signal();
         fault_thread_.join();

@@ -137,6 +137,8 @@ class FaultServer {
     std::size_t bulk_in_session_ = 0;
     std::size_t streams_ended_ = 0;  // STREAM_ENDs of the current session
     bool broken_ = false;            // the session broke: the link thread makes a new one
+    bool done_delivered_ = false;    // the source closed in order after our DONE
+    bool link_stop_ = false;         // wait() is tearing down: the link thread ends
     bool paused_ = false;            // no page has arrived since the break (the deadline runs)
     bool pause_to_report_ = false;   // for the link thread: on_pause
     bool resume_to_report_ = false;  // for the link thread: on_resume
