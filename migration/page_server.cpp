@@ -490,7 +490,6 @@ void PageServer::started(std::uint32_t flags, std::uint64_t session) {
     want_hashes_.store((flags & wire::Start::kWantHashes) != 0, std::memory_order_relaxed);
     stream_held_.store((flags & wire::Start::kStreamHeld) != 0, std::memory_order_relaxed);
     stream_on_urgent_.store((flags & wire::Start::kStreamOnUrgent) != 0, std::memory_order_relaxed);
-    started_.store(true, std::memory_order_release);
     std::lock_guard lock(mutex_);
     if (session != session_) {
         return;  // replaced meanwhile

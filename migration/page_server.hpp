@@ -101,7 +101,6 @@ class PageServer {
     std::string lost_why_;
     std::uint64_t pauses_ = 0;
 
-    std::atomic<bool> started_{false};
     std::atomic<std::uint64_t> active_session_{0};  // the session that sent START or RESUME
     std::atomic<std::uint64_t> resumes_{0};
     std::atomic<bool> want_hashes_{false};
