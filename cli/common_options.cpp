@@ -125,13 +125,16 @@ std::expected<void, std::string> write_json(const std::string& path, const nlohm
 
 void report_pauses(DestinationOptions& options, const std::string& command) {
     auto timeout = options.reconnect_timeout;
-    options.on_pause = [command, timeout](const Pause& p) {
-        std::fprintf(stderr, "\r\033[K%s: paused at %.3f s: %s; reconnecting (for up to %.1f s)\n",
+    // On a terminal the line first clears a progress bar drawn there; into a file or a pipe it
+    // is a plain line (no escape sequence in a log).
+    const char* clear = ::isatty(STDERR_FILENO) == 1 ? "\r\033[K" : "";
+    options.on_pause = [command, timeout, clear](const Pause& p) {
+        std::fprintf(stderr, "%s%s: paused at %.3f s: %s; reconnecting (for up to %.1f s)\n", clear,
                      command.c_str(), p.at_seconds, p.reason.c_str(),
                      static_cast<double>(timeout.count()) / 1000.0);
     };
-    options.on_resume = [command](const Pause& p) {
-        std::fprintf(stderr, "\r\033[K%s: resumed after %.3f s\n", command.c_str(), p.seconds);
+    options.on_resume = [command, clear](const Pause& p) {
+        std::fprintf(stderr, "%s%s: resumed after %.3f s\n", clear, command.c_str(), p.seconds);
     };
 }
 
