@@ -113,10 +113,10 @@ class FaultServer::UrgentHandler final : public ChannelHandler {
     }
 
     void on_closed(ChannelId, const transport::Failure& why) override {
-        if (!server_.complete_.load(std::memory_order_acquire)) {
-            server_.lost(generation_, transport::Failure{
-                                          why.code, "the urgent connection: " + describe_end(why)});
-        }
+        // After completion too: this connection carries DONE, and how it ends says whether the
+        // source has it (an orderly close) or a new session must deliver it (a break).
+        server_.lost(generation_,
+                     transport::Failure{why.code, "the urgent connection: " + describe_end(why)});
         server_.channel_closed();
     }
 
@@ -490,6 +490,9 @@ void FaultServer::lost(std::uint64_t generation, const transport::Failure& why) 
                 done_delivered_ = true;  // the source closed in order: it has our DONE
                 state_changed_.notify_all();
                 return;
+            }
+            if (link_stop_ || why.code == Errc::Closed || options_.reconnect_timeout.count() == 0) {
+                return;  // our own teardown, or no recovery wanted
             }
             // The DONE may have been lost with the connection: one more session delivers it
             // (RESUME, then DONE), or the source would wait for it until its own deadline.
