@@ -9,7 +9,11 @@ import xml.etree.ElementTree as ET
 # Meson copies each test's output into the JUnit log verbatim, so a test that prints a control
 # character (a sanitizer report quoting raw bytes, a hostile frame echoed back) leaves a log that
 # no XML parser accepts. Those characters are not allowed in XML 1.0; drop them before parsing.
-_NOT_XML = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]|&#(?:x0*[0-8bcefBCEF]|x0*1[0-9a-fA-F]|0*(?:[0-8]|1[124-9]|2[0-9]|3[01]));")
+# Raw bytes, or character references to them (&#27; &#x1b;): 0-8, 11, 12, 14-31.
+_NOT_XML = re.compile(
+    rb"[\x00-\x08\x0b\x0c\x0e-\x1f]"
+    rb"|&#(?:x0*[0-8bcefBCEF]|x0*1[0-9a-fA-F]|0*(?:[0-8]|1[124-9]|2[0-9]|3[01]));"
+)
 
 
 def count(build: pathlib.Path):

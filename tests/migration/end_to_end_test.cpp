@@ -1,20 +1,17 @@
 // end_to_end_test.cpp — A real postcopy migration in one process: source, destination, guest.
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <poll.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <atomic>
 #include <cstring>
-#include <mutex>
 #include <random>
+#include <span>
 #include <thread>
 
 #include "migration/fault_server.hpp"
 #include "migration/page_server.hpp"
+#include "tests/support/tcp_relay.hpp"
 #include "tests/support/test_support.hpp"
+#include "transport/frame.hpp"
 #include "uffd/mapping.hpp"
 
 namespace uffdm::migration {
@@ -374,154 +371,35 @@ INSTANTIATE_TEST_SUITE_P(
 namespace uffdm::migration {
 namespace {
 
-// A TCP relay on loopback between the destination and the source that forwards every byte,
-// except that it reads the frames the destination sends and, the first time one is DONE, resets
-// both sides of that connection instead of forwarding it: the break comes after the destination
-// has every page and before the source has heard so. Blocking sockets, one thread per pair.
-class DoneBreakingRelay {
-  public:
-    explicit DoneBreakingRelay(std::uint16_t source_port) : source_port_(source_port) {
-        listener_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        sockaddr_in address{};
-        address.sin_family = AF_INET;
-        address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        socklen_t length = sizeof address;
-        if (listener_ < 0 || ::bind(listener_, reinterpret_cast<sockaddr*>(&address), length) < 0 ||
-            ::listen(listener_, 16) < 0 ||
-            ::getsockname(listener_, reinterpret_cast<sockaddr*>(&address), &length) < 0) {
-            return;
-        }
-        port_ = ntohs(address.sin_port);
-        acceptor_ = std::thread([this] { accept_loop(); });
-    }
-    ~DoneBreakingRelay() {
-        stopping_ = true;
-        ::shutdown(listener_, SHUT_RDWR);
-        if (acceptor_.joinable()) {
-            acceptor_.join();
-        }
-        for (auto& pump : pumps_) {
-            pump.join();
-        }
-        ::close(listener_);
-    }
-    DoneBreakingRelay(const DoneBreakingRelay&) = delete;
-    DoneBreakingRelay& operator=(const DoneBreakingRelay&) = delete;
-
-    [[nodiscard]] std::uint16_t port() const { return port_; }
-    [[nodiscard]] int dones_broken() const { return dones_broken_.load(); }
-    [[nodiscard]] int dones_forwarded() const { return dones_forwarded_.load(); }
-
-  private:
-    void accept_loop() {
-        for (;;) {
-            int client = ::accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC);
-            if (client < 0) {
-                return;  // shut down
-            }
-            int server = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-            sockaddr_in address{};
-            address.sin_family = AF_INET;
-            address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-            address.sin_port = htons(source_port_);
-            if (server < 0 ||
-                ::connect(server, reinterpret_cast<sockaddr*>(&address), sizeof address) < 0) {
-                ::close(client);
-                if (server >= 0) {
-                    ::close(server);
-                }
-                continue;
-            }
-            std::lock_guard lock(mutex_);
-            pumps_.emplace_back([this, client, server] { pump(client, server); });
-        }
-    }
-
-    // Copies both ways until either side ends; returns having closed both.
-    void pump(int client, int server) {
-        std::vector<std::byte> frames;  // destination -> source bytes not yet forwarded
-        bool reset = false;
-        char buffer[1 << 16];
-        while (!stopping_ && !reset) {
-            pollfd ready[2] = {{client, POLLIN, 0}, {server, POLLIN, 0}};
-            if (::poll(ready, 2, 100) < 0) {
-                break;
-            }
-            if ((ready[1].revents & (POLLIN | POLLHUP | POLLERR)) != 0) {
-                ssize_t n = ::read(server, buffer, sizeof buffer);
-                if (n <= 0 || !write_all(client, buffer, static_cast<std::size_t>(n))) {
-                    break;
-                }
-            }
-            if ((ready[0].revents & (POLLIN | POLLHUP | POLLERR)) != 0) {
-                ssize_t n = ::read(client, buffer, sizeof buffer);
-                if (n <= 0) {
-                    break;
-                }
-                auto* bytes = reinterpret_cast<std::byte*>(buffer);
-                frames.insert(frames.end(), bytes, bytes + n);
-                reset = !forward_frames(frames, server);
-            }
-        }
-        if (reset) {
-            linger zero{.l_onoff = 1, .l_linger = 0};  // close(2) sends RST
-            ::setsockopt(client, SOL_SOCKET, SO_LINGER, &zero, sizeof zero);
-            ::setsockopt(server, SOL_SOCKET, SO_LINGER, &zero, sizeof zero);
-        }
-        ::close(client);
-        ::close(server);
-    }
-
-    // Forwards the whole frames at the front of `frames`; false when it met the DONE to break.
-    bool forward_frames(std::vector<std::byte>& frames, int server) {
-        std::size_t at = 0;
-        while (frames.size() - at >= transport::kHeaderSize) {
-            std::uint32_t length = 0;
-            std::memcpy(&length, frames.data() + at + 8, sizeof length);
-            std::size_t whole = transport::kHeaderSize + length;
-            if (frames.size() - at < whole) {
-                break;
-            }
-            auto type = static_cast<wire::MessageType>(frames[at + 6]);
-            if (type == wire::MessageType::Done) {
-                if (dones_broken_.load() == 0) {
-                    ++dones_broken_;
-                    return write_all(server, frames.data(), at), false;
-                }
-                ++dones_forwarded_;
-            }
-            at += whole;
-        }
-        if (!write_all(server, frames.data(), at)) {
-            return false;
-        }
-        frames.erase(frames.begin(), frames.begin() + static_cast<std::ptrdiff_t>(at));
-        return true;
-    }
-
-    static bool write_all(int fd, const void* data, std::size_t size) {
-        const auto* p = static_cast<const char*>(data);
-        while (size > 0) {
-            ssize_t n = ::send(fd, p, size, MSG_NOSIGNAL);
-            if (n <= 0) {
-                return false;
-            }
-            p += n;
-            size -= static_cast<std::size_t>(n);
-        }
-        return true;
-    }
-
-    std::uint16_t source_port_;
-    std::uint16_t port_ = 0;
-    int listener_ = -1;
-    std::atomic<bool> stopping_{false};
-    std::atomic<int> dones_broken_{0};
-    std::atomic<int> dones_forwarded_{0};
-    std::mutex mutex_;
-    std::vector<std::thread> pumps_;
-    std::thread acceptor_;
+// What the relay below saw of DONE frames from the destination.
+struct DoneCounts {
+    std::atomic<int> broken{0};
+    std::atomic<int> forwarded{0};
 };
+
+// Reads the frames the destination sends and forwards the whole ones, except that the first
+// time one is DONE it resets both sides of that connection in its place: the break comes after
+// the destination has every page and before the source has heard so.
+test::TcpRelay::Verdict break_first_done(std::span<const std::byte> pending, DoneCounts& counts) {
+    std::size_t at = 0;
+    while (pending.size() - at >= transport::kHeaderSize) {
+        std::uint32_t length = 0;
+        std::memcpy(&length, pending.data() + at + 8, sizeof length);
+        std::size_t whole = transport::kHeaderSize + length;
+        if (pending.size() - at < whole) {
+            break;
+        }
+        if (static_cast<wire::MessageType>(pending[at + 6]) == wire::MessageType::Done) {
+            if (counts.broken.load() == 0) {
+                ++counts.broken;
+                return {.forward = at, .reset = true};
+            }
+            ++counts.forwarded;
+        }
+        at += whole;
+    }
+    return {.forward = at};
+}
 
 // The destination has every page and sends DONE; the connection breaks before the source reads
 // it. The source cannot tell that from any other break and waits; the destination must connect
@@ -530,7 +408,10 @@ TEST(Recovery, ABreakAfterTheLastPageBeforeTheSourceHeardDoneIsMendedByANewSessi
     SyntheticSpec spec{.size = 16ULL << 20, .seed = 21, .zero_percent = 20};
     LoopbackSource served(spec, std::chrono::seconds(4));
     ASSERT_TRUE(served.server) << served.error;
-    DoneBreakingRelay relay(served.server->local_endpoint().port);
+    DoneCounts dones;
+    test::TcpRelay relay(
+        served.server->local_endpoint().port,
+        [&](std::span<const std::byte> pending) { return break_first_done(pending, dones); });
     ASSERT_NE(relay.port(), 0);
 
     auto mapping = uffd::Mapping::anonymous(spec.size);
@@ -547,8 +428,8 @@ TEST(Recovery, ABreakAfterTheLastPageBeforeTheSourceHeardDoneIsMendedByANewSessi
     served.thread.join();  // the source ends by itself: after DONE, or at its deadline
 
     EXPECT_TRUE(report.ok) << report.error.message;
-    EXPECT_EQ(relay.dones_broken(), 1);
-    EXPECT_EQ(relay.dones_forwarded(), 1) << "the destination never delivered DONE again";
+    EXPECT_EQ(dones.broken.load(), 1);
+    EXPECT_EQ(dones.forwarded.load(), 1) << "the destination never delivered DONE again";
     ASSERT_TRUE(served.report.has_value());
     EXPECT_TRUE(served.report->ok) << served.report->error.message;
     EXPECT_EQ(served.report->pauses, 1U);

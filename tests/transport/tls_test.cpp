@@ -1,17 +1,14 @@
 // tls_test.cpp — TLS 1.3 with real certificates: mutual authentication, refusals, ciphertext.
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
-#include <cstring>
 #include <mutex>
-#include <thread>
+#include <span>
+#include <vector>
 
 #include "tests/support/data_path_support.hpp"
+#include "tests/support/tcp_relay.hpp"
 #include "tests/support/tls_support.hpp"
 #include "tests/support/transport_support.hpp"
 #include "transport/listener.hpp"
@@ -59,70 +56,22 @@ class Tls : public ::testing::Test {
 // eavesdropper on the wire would see.
 class Tap {
   public:
-    explicit Tap(std::uint16_t server_port) {
-        listener_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        sockaddr_in addr{};
-        addr.sin_family = AF_INET;
-        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        socklen_t len = sizeof addr;
-        ::bind(listener_, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-        ::listen(listener_, 1);
-        ::getsockname(listener_, reinterpret_cast<sockaddr*>(&addr), &len);
-        port_ = ntohs(addr.sin_port);
-        thread_ = std::thread([this, server_port] { relay(server_port); });
-    }
-    ~Tap() {
-        ::shutdown(listener_, SHUT_RDWR);
-        thread_.join();
-        ::close(listener_);
-    }
-    [[nodiscard]] std::uint16_t port() const { return port_; }
+    explicit Tap(std::uint16_t server_port)
+        : relay_(server_port, [this](std::span<const std::byte> pending) {
+              std::lock_guard lock(mutex_);
+              seen_.insert(seen_.end(), pending.begin(), pending.end());
+              return test::TcpRelay::Verdict{.forward = pending.size()};
+          }) {}
+    [[nodiscard]] std::uint16_t port() const { return relay_.port(); }
     std::vector<std::byte> seen() {
         std::lock_guard lock(mutex_);
         return seen_;
     }
 
   private:
-    void relay(std::uint16_t server_port) {
-        int client = ::accept(listener_, nullptr, nullptr);
-        if (client < 0) {
-            return;
-        }
-        int server = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        sockaddr_in addr{};
-        addr.sin_family = AF_INET;
-        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        addr.sin_port = htons(server_port);
-        ::connect(server, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-        std::thread back([&] { pump(server, client, false); });
-        pump(client, server, true);
-        back.join();
-        ::close(client);
-        ::close(server);
-    }
-    void pump(int from, int to, bool record) {
-        std::vector<std::byte> buffer(64 * 1024);
-        for (;;) {
-            ssize_t n = ::recv(from, buffer.data(), buffer.size(), 0);
-            if (n <= 0) {
-                ::shutdown(to, SHUT_WR);
-                return;
-            }
-            if (record) {
-                std::lock_guard lock(mutex_);
-                seen_.insert(seen_.end(), buffer.begin(), buffer.begin() + n);
-            }
-            if (::send(to, buffer.data(), static_cast<std::size_t>(n), MSG_NOSIGNAL) != n) {
-                return;
-            }
-        }
-    }
-
-    int listener_ = -1;
-    std::uint16_t port_ = 0;
-    std::thread thread_;
     std::mutex mutex_;
     std::vector<std::byte> seen_;
+    test::TcpRelay relay_;  // last: it stops before what its callback uses goes
 };
 
 class TlsDataPath : public Tls, public ::testing::WithParamInterface<Backend> {};
