@@ -331,8 +331,8 @@ std::expected<void, wire::Failure> FaultServer::start() {
     return {};
 }
 
-std::expected<transport::Session, transport::Failure> FaultServer::connect_once() {
-    using Result = std::optional<std::expected<transport::Session, transport::Failure>>;
+std::expected<transport::Session, transport::SessionFailure> FaultServer::connect_once() {
+    using Result = std::optional<std::expected<transport::Session, transport::SessionFailure>>;
     auto result = std::make_shared<Result>();
     transport::SessionOptions session{.endpoint = options_.source,
                                       .secret = options_.secret,
@@ -345,7 +345,8 @@ std::expected<transport::Session, transport::Failure> FaultServer::connect_once(
     {
         std::lock_guard lock(mutex_);
         if (ended_.load() || link_stop_) {
-            return std::unexpected(transport::failure(Errc::Closed, "stopped"));
+            return std::unexpected(
+                transport::SessionFailure{transport::failure(Errc::Closed, "stopped"), false});
         }
         connect_io_.restart();
     }
@@ -358,10 +359,12 @@ std::expected<transport::Session, transport::Failure> FaultServer::connect_once(
     // connect(2) itself has no deadline in the kernel for minutes; ours is the handshake's.
     connect_io_.run_for(options_.liveness.handshake_timeout * 2);
     if (!result->has_value()) {
-        return std::unexpected(transport::failure(
-            Errc::PeerLost,
-            "cannot reach the source at " + options_.source.to_string() + " within " +
-                std::to_string(2 * options_.liveness.handshake_timeout.count()) + " ms"));
+        return std::unexpected(transport::SessionFailure{
+            transport::failure(
+                Errc::PeerLost,
+                "cannot reach the source at " + options_.source.to_string() + " within " +
+                    std::to_string(2 * options_.liveness.handshake_timeout.count()) + " ms"),
+            false});
     }
     return std::move(**result);
 }
@@ -388,15 +391,60 @@ bool FaultServer::attach(transport::Session joined) {
     return true;
 }
 
+namespace {
+
+// The source was there, and the link or the source broke before the session was made.
+bool broke_after_reaching(const transport::SessionFailure& why) {
+    return why.reached && (why.code == Errc::PeerLost || why.code == Errc::TimedOut);
+}
+
+}  // namespace
+
+// Makes sessions with backoff (50 ms doubling to 1 s) until one joins or `deadline` passes;
+// each attempt authenticates anew. The first session of a migration gives up at once when
+// nothing listens at the address (a wrong address, a source not started yet) or the source
+// refused us; one that was reached and then broke is retried like any later break.
+FaultServer::Joining FaultServer::join_session(Clock::time_point deadline, bool first,
+                                               transport::SessionFailure& last) {
+    auto backoff = std::chrono::milliseconds(50);
+    for (;;) {
+        auto session = connect_once();
+        if (session) {
+            return attach(std::move(*session)) ? Joining::Joined : Joining::Stopped;
+        }
+        last = session.error();
+        if (first && !broke_after_reaching(last)) {
+            return Joining::GaveUp;
+        }
+        std::unique_lock wait(mutex_);
+        if (ended_.load() || link_stop_) {
+            return Joining::Stopped;
+        }
+        if (Clock::now() + backoff >= deadline) {
+            return Joining::GaveUp;
+        }
+        state_changed_.wait_for(wait, backoff, [&] { return ended_.load(); });
+        backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
+    }
+}
+
 // The link thread: the first session, then after every break new ones, and the pause and
 // resume callbacks (never from a data path loop: the embedder's code may take its time).
 void FaultServer::link_loop() {
-    auto first = connect_once();
-    if (!first) {
-        return fail(first.error());
-    }
-    if (!attach(std::move(*first))) {
-        return;
+    transport::SessionFailure last;
+    switch (join_session(Clock::now() + options_.reconnect_timeout, true, last)) {
+        case Joining::Joined:
+            break;
+        case Joining::Stopped:
+            return;
+        case Joining::GaveUp:
+            if (!broke_after_reaching(last)) {
+                return fail(last);  // nothing listens there, or the source refused us
+            }
+            return fail(transport::failure(Errc::TimedOut,
+                                           "no session could be made with the source within " +
+                                               std::to_string(options_.reconnect_timeout.count()) +
+                                               " ms; the last attempt: " + last.detail));
     }
     for (;;) {
         std::unique_lock lock(mutex_);
@@ -442,28 +490,18 @@ void FaultServer::link_loop() {
                 state_changed_.wait(lock);
             }
         }
-        // Reconnect with backoff until the deadline; each attempt authenticates anew. Only to
-        // deliver DONE, briefly: the guest has everything already.
+        // Only to deliver DONE, briefly: the guest has everything already.
         bool delivering_done = complete_.load();
         auto deadline =
             delivering_done ? Clock::now() + kGoodbyeWait : paused_at_ + options_.reconnect_timeout;
         std::string reason = pauses_.empty() ? std::string("after DONE") : pauses_.back().reason;
         lock.unlock();
-        auto backoff = std::chrono::milliseconds(50);
-        for (;;) {
-            auto session = connect_once();
-            if (session) {
-                if (!attach(std::move(*session))) {
-                    return;
-                }
-                break;
-            }
-            std::unique_lock wait(mutex_);
-            if (ended_.load() || link_stop_) {
+        switch (join_session(deadline, false, last)) {
+            case Joining::Joined:
+                continue;
+            case Joining::Stopped:
                 return;
-            }
-            if (Clock::now() + backoff >= deadline) {
-                wait.unlock();
+            case Joining::GaveUp:
                 if (delivering_done) {
                     return;  // complete here; the source will say it never heard so
                 }
@@ -471,10 +509,7 @@ void FaultServer::link_loop() {
                     Errc::TimedOut, "the connection to the source broke (" + reason +
                                         ") and no new session could be made within " +
                                         std::to_string(options_.reconnect_timeout.count()) +
-                                        " ms; the last attempt: " + session.error().detail));
-            }
-            state_changed_.wait_for(wait, backoff, [&] { return ended_.load(); });
-            backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
+                                        " ms; the last attempt: " + last.detail));
         }
     }
 }

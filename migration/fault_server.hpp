@@ -87,7 +87,9 @@ class FaultServer {
     void handle_fault(std::uint64_t address, std::uint32_t thread_id, Clock::time_point now);
     // The link thread: connects, and after a break reconnects until the deadline.
     void link_loop();
-    [[nodiscard]] std::expected<transport::Session, transport::Failure> connect_once();
+    enum class Joining { Joined, Stopped, GaveUp };
+    Joining join_session(Clock::time_point deadline, bool first, transport::SessionFailure& last);
+    [[nodiscard]] std::expected<transport::Session, transport::SessionFailure> connect_once();
     bool attach(transport::Session session);
     void lost(std::uint64_t generation, const transport::Failure& why);
     void drop_session(const transport::Failure& why);

@@ -5,21 +5,23 @@
 
 namespace uffdm::transport {
 
-asio::awaitable<std::expected<Session, Failure>> connect_session(SessionOptions options) {
+asio::awaitable<std::expected<Session, SessionFailure>> connect_session(SessionOptions options) {
     if (options.bulk_channels > kMaxBulkChannels) {
-        co_return std::unexpected(failure(Errc::InvalidArgument,
-                                          "bulk channels " + std::to_string(options.bulk_channels) +
-                                              " outside 0.." + std::to_string(kMaxBulkChannels)));
+        co_return std::unexpected(SessionFailure{
+            failure(Errc::InvalidArgument, "bulk channels " +
+                                               std::to_string(options.bulk_channels) +
+                                               " outside 0.." + std::to_string(kMaxBulkChannels)),
+            false});
     }
     auto socket = co_await connect_to(options.endpoint, options.liveness);
     if (!socket) {
-        co_return std::unexpected(socket.error());
+        co_return std::unexpected(SessionFailure{socket.error(), false});
     }
     auto urgent = co_await client_handshake(std::move(*socket),
                                             {.secret = options.secret, .role = Role::Urgent},
                                             options.liveness, options.tls);
     if (!urgent) {
-        co_return std::unexpected(urgent.error());
+        co_return std::unexpected(SessionFailure{urgent.error(), true});
     }
     std::uint64_t id = urgent->joined().session_id;
     std::size_t wanted =
@@ -28,7 +30,7 @@ asio::awaitable<std::expected<Session, Failure>> connect_session(SessionOptions 
     for (std::size_t index = 0; index < wanted; ++index) {
         auto bulk_socket = co_await connect_to(options.endpoint, options.liveness);
         if (!bulk_socket) {
-            co_return std::unexpected(bulk_socket.error());
+            co_return std::unexpected(SessionFailure{bulk_socket.error(), true});
         }
         auto bulk = co_await client_handshake(std::move(*bulk_socket),
                                               {.secret = options.secret,
@@ -37,9 +39,10 @@ asio::awaitable<std::expected<Session, Failure>> connect_session(SessionOptions 
                                                .bulk_index = static_cast<std::uint8_t>(index)},
                                               options.liveness, options.tls);
         if (!bulk) {
-            co_return std::unexpected(
-                Failure{bulk.error().code,
-                        "bulk connection " + std::to_string(index) + ": " + bulk.error().detail});
+            co_return std::unexpected(SessionFailure{
+                {bulk.error().code,
+                 "bulk connection " + std::to_string(index) + ": " + bulk.error().detail},
+                true});
         }
         session.bulk.push_back(std::move(*bulk));
     }

@@ -24,9 +24,16 @@ struct Session {
     std::vector<Connection> bulk;
 };
 
+// Why a session could not be made, and whether the server was reached at all: false when the
+// urgent connection's connect(2) failed (nothing listens at the endpoint), true when a
+// connection was made and then broke or was refused.
+struct SessionFailure : Failure {
+    bool reached = false;
+};
+
 // Connects and authenticates the urgent connection first (it opens the session), then each
 // bulk connection with the session id. Any failure ends the whole attempt.
-[[nodiscard]] asio::awaitable<std::expected<Session, Failure>> connect_session(
+[[nodiscard]] asio::awaitable<std::expected<Session, SessionFailure>> connect_session(
     SessionOptions options);
 
 }  // namespace uffdm::transport

@@ -371,6 +371,17 @@ INSTANTIATE_TEST_SUITE_P(
 namespace uffdm::migration {
 namespace {
 
+// Pages of a one-region 4 KiB guest whose content is not the synthetic guest's.
+std::uint64_t wrong_pages(const SyntheticSpec& spec, const uffd::Mapping& mapping) {
+    std::uint64_t wrong = 0;
+    for (std::uint64_t p = 0; p < spec.size / 4096; ++p) {
+        if (!page_matches(spec, 0, p, std::span(mapping.data() + p * 4096, 4096))) {
+            ++wrong;
+        }
+    }
+    return wrong;
+}
+
 // What the relay below saw of DONE frames from the destination.
 struct DoneCounts {
     std::atomic<int> broken{0};
@@ -433,13 +444,48 @@ TEST(Recovery, ABreakAfterTheLastPageBeforeTheSourceHeardDoneIsMendedByANewSessi
     ASSERT_TRUE(served.report.has_value());
     EXPECT_TRUE(served.report->ok) << served.report->error.message;
     EXPECT_EQ(served.report->pauses, 1U);
-    std::uint64_t wrong = 0;
-    for (std::uint64_t p = 0; p < spec.size / 4096; ++p) {
-        if (!page_matches(spec, 0, p, std::span(mapping->data() + p * 4096, 4096))) {
-            ++wrong;
-        }
+    EXPECT_EQ(wrong_pages(spec, *mapping), 0U);
+}
+
+// The very first session breaks during its handshake (the source was reached: this is not a
+// wrong address). Like any later break it is retried, and the migration completes; before,
+// the destination gave up at once.
+TEST(Recovery, ABreakDuringTheFirstHandshakeIsRetriedLikeAnyOtherBreak) {
+    SyntheticSpec spec{.size = 8ULL << 20, .seed = 23, .zero_percent = 20};
+    LoopbackSource served(spec, std::chrono::seconds(4));
+    ASSERT_TRUE(served.server) << served.error;
+    std::atomic<int> resets{0};
+    test::TcpRelay relay(served.server->local_endpoint().port,
+                         [&](std::span<const std::byte> pending) {
+                             if (resets.load() == 0) {
+                                 ++resets;  // the first HELLO: reset instead of forwarding it
+                                 return test::TcpRelay::Verdict{.forward = 0, .reset = true};
+                             }
+                             return test::TcpRelay::Verdict{.forward = pending.size()};
+                         });
+    ASSERT_NE(relay.port(), 0);
+
+    auto mapping = uffd::Mapping::anonymous(spec.size);
+    auto uffd = uffd::UserfaultFd::open(test::test_open_options());
+    ASSERT_TRUE(mapping && uffd);
+    FaultServerOptions receive;
+    receive.source = *transport::parse_endpoint("tcp:127.0.0.1:" + std::to_string(relay.port()));
+    receive.reconnect_timeout = std::chrono::seconds(4);
+    auto destination = FaultServer::create(
+        std::move(*uffd),
+        {{mapping->data(), mapping->size(), 4096, uffd::MemoryKind::Anonymous, true}}, receive);
+    ASSERT_TRUE(destination && (*destination)->start());
+    DestinationStats report = (*destination)->wait();
+    if (!report.ok) {
+        served.server->stop();
     }
-    EXPECT_EQ(wrong, 0U);
+    served.thread.join();
+
+    EXPECT_EQ(resets.load(), 1);
+    ASSERT_TRUE(report.ok) << report.error.message;
+    ASSERT_TRUE(served.report.has_value());
+    EXPECT_TRUE(served.report->ok) << served.report->error.message;
+    EXPECT_EQ(wrong_pages(spec, *mapping), 0U);
 }
 
 }  // namespace
