@@ -382,6 +382,27 @@ std::uint64_t wrong_pages(const SyntheticSpec& spec, const uffd::Mapping& mappin
     return wrong;
 }
 
+// Receives a one-region 4 KiB guest into `mapping` from the source behind the relay at `port`,
+// with a reconnect deadline of 4 s.
+DestinationStats receive_through(std::uint16_t port, const uffd::Mapping& mapping) {
+    auto uffd = uffd::UserfaultFd::open(test::test_open_options());
+    FaultServerOptions receive;
+    receive.source = *transport::parse_endpoint("tcp:127.0.0.1:" + std::to_string(port));
+    receive.reconnect_timeout = std::chrono::seconds(4);
+    DestinationStats cannot;
+    cannot.error.message = "the destination could not start";
+    if (!uffd) {
+        return cannot;
+    }
+    auto destination = FaultServer::create(
+        std::move(*uffd),
+        {{mapping.data(), mapping.size(), 4096, uffd::MemoryKind::Anonymous, true}}, receive);
+    if (!destination || !(*destination)->start()) {
+        return cannot;
+    }
+    return (*destination)->wait();
+}
+
 // What the relay below saw of DONE frames from the destination.
 struct DoneCounts {
     std::atomic<int> broken{0};
@@ -426,16 +447,11 @@ TEST(Recovery, ABreakAfterTheLastPageBeforeTheSourceHeardDoneIsMendedByANewSessi
     ASSERT_NE(relay.port(), 0);
 
     auto mapping = uffd::Mapping::anonymous(spec.size);
-    auto uffd = uffd::UserfaultFd::open(test::test_open_options());
-    ASSERT_TRUE(mapping && uffd);
-    FaultServerOptions receive;
-    receive.source = *transport::parse_endpoint("tcp:127.0.0.1:" + std::to_string(relay.port()));
-    receive.reconnect_timeout = std::chrono::seconds(4);
-    auto destination = FaultServer::create(
-        std::move(*uffd),
-        {{mapping->data(), mapping->size(), 4096, uffd::MemoryKind::Anonymous, true}}, receive);
-    ASSERT_TRUE(destination && (*destination)->start());
-    DestinationStats report = (*destination)->wait();
+    ASSERT_TRUE(mapping);
+    DestinationStats report = receive_through(relay.port(), *mapping);
+    if (!report.ok) {
+        served.server->stop();  // it may never have been reached
+    }
     served.thread.join();  // the source ends by itself: after DONE, or at its deadline
 
     EXPECT_TRUE(report.ok) << report.error.message;
@@ -466,16 +482,8 @@ TEST(Recovery, ABreakDuringTheFirstHandshakeIsRetriedLikeAnyOtherBreak) {
     ASSERT_NE(relay.port(), 0);
 
     auto mapping = uffd::Mapping::anonymous(spec.size);
-    auto uffd = uffd::UserfaultFd::open(test::test_open_options());
-    ASSERT_TRUE(mapping && uffd);
-    FaultServerOptions receive;
-    receive.source = *transport::parse_endpoint("tcp:127.0.0.1:" + std::to_string(relay.port()));
-    receive.reconnect_timeout = std::chrono::seconds(4);
-    auto destination = FaultServer::create(
-        std::move(*uffd),
-        {{mapping->data(), mapping->size(), 4096, uffd::MemoryKind::Anonymous, true}}, receive);
-    ASSERT_TRUE(destination && (*destination)->start());
-    DestinationStats report = (*destination)->wait();
+    ASSERT_TRUE(mapping);
+    DestinationStats report = receive_through(relay.port(), *mapping);
     if (!report.ok) {
         served.server->stop();
     }
