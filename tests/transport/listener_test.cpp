@@ -5,8 +5,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
 #include <future>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <tuple>
 
@@ -495,6 +498,48 @@ TEST(Connect, ServerThatNeverAnswersTimesOutTheClientHandshake) {
     ASSERT_FALSE(result);
     EXPECT_NE(result.error().detail.find("timed out"), std::string::npos) << result.error().detail;
     EXPECT_LT(took, 5s);
+}
+
+// A handshake whose socket the kernel aborts (SOCK_DESTROY, as `ss -K` does, gives the client
+// ECONNABORTED) has lost its peer like any reset: a destination retries that, where a protocol
+// violation would end the migration.
+TEST(Connect, AHandshakeWhoseSocketIsAbortedIsPeerLostNotAViolation) {
+    if (std::system("ss -V >/dev/null 2>&1") != 0) {
+        GTEST_SKIP() << "no ss(8) here";
+    }
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    ASSERT_EQ(::listen(fd, 4), 0);
+    socklen_t length = sizeof addr;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &length);
+    std::uint16_t port = ntohs(addr.sin_port);
+    Endpoint mute = *parse_endpoint("tcp:127.0.0.1:" + std::to_string(port));
+    LivenessOptions liveness;
+    liveness.handshake_timeout = 10s;
+    std::optional<std::expected<Joined, Failure>> result;
+    std::atomic<bool> done{false};
+    std::thread client([&] {
+        result.emplace(join(mute, {.role = Role::Urgent}, liveness));
+        done = true;
+    });
+    // Only the client's socket: its destination port is the mute listener's.
+    std::string kill = "ss -K -t -n '( dport = :" + std::to_string(port) + " )' >/dev/null";
+    for (int i = 0; i < 50; ++i) {
+        std::this_thread::sleep_for(100ms);
+        ASSERT_EQ(std::system(kill.c_str()), 0);
+        if (done.load()) {
+            break;
+        }
+    }
+    client.join();
+    ::close(fd);
+    ASSERT_TRUE(result.has_value());
+    ASSERT_FALSE(*result);
+    EXPECT_EQ(result->error().code, make_error_code(Errc::PeerLost)) << result->error().detail;
+    EXPECT_NE(result->error().detail.find("abort"), std::string::npos) << result->error().detail;
 }
 
 }  // namespace
