@@ -90,9 +90,14 @@ std::expected<uffdm::Security, int> security_of(const uffdm_security& s) {
     if ((s.flags & ~UFFDM_SECURITY_INSECURE) != 0 || s.reserved != 0) {
         return std::unexpected(fail(EINVAL, "uffdm_security: unknown flags or reserved bits set"));
     }
-    return uffdm::Security{text(s.token_file),      text(s.tls_certificate),
-                           text(s.tls_private_key), text(s.tls_ca),
-                           text(s.tls_server_name), (s.flags & UFFDM_SECURITY_INSECURE) != 0};
+    uffdm::Security out;
+    out.token_file = text(s.token_file);
+    out.tls_certificate = text(s.tls_certificate);
+    out.tls_private_key = text(s.tls_private_key);
+    out.tls_ca = text(s.tls_ca);
+    out.tls_server_name = text(s.tls_server_name);
+    out.insecure = (s.flags & UFFDM_SECURITY_INSECURE) != 0;
+    return out;
 }
 
 void copy_stats(uffdm_destination_stats& out, const uffdm::DestinationStats& s, int result) {
@@ -249,6 +254,16 @@ int uffdm_source_create(const uffdm_source_options* options, const uffdm_region*
             o.listen = options->listen;
         }
         o.security = *security;
+        if (options->unix_socket_mode != 0) {
+            o.security.unix_socket_mode = options->unix_socket_mode;
+        }
+        if (options->allowed_uid_count != 0 && options->allowed_uids == nullptr) {
+            return fail(EINVAL, "uffdm_source_options: allowed_uid_count without allowed_uids");
+        }
+        if (options->allowed_uid_count != 0) {
+            o.security.allowed_uids.assign(options->allowed_uids,
+                                           options->allowed_uids + options->allowed_uid_count);
+        }
         std::vector<std::pair<const void*, std::size_t>> memory;
         for (size_t i = 0; i < count; ++i) {
             if (regions[i].flags != 0 || regions[i].page_size != regions[0].page_size) {

@@ -25,6 +25,12 @@ std::expected<Source, Error> Source::from_memory(Memory memory, SourceOptions op
         return std::unexpected(credentials.error());
     }
     impl->credentials = std::move(*credentials);
+    if (options.security.unix_socket_mode > 0777) {
+        return std::unexpected(api::to_error(transport::failure(
+            Errc::InvalidArgument, "unix socket mode " +
+                                       std::to_string(options.security.unix_socket_mode) +
+                                       " is not a permission mode (0 to 0777)")));
+    }
     auto endpoint = transport::parse_endpoint(options.listen);
     if (!endpoint) {
         return std::unexpected(api::to_error(endpoint.error()));
@@ -34,6 +40,9 @@ std::expected<Source, Error> Source::from_memory(Memory memory, SourceOptions op
         .secret = impl->credentials.secret_or_null(),
         .tls = impl->credentials.tls,
         .insecure = options.security.insecure,
+        .unix_mode = static_cast<mode_t>(options.security.unix_socket_mode),
+        .allowed_uids = {options.security.allowed_uids.begin(),
+                         options.security.allowed_uids.end()},
         .liveness = api::to_liveness(options.timeouts),
         .backend = api::to_backend(options.data_path),
         .bulk_run_bytes = options.bulk_run_bytes,

@@ -104,6 +104,26 @@ std::function<int()> add_serve_command(CLI::App& app) {
     add_security_options(*command, args->options.security);
     command->add_flag("--insecure", args->options.security.insecure,
                       "Listen off-host without authenticating clients");
+    command->add_option_function<std::string>(
+        "--socket-mode",
+        [args](const std::string& text) {
+            std::size_t used = 0;
+            unsigned long mode = 01000;
+            try {
+                mode = std::stoul(text, &used, 8);
+            } catch (const std::exception&) {
+                used = 0;
+            }
+            if (used != text.size() || mode > 0777) {
+                throw CLI::ValidationError("--socket-mode",
+                                           "'" + text + "' is not an octal mode (0 to 777)");
+            }
+            args->options.security.unix_socket_mode = static_cast<std::uint32_t>(mode);
+        },
+        "unix: listeners: the socket file's mode, octal (default 600, whatever the umask)");
+    command->add_option("--allow-uid", args->options.security.allowed_uids,
+                        "unix: listeners: a user besides this one and root who may connect "
+                        "(repeat for more)");
     add_data_path_option(*command, args->options.data_path);
     add_timeout_options(*command, args->options.timeouts, &args->options.reconnect_timeout);
     command->add_option("--json", args->json, "Write a JSON report to this file");

@@ -410,6 +410,8 @@ std::expected<std::unique_ptr<PageServer>, wire::Failure> PageServer::open(
                                       .secret = server->options_.secret,
                                       .tls = server->options_.tls,
                                       .insecure = server->options_.insecure,
+                                      .unix_mode = server->options_.unix_mode,
+                                      .allowed_uids = server->options_.allowed_uids,
                                       .liveness = server->options_.liveness,
                                       .max_pending_handshakes = 64,
                                       .max_bulk_channels = server->options_.max_bulk_channels};

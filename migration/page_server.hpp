@@ -24,6 +24,9 @@ struct PageServerOptions {
     const transport::Secret* secret = nullptr;   // token authentication (or nullptr)
     std::shared_ptr<transport::TlsContext> tls;  // TLS 1.3 (or nullptr)
     bool insecure = false;  // allow a non-loopback listener without client authentication
+    // A unix: listener's socket mode, and the users besides ours and root who may connect.
+    mode_t unix_mode = 0600;
+    std::vector<uid_t> allowed_uids;
     transport::LivenessOptions liveness;
     transport::Backend backend = transport::Backend::Auto;
     std::uint64_t bulk_run_bytes = 256U << 10;  // pages per bulk frame, in bytes

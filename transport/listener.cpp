@@ -1,9 +1,11 @@
 // listener.cpp — The accept loop, the server handshake under a deadline, the session table.
 #include "transport/listener.hpp"
 
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
 namespace uffdm::transport {
@@ -54,8 +56,19 @@ std::expected<std::shared_ptr<Listener>, Failure> Listener::open(asio::io_contex
     if (!ec && where.kind == Endpoint::Kind::Tcp) {
         acceptor.set_option(asio::socket_base::reuse_address(true), ec);
     }
+    const mode_t mode = self->options_.unix_mode & 0777;
+    if (!ec && where.kind == Endpoint::Kind::Unix &&
+        ::fchmod(acceptor.native_handle(), mode) != 0) {
+        // bind(2) creates the socket file with the socket inode's mode less the umask: set
+        // first, the file never exists with a wider mode, whatever the umask.
+        ec.assign(errno, boost::system::system_category());
+    }
     if (!ec) {
         acceptor.bind(bind_to, ec);
+    }
+    if (!ec && where.kind == Endpoint::Kind::Unix && ::chmod(where.path.c_str(), mode) != 0) {
+        // Exactly the mode asked for: the umask may have taken bits the caller wanted.
+        ec.assign(errno, boost::system::system_category());
     }
     if (!ec) {
         acceptor.listen(asio::socket_base::max_listen_connections, ec);
@@ -91,8 +104,8 @@ void Listener::end_session(std::uint64_t session_id) {
 }
 
 ListenerStats Listener::stats() const {
-    return {counters_.accepted.load(), counters_.joined.load(), counters_.refused.load(),
-            counters_.timed_out.load(), counters_.shed.load()};
+    return {counters_.accepted.load(),      counters_.joined.load(),    counters_.refused.load(),
+            counters_.refused_peers.load(), counters_.timed_out.load(), counters_.shed.load()};
 }
 
 std::uint64_t Listener::new_session_id() {
@@ -126,10 +139,37 @@ asio::awaitable<void> Listener::accept_loop() {
         }
         if (local_.kind == Endpoint::Kind::Tcp) {
             (void)apply_liveness(socket.native_handle(), options_.liveness);
+        } else if (!peer_allowed(socket)) {
+            counters_.refused_peers++;
+            socket.close(ec);
+            continue;
         }
         ++pending_;
         asio::co_spawn(io_, handshake(std::move(socket)), asio::detached);
     }
+}
+
+bool Listener::peer_allowed(Socket& socket) {
+    ucred peer{};
+    socklen_t length = sizeof peer;
+    if (::getsockopt(socket.native_handle(), SOL_SOCKET, SO_PEERCRED, &peer, &length) != 0) {
+        return false;
+    }
+    const auto& allowed = options_.allowed_uids;
+    if (peer.uid == ::geteuid() || peer.uid == 0 ||
+        std::find(allowed.begin(), allowed.end(), peer.uid) != allowed.end()) {
+        return true;
+    }
+    // Told why, without waiting: a refused peer must not hold the accept loop.
+    auto refusal =
+        frame_of(FrameType::Error,
+                 ErrorMessage{ErrorCode::AuthFailed,
+                              "uid " + std::to_string(peer.uid) + " may not connect to " +
+                                  local_.to_string() + " (allowed: uid " +
+                                  std::to_string(::geteuid()) + ", root and --allow-uid)"});
+    (void)::send(socket.native_handle(), refusal.data(), refusal.size(),
+                 MSG_DONTWAIT | MSG_NOSIGNAL);
+    return false;
 }
 
 asio::awaitable<void> Listener::handshake(Socket socket) {

@@ -6,6 +6,9 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <vector>
+
+#include <sys/types.h>
 
 #include "transport/auth.hpp"
 #include "transport/connection.hpp"
@@ -20,6 +23,11 @@ struct ListenerOptions {
     std::shared_ptr<TlsContext> tls;
     bool insecure =
         false;  // allow listening on a non-loopback address without client authentication
+    // Unix sockets only. The socket file is created with this mode whatever the umask (never
+    // wider for a moment), and a connecting process must run as this process's user, as root,
+    // or as one of allowed_uids (SO_PEERCRED, checked before the handshake).
+    mode_t unix_mode = 0600;
+    std::vector<uid_t> allowed_uids;
     LivenessOptions liveness;
     // Connections still in their handshake; more are closed at once (a slow-handshake flood
     // cannot exhaust the server, and every one of them times out).
@@ -30,7 +38,8 @@ struct ListenerOptions {
 struct ListenerStats {
     std::uint64_t accepted = 0;
     std::uint64_t joined = 0;
-    std::uint64_t refused = 0;  // handshake failed: bad frame, wrong secret, foreign session
+    std::uint64_t refused = 0;        // handshake failed: bad frame, wrong secret, foreign session
+    std::uint64_t refused_peers = 0;  // Unix socket peers running as a user not allowed
     std::uint64_t timed_out = 0;
     std::uint64_t shed = 0;  // closed at once: too many handshakes pending
 };
@@ -57,6 +66,9 @@ class Listener : public std::enable_shared_from_this<Listener> {
     Listener(asio::io_context& io, ListenerOptions options, OnJoined on_joined);
     asio::awaitable<void> accept_loop();
     asio::awaitable<void> handshake(Socket socket);
+    // Unix sockets: the peer's uid is this process's, root's or an allowed one. Otherwise the
+    // peer is told why (ERROR) and false is returned.
+    bool peer_allowed(Socket& socket);
     std::uint64_t new_session_id();
 
     asio::io_context& io_;
@@ -68,7 +80,8 @@ class Listener : public std::enable_shared_from_this<Listener> {
     // session id -> bulk indices already joined (bit i = index i)
     std::map<std::uint64_t, std::uint32_t> sessions_;
     struct Counters {
-        std::atomic<std::uint64_t> accepted{0}, joined{0}, refused{0}, timed_out{0}, shed{0};
+        std::atomic<std::uint64_t> accepted{0}, joined{0}, refused{0}, refused_peers{0},
+            timed_out{0}, shed{0};
     } counters_;
 };
 

@@ -137,6 +137,11 @@ struct uffdm_source_options {
     uint32_t flags;     /* 0 */
     const char* listen; /* "tcp:127.0.0.1:0" when NULL */
     struct uffdm_security security;
+    /* unix: listeners. The socket file's mode whatever the umask (0: 0600), and the users
+     * besides the source's own and root whose processes may connect (SO_PEERCRED). */
+    uint32_t unix_socket_mode;
+    uint32_t allowed_uid_count;
+    const uint32_t* allowed_uids;
 };
 
 struct uffdm_source_stats {

@@ -141,6 +141,11 @@ struct Security {
     std::string tls_server_name;  // destination: the name the source's certificate must carry
     // Source: listen on a non-loopback address without authenticating clients.
     bool insecure = false;
+    // Source on a unix: address: the socket file's mode (whatever the umask), and the users
+    // besides the source's own and root whose processes may connect (checked with
+    // SO_PEERCRED before anything else, token or not).
+    std::uint32_t unix_socket_mode = 0600;
+    std::vector<std::uint32_t> allowed_uids;
 };
 
 enum class DataPathBackend : std::uint8_t { Auto = 0, IoUring = 1, Asio = 2 };

@@ -1,12 +1,16 @@
 // listener_test.cpp — Real sockets: authentication, sessions, floods, timeouts, broken peers.
+#include <grp.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <functional>
 #include <future>
 #include <mutex>
 #include <optional>
@@ -165,6 +169,136 @@ TEST(Listener, UnixSocketWithoutSecretIsAllowedBecauseItIsLocal) {
     auto urgent = join(*parse_endpoint("unix:" + path), {.secret = nullptr, .role = Role::Urgent});
     ASSERT_TRUE(urgent) << urgent.error().detail;
     ::unlink(path.c_str());
+}
+
+// A client in a child process running as nobody (uid and gid 65534, no capability). It is
+// forked at construction, before the test starts any thread, and waits until run() lets it go;
+// run() returns what `body` returned in the child.
+class NobodyClient {
+  public:
+    explicit NobodyClient(std::function<std::string()> body) {
+        if (::pipe(go_) != 0 || ::pipe(result_) != 0) {
+            return;
+        }
+        child_ = ::fork();
+        if (child_ == 0) {
+            char byte;
+            std::string text;
+            if (::read(go_[0], &byte, 1) != 1) {
+                text = "never told to go";
+            } else if (::setgroups(0, nullptr) != 0 || ::setresgid(65534, 65534, 65534) != 0 ||
+                       ::setresuid(65534, 65534, 65534) != 0) {
+                text = "cannot become nobody";
+            } else {
+                text = body();
+            }
+            (void)!::write(result_[1], text.data(), text.size());
+            ::_exit(0);
+        }
+        ::close(go_[0]);
+        ::close(result_[1]);
+    }
+    ~NobodyClient() {
+        if (child_ > 0) {
+            ::kill(child_, SIGKILL);
+            ::waitpid(child_, nullptr, 0);
+        }
+    }
+    std::string run() {
+        if (child_ <= 0) {
+            return "no child";
+        }
+        (void)!::write(go_[1], "g", 1);
+        ::close(go_[1]);
+        std::string text;
+        char buffer[512];
+        for (ssize_t n; (n = ::read(result_[0], buffer, sizeof buffer)) > 0;) {
+            text.append(buffer, static_cast<std::size_t>(n));
+        }
+        ::close(result_[0]);
+        ::waitpid(child_, nullptr, 0);
+        child_ = -1;
+        return text;
+    }
+
+  private:
+    int go_[2] = {-1, -1};
+    int result_[2] = {-1, -1};
+    pid_t child_ = -1;
+};
+
+std::string join_as_text(const Endpoint& endpoint) {
+    auto joined = join(endpoint, {.secret = nullptr, .role = Role::Urgent});
+    return joined ? std::string("joined") : joined.error().detail;
+}
+
+// A Unix listener with `mode` (or the default) and `allowed` set; unlinks its socket.
+struct UnixServer {
+    UnixServer(std::optional<mode_t> mode, std::vector<uid_t> allowed)
+        : path("/tmp/uffdm-test-" + std::to_string(::getpid()) + "-peer.sock"), server([&] {
+              ListenerOptions options;
+              options.endpoint = *parse_endpoint("unix:" + path);
+              if (mode) {
+                  options.unix_mode = *mode;
+              }
+              options.allowed_uids = std::move(allowed);
+              return options;
+          }()) {}
+    ~UnixServer() { ::unlink(path.c_str()); }
+    [[nodiscard]] mode_t file_mode() const {
+        struct stat st {};
+        return ::stat(path.c_str(), &st) == 0 ? (st.st_mode & 07777) : 07777;
+    }
+    std::string path;
+    Server server;
+};
+
+TEST(LocalAccess, UnderUmask000TheSocketIsOwnerOnlyAndAnotherUserCannotConnect) {
+    NobodyClient nobody([] {
+        return join_as_text(
+            *parse_endpoint("unix:/tmp/uffdm-test-" + std::to_string(::getppid()) + "-peer.sock"));
+    });
+    mode_t old = ::umask(0);
+    UnixServer unix_server(std::nullopt, {});
+    ::umask(old);
+    ASSERT_EQ(unix_server.server.error(), "");
+    EXPECT_EQ(unix_server.file_mode(), 0600u);
+    std::string refused = nobody.run();
+    EXPECT_NE(refused.find("Permission denied"), std::string::npos) << refused;
+    EXPECT_EQ(unix_server.server.stats().accepted, 0u);
+    // Its owner still joins.
+    EXPECT_TRUE(join(*parse_endpoint("unix:" + unix_server.path), {.role = Role::Urgent}));
+}
+
+TEST(LocalAccess, AnotherUserWhomTheModeLetsConnectIsRefusedByItsCredentials) {
+    NobodyClient nobody([] {
+        return join_as_text(
+            *parse_endpoint("unix:/tmp/uffdm-test-" + std::to_string(::getppid()) + "-peer.sock"));
+    });
+    mode_t old = ::umask(0);
+    UnixServer unix_server(0666, {});
+    ::umask(old);
+    ASSERT_EQ(unix_server.server.error(), "");
+    EXPECT_EQ(unix_server.file_mode(), 0666u);
+    std::string refused = nobody.run();
+    EXPECT_NE(refused.find("uid 65534 may not connect"), std::string::npos) << refused;
+    ASSERT_TRUE(unix_server.server.eventually(
+        [&] { return unix_server.server.stats().refused_peers == 1; }));
+    EXPECT_EQ(unix_server.server.stats().joined, 0u);
+    EXPECT_TRUE(unix_server.server.joined().empty());
+}
+
+TEST(LocalAccess, AUserNamedInAllowedUidsJoins) {
+    NobodyClient nobody([] {
+        return join_as_text(
+            *parse_endpoint("unix:/tmp/uffdm-test-" + std::to_string(::getppid()) + "-peer.sock"));
+    });
+    UnixServer unix_server(0666, {65534});
+    ASSERT_EQ(unix_server.server.error(), "");
+    EXPECT_EQ(nobody.run(), "joined");
+    ASSERT_TRUE(
+        unix_server.server.eventually([&] { return unix_server.server.joined().size() == 1; }));
+    EXPECT_EQ(unix_server.server.stats().refused_peers, 0u);
 }
 
 TEST(Listener, Ipv6Loopback) {
