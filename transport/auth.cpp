@@ -55,6 +55,12 @@ std::expected<Secret, Failure> Secret::from_token_file(const std::string& path) 
     int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0) {
         int err = errno;
+        if (err == ELOOP) {
+            // O_NOFOLLOW: whoever can change a link could point us at a secret of their own.
+            return std::unexpected(
+                failure(Errc::PermissionDenied,
+                        "token file " + path + " is a symbolic link; give the file itself"));
+        }
         return std::unexpected(
             Failure{std::error_code(err, std::system_category()),
                     "cannot open token file " + path + ": " + std::strerror(err)});

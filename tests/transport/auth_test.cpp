@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <set>
 
 #include "tests/support/transport_support.hpp"
@@ -52,6 +53,32 @@ TEST_F(TokenFile, ReadableByGroupOrOthersIsRefusedWithTheFix) {
     }
 }
 
+TEST_F(TokenFile, ASymbolicLinkIsRefusedEvenToAPrivateFileOfOurs) {
+    write("correct-horse-battery-staple", 0600);
+    ASSERT_TRUE(Secret::from_token_file(path_));  // the file itself is fine
+    std::string link = path_ + ".link";
+    ASSERT_EQ(::symlink(path_.c_str(), link.c_str()), 0);
+    auto secret = Secret::from_token_file(link);
+    std::filesystem::remove(link);
+    ASSERT_FALSE(secret);
+    EXPECT_EQ(secret.error().code, Errc::PermissionDenied);
+    EXPECT_NE(secret.error().detail.find("is a symbolic link"), std::string::npos)
+        << secret.error().detail;
+}
+
+TEST_F(TokenFile, AFileOwnedByAnotherUserIsRefusedNamingItsOwner) {
+    if (::geteuid() != 0) {
+        GTEST_SKIP() << "giving a file to another user needs root";
+    }
+    write("correct-horse-battery-staple", 0600);
+    ASSERT_EQ(::chown(path_.c_str(), 65534, 65534), 0);
+    auto secret = Secret::from_token_file(path_);
+    ASSERT_FALSE(secret);
+    EXPECT_EQ(secret.error().code, Errc::PermissionDenied);
+    EXPECT_NE(secret.error().detail.find("owned by uid 65534, not by this user"), std::string::npos)
+        << secret.error().detail;
+}
+
 TEST_F(TokenFile, ShortEmptyOrMissingIsRefused) {
     write("short", 0600);
     EXPECT_EQ(Secret::from_token_file(path_).error().code, Errc::InvalidArgument);
@@ -66,15 +93,41 @@ TEST_F(TokenFile, ShortEmptyOrMissingIsRefused) {
 TEST(Proofs, DependOnSecretLabelAndEveryHelloField) {
     Secret a = secret_of("0123456789abcdef0123");
     Secret b = secret_of("0123456789abcdef0124");
-    Hello hello{.role = Role::Urgent, .auth = AuthMode::HmacSha256, .client_nonce = fresh_nonce()};
+    const Hello hello{.min_version = 1,
+                      .max_version = 1,
+                      .role = Role::Bulk,
+                      .bulk_index = 2,
+                      .auth = AuthMode::HmacSha256,
+                      .session_id = 0x1122334455667788,
+                      .client_nonce = fresh_nonce()};
     Nonce ns = fresh_nonce();
     EXPECT_TRUE(proofs_equal(server_proof(a, hello, ns), server_proof(a, hello, ns)));
+    EXPECT_TRUE(proofs_equal(client_proof(a, hello, ns), client_proof(a, hello, ns)));
     EXPECT_FALSE(proofs_equal(server_proof(a, hello, ns), server_proof(b, hello, ns)));
+    EXPECT_FALSE(proofs_equal(client_proof(a, hello, ns), client_proof(b, hello, ns)));
     EXPECT_FALSE(proofs_equal(server_proof(a, hello, ns), client_proof(a, hello, ns)));
-    Hello other = hello;
-    other.client_nonce[0] ^= std::byte{1};
-    EXPECT_FALSE(proofs_equal(client_proof(a, hello, ns), client_proof(a, other, ns)));
     EXPECT_FALSE(proofs_equal(client_proof(a, hello, ns), client_proof(a, hello, fresh_nonce())));
+    EXPECT_FALSE(proofs_equal(server_proof(a, hello, ns), server_proof(a, hello, fresh_nonce())));
+    // Each field of HELLO on its own: a proof made for one HELLO never passes for another, so a
+    // man in the middle cannot change the role, the session, the versions or the mode.
+    std::vector<std::pair<const char*, std::function<void(Hello&)>>> changes{
+        {"min_version", [](Hello& h) { h.min_version = 2; }},
+        {"max_version", [](Hello& h) { h.max_version = 2; }},
+        {"role", [](Hello& h) { h.role = Role::Urgent; }},
+        {"bulk_index", [](Hello& h) { h.bulk_index = 3; }},
+        {"auth", [](Hello& h) { h.auth = AuthMode::None; }},
+        {"session_id", [](Hello& h) { h.session_id ^= 1U << 20; }},
+        {"client_nonce", [](Hello& h) { h.client_nonce[31] ^= std::byte{0x80}; }},
+    };
+    for (const auto& [field, change] : changes) {
+        Hello other = hello;
+        change(other);
+        ASSERT_NE(encode(other), encode(hello)) << field << " did not change the HELLO";
+        EXPECT_FALSE(proofs_equal(client_proof(a, hello, ns), client_proof(a, other, ns)))
+            << "the client proof ignores " << field;
+        EXPECT_FALSE(proofs_equal(server_proof(a, hello, ns), server_proof(a, other, ns)))
+            << "the server proof ignores " << field;
+    }
 }
 
 TEST(Proofs, NoncesAreFresh) {
@@ -177,6 +230,19 @@ TEST(Handshake, MissingSecretOnEitherSideIsRefused) {
               std::string::npos);
     auto no_server_secret = run({.secret = &secret, .role = Role::Urgent}, server_with(nullptr));
     EXPECT_FALSE(no_server_secret.server);
+    EXPECT_FALSE(no_server_secret.client);
+    // Refused by the server's own rule, at once: not a client left waiting.
+    ASSERT_TRUE(no_server_secret.server_failed);
+    EXPECT_EQ(no_server_secret.server_failed->code, Errc::PermissionDenied)
+        << no_server_secret.server_failed->detail;
+    EXPECT_NE(no_server_secret.server_failed->detail.find(
+                  "client authenticates with hmac-sha256, server requires none"),
+              std::string::npos)
+        << no_server_secret.server_failed->detail;
+    ASSERT_TRUE(no_server_secret.client_failed);
+    EXPECT_NE(no_server_secret.client_failed->detail.find("peer refused: authentication failed"),
+              std::string::npos)
+        << no_server_secret.client_failed->detail;
 }
 
 TEST(Handshake, InsecureModeNeedsNoSecretOnEitherSide) {
