@@ -1,6 +1,8 @@
 // connection.cpp — Connecting, framed I/O, and the client handshake under a deadline.
 #include "transport/connection.hpp"
 
+#include "transport/byte_order.hpp"
+
 #include <optional>
 
 namespace uffdm::transport {
@@ -87,6 +89,7 @@ asio::awaitable<std::expected<void, Failure>> write_all(Socket& socket,
 
 asio::awaitable<std::expected<void, Failure>> tls_handshake(Socket& socket, TlsSession& tls) {
     std::vector<std::byte> scratch(16 * 1024);
+    bool first_read = true;
     for (;;) {
         TlsSession::Progress progress = tls.handshake();
         if (!tls.output().empty()) {
@@ -108,6 +111,27 @@ asio::awaitable<std::expected<void, Failure>> tls_handshake(Socket& socket, TlsS
         if (ec) {
             co_return std::unexpected(peer_failure(ec, "during the TLS handshake"));
         }
+        if (first_read && n >= sizeof kMagic &&
+            load_le<std::uint32_t>(std::span<const std::byte>(scratch), 0) == kMagic) {
+            // A plain frame where a TLS record belongs: one side has TLS and the other not. Say
+            // so in words (in plain text, which the peer can read), not as a record error.
+            if (tls.is_server()) {
+                auto refusal = frame_of(
+                    FrameType::Error,
+                    ErrorMessage{
+                        ErrorCode::AuthFailed,
+                        "this server accepts only TLS 1.3 connections; give the client --tls-ca"});
+                (void)co_await write_all(socket, refusal, nullptr);
+                co_return std::unexpected(
+                    failure(Errc::PermissionDenied,
+                            "the client does not use TLS; this server requires it"));
+            }
+            co_return std::unexpected(
+                failure(Errc::PermissionDenied,
+                        "the server answered without TLS: it is not set up for TLS (give both "
+                        "sides TLS, or neither)"));
+        }
+        first_read = false;
         tls.feed(std::span(scratch).first(n));
     }
 }

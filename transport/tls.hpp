@@ -73,6 +73,7 @@ class TlsSession {
     // error() (and usually an alert for the peer in output()).
     [[nodiscard]] Progress handshake();
     [[nodiscard]] bool established() const noexcept { return established_; }
+    [[nodiscard]] bool is_server() const noexcept { return is_server_; }
 
     // Ciphertext received from the peer.
     void feed(std::span<const std::byte> ciphertext);

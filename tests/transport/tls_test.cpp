@@ -148,36 +148,45 @@ INSTANTIATE_TEST_SUITE_P(Backends, TlsDataPath, ::testing::Values(Backend::IoUri
                                                                    : std::string("Asio");
                          });
 
+// The listener refused the one connection (not a timeout, not a join), and the client failed
+// with words naming why, not with "did not join within 10 s".
+void expect_refused(const test::JoinedPair& pair, const std::string& client_words) {
+    EXPECT_FALSE(pair.client.has_value());
+    EXPECT_FALSE(pair.server.has_value());
+    EXPECT_EQ(pair.server_stats.refused, 1u);
+    EXPECT_EQ(pair.server_stats.timed_out, 0u);
+    EXPECT_EQ(pair.server_stats.joined, 0u);
+    ASSERT_TRUE(pair.client_failure) << pair.error;
+    EXPECT_NE(pair.client_failure->detail.find(client_words), std::string::npos)
+        << pair.client_failure->detail;
+}
+
 TEST_F(Tls, ClientWithoutACertificateIsRefusedByAMutualTlsServer) {
     auto pair = test::joined_pair("tcp:127.0.0.1:0", nullptr, server(), client(""));
-    EXPECT_FALSE(pair->client.has_value() && pair->server.has_value());
-    EXPECT_FALSE(pair->error.empty());
+    expect_refused(*pair, "certificate required");
 }
 
 TEST_F(Tls, ClientCertificateFromAnotherCaIsRefused) {
     auto pair = test::joined_pair("tcp:127.0.0.1:0", nullptr, server(), client("rogue-client"));
-    EXPECT_FALSE(pair->server.has_value());
-    EXPECT_FALSE(pair->error.empty());
+    expect_refused(*pair, "unknown ca");
 }
 
 TEST_F(Tls, ServerCertificateFromAnotherCaIsRefusedByTheClient) {
     auto pair = test::joined_pair("tcp:127.0.0.1:0", nullptr, server("rogue-server"), client());
-    ASSERT_FALSE(pair->client.has_value());
-    EXPECT_NE(pair->error.find("certificate"), std::string::npos) << pair->error;
+    expect_refused(*pair, "certificate");
 }
 
 TEST_F(Tls, ServerNameThatTheCertificateDoesNotCarryIsRefused) {
     auto pair = test::joined_pair("tcp:127.0.0.1:0", nullptr, server(),
                                   client("client", "ca", "not-this-host.example"));
-    ASSERT_FALSE(pair->client.has_value());
-    EXPECT_NE(pair->error.find("certificate"), std::string::npos) << pair->error;
+    expect_refused(*pair, "certificate");
 }
 
 TEST_F(Tls, PlainClientAtATlsServerAndTlsClientAtAPlainServerBothFail) {
     auto plain_client = test::joined_pair("tcp:127.0.0.1:0", nullptr, server(), nullptr);
-    EXPECT_FALSE(plain_client->client.has_value());
+    expect_refused(*plain_client, "accepts only TLS 1.3 connections");
     auto plain_server = test::joined_pair("tcp:127.0.0.1:0", nullptr, nullptr, client());
-    EXPECT_FALSE(plain_server->client.has_value());
+    expect_refused(*plain_server, "answered without TLS");
 }
 
 TEST_F(Tls, TokenAndTlsTogetherAuthenticateTwice) {
@@ -185,6 +194,16 @@ TEST_F(Tls, TokenAndTlsTogetherAuthenticateTwice) {
     auto pair = test::joined_pair("tcp:127.0.0.1:0", &secret, server("server", ""), client(""));
     ASSERT_TRUE(pair->error.empty()) << pair->error;
     EXPECT_TRUE(pair->client->is_tls());
+}
+
+TEST_F(Tls, AWrongTokenOverTlsIsRefusedByTheHmacStep) {
+    // TLS alone would let this client in (the server asks no client certificate): only the
+    // token's proof can refuse it, so the refusal shows that step ran inside TLS.
+    auto server_secret = test::secret_of("a-shared-secret-of-enough-length");
+    auto client_secret = test::secret_of("another-secret-of-enough-length");
+    auto pair = test::joined_pair("tcp:127.0.0.1:0", &server_secret, server("server", ""),
+                                  client(""), &client_secret);
+    expect_refused(*pair, "server proof does not match");
 }
 
 TEST_F(Tls, PrivateKeyReadableByOthersIsRefused) {
