@@ -1,6 +1,8 @@
 // wire_test.cpp — Every migration message: a round trip, and each field's bad values refused.
 #include <gtest/gtest.h>
 
+#include <tuple>
+
 #include "migration/wire.hpp"
 #include "transport/byte_order.hpp"
 
@@ -235,12 +237,21 @@ TEST(Wire, StreamEndAndDoneRoundTripAndRejectReservedBytes) {
 }
 
 TEST(Wire, EveryMessageTypeIsAnApplicationFrameAndHasAName) {
-    for (auto type :
-         {MessageType::Layout, MessageType::Start, MessageType::Request, MessageType::Pages,
-          MessageType::StreamEnd, MessageType::Done, MessageType::Stream}) {
-        EXPECT_TRUE(transport::is_application(frame_type(type)));
-        EXPECT_EQ(to_string(type).find("message"), std::string::npos);
+    // Every type protocol.md lists, by its number there and its name.
+    const std::vector<std::tuple<MessageType, std::uint8_t, std::string>> table{
+        {MessageType::Layout, 0x40, "LAYOUT"},        {MessageType::Start, 0x41, "START"},
+        {MessageType::Request, 0x42, "REQUEST"},      {MessageType::Pages, 0x43, "PAGES"},
+        {MessageType::StreamEnd, 0x44, "STREAM_END"}, {MessageType::Done, 0x45, "DONE"},
+        {MessageType::Stream, 0x46, "STREAM"},        {MessageType::Bitmap, 0x47, "BITMAP"},
+        {MessageType::Resume, 0x48, "RESUME"},
+    };
+    for (const auto& [type, number, name] : table) {
+        EXPECT_TRUE(transport::is_application(frame_type(type))) << name;
+        EXPECT_EQ(static_cast<std::uint8_t>(frame_type(type)), number) << name;
+        EXPECT_EQ(to_string(type), name);
     }
+    // The next number is no message: a peer's frame of that type is refused, not misread.
+    EXPECT_EQ(to_string(static_cast<MessageType>(0x49)), "message 73");
     EXPECT_EQ(max_pages_per_frame(4096), 256u);
     EXPECT_EQ(max_pages_per_frame(2 << 20), 1u);
 }

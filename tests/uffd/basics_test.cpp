@@ -171,19 +171,25 @@ TEST(Decode, NonFaultEvents) {
     remove.arg.remove.end = 0x3000;
     auto r = decode(remove);
     ASSERT_TRUE(std::holds_alternative<RemoveEvent>(r));
+    EXPECT_EQ(std::get<RemoveEvent>(r).start, 0x1000u);
     EXPECT_EQ(std::get<RemoveEvent>(r).end, 0x3000u);
 
     uffd_msg unmap = message(UFFD_EVENT_UNMAP);
     unmap.arg.remove.start = 0x5000;
     unmap.arg.remove.end = 0x6000;
-    EXPECT_EQ(std::get<UnmapEvent>(decode(unmap)).start, 0x5000u);
+    auto u = decode(unmap);
+    ASSERT_TRUE(std::holds_alternative<UnmapEvent>(u));
+    EXPECT_EQ(std::get<UnmapEvent>(u).start, 0x5000u);
+    EXPECT_EQ(std::get<UnmapEvent>(u).end, 0x6000u);
 
     uffd_msg remap = message(UFFD_EVENT_REMAP);
-    remap.arg.remap.from = 1;
-    remap.arg.remap.to = 2;
-    remap.arg.remap.len = 3;
+    remap.arg.remap.from = 0x7000;
+    remap.arg.remap.to = 0x9000;
+    remap.arg.remap.len = 0x3000;
     auto m = std::get<RemapEvent>(decode(remap));
-    EXPECT_EQ(m.from + m.to + m.length, 6u);
+    EXPECT_EQ(m.from, 0x7000u);
+    EXPECT_EQ(m.to, 0x9000u);
+    EXPECT_EQ(m.length, 0x3000u);
 }
 
 TEST(Decode, ForkEventOwnsTheNewDescriptor) {
