@@ -50,7 +50,9 @@ int main(int argc, char** argv) {
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
-        return app.exit(e);
+        // --help and --version exit 0; every argument CLI11 refuses exits 2 (usage), as the
+        // commands' own argument checks do, never CLI11's internal error numbers.
+        return app.exit(e) == 0 ? 0 : 2;
     }
 
     try {

@@ -127,13 +127,16 @@ TEST_F(CheckCommand, DevicePathOptionIsUsed) {
               std::string::npos);
 }
 
-TEST_F(CheckCommand, BadArgumentsGiveAShortErrorAndNonZeroExit) {
+TEST_F(CheckCommand, BadArgumentsGiveAShortErrorAndExitTwo) {
     auto result = run_cli({"check", "--frobnicate"});
-    EXPECT_FALSE(result.exited_with(0)) << result.describe();
+    EXPECT_TRUE(result.exited_with(2)) << result.describe();
     EXPECT_NE(result.output.find("frobnicate"), std::string::npos) << result.output;
     EXPECT_EQ(result.output.find("terminate called"), std::string::npos);
     auto none = run_cli({});
-    EXPECT_FALSE(none.exited_with(0)) << none.describe();
+    EXPECT_TRUE(none.exited_with(2)) << none.describe();
+    EXPECT_NE(none.output.find("see --help"), std::string::npos) << none.output;
+    // Asking for help is not an error.
+    EXPECT_TRUE(run_cli({"--help"}).exited_with(0));
 }
 
 }  // namespace
