@@ -1,5 +1,6 @@
 // migrate_test.cpp — serve, receive, demo and helper as real processes: content, reports, errors.
 #include <gtest/gtest.h>
+#include <linux/capability.h>
 #include <sched.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -344,10 +345,14 @@ TEST_P(StopSignal, StopsAReceiveCleanlyWithAReportOfWhereItStopped) {
                           test::Misbehaviour::WrongHash);  // unverified: the lie is never sent
     std::string json = scratch_.path("stopped.json");
     Process destination({cli_path(), "receive", "--connect", fake.endpoint(), "--json", json});
-    for (int i = 0; i < 200 && !fake.misbehaved(); ++i) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    // Signalled once the ninth page is in the guest (its resident memory says so), not after a
+    // sleep that may or may not have been long enough.
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (guest_resident_kib(destination.pid(), 256 * 4) < 9 * 4 &&
+           std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    ASSERT_TRUE(fake.misbehaved());
     destination.signal(GetParam());
     EXPECT_EQ(destination.wait(std::chrono::seconds(20)), 1) << destination.output();
     EXPECT_NE(destination.output().find("stopped with 9 of 256 pages present"), std::string::npos)
@@ -408,6 +413,31 @@ TEST_F(Migrate, TheHelperHandsAUserfaultfdToAnUnprivilegedReceiver) {
     ::unlink(json.c_str());
 }
 
+TEST_F(Migrate, TheHelperRefusesAPeerOfAnotherUserAndStillServesTheOneItIsFor) {
+    std::string socket = scratch_.path("uffd.sock");
+    ::chmod(scratch_.path("").c_str(), 0755);
+    Process source({cli_path(), "serve", "--listen", "tcp:127.0.0.1:0", "--synthetic", "16M"});
+    std::string endpoint = endpoint_of(source);
+    ASSERT_FALSE(endpoint.empty()) << source.output();
+    // For uid 1 (daemon): the socket is 0600 and owned by uid 1, so the intruder below needs
+    // CAP_DAC_OVERRIDE to connect at all; then only the helper's SO_PEERCRED check stands.
+    Process helper({cli_path(), "helper", "--socket", socket, "--allow-uid", "1", "--wait", "60"});
+    for (int i = 0; i < 500 && ::access(socket.c_str(), F_OK) != 0; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    Process intruder({cli_path(), "receive", "--connect", endpoint, "--userfaultfd-socket", socket},
+                     [] { return test::become_nobody({CAP_DAC_OVERRIDE}); });
+    EXPECT_EQ(intruder.wait(), 1) << intruder.output();
+    EXPECT_NE(intruder.output().find("sent no userfaultfd"), std::string::npos)
+        << intruder.output();
+    // The helper kept waiting: root (always allowed) collects it and migrates with it.
+    Process receiver(
+        {cli_path(), "receive", "--connect", endpoint, "--userfaultfd-socket", socket});
+    EXPECT_EQ(receiver.wait(), 0) << receiver.output();
+    EXPECT_EQ(helper.wait(), 0) << helper.output();
+    EXPECT_EQ(source.wait(), 0) << source.output();
+}
+
 TEST_F(Migrate, AnUnprivilegedReceiverWithoutTheHelperIsRefusedWithEveryRemedy) {
     Process source({cli_path(), "serve", "--listen", "tcp:127.0.0.1:0", "--synthetic", "16M"});
     std::string endpoint = endpoint_of(source);
@@ -419,8 +449,10 @@ TEST_F(Migrate, AnUnprivilegedReceiverWithoutTheHelperIsRefusedWithEveryRemedy) 
     EXPECT_NE(out.find("cannot serve kernel faults"), std::string::npos) << out;
     EXPECT_NE(out.find("CAP_SYS_PTRACE"), std::string::npos) << out;
     EXPECT_NE(out.find("/dev/userfaultfd"), std::string::npos) << out;
+    // Nobody ever joined the source; SIGTERM stops it with its own report.
     source.signal(SIGTERM);
-    EXPECT_NE(source.wait(), -1);
+    EXPECT_EQ(source.wait(), 1) << source.output();
+    EXPECT_NE(source.output().find("the source was stopped"), std::string::npos) << source.output();
 }
 
 // ---- bad input ----------------------------------------------------------------------------
@@ -428,6 +460,9 @@ TEST_F(Migrate, AnUnprivilegedReceiverWithoutTheHelperIsRefusedWithEveryRemedy) 
 struct BadArguments {
     std::vector<std::string> args;
     const char* words;
+    // 2: the arguments themselves are wrong (usage); 1: they parse, and what they name cannot
+    // be used (nothing listens there, a file is missing or unsafe, a source cannot start).
+    int exit_code;
 };
 
 class BadInput : public Migrate, public ::testing::WithParamInterface<BadArguments> {};
@@ -450,9 +485,7 @@ TEST_P(BadInput, GetsOneLineNamingTheProblemAndANonZeroExit) {
         std::replace(argv.begin(), argv.end(), std::string("TRUNCATED"), truncated);
     }
     Process run(argv);
-    int status = run.wait();
-    EXPECT_NE(status, 0);
-    EXPECT_NE(status, -1);
+    EXPECT_EQ(run.wait(), c.exit_code) << run.output();
     std::string out = run.output();
     EXPECT_NE(out.find(c.words), std::string::npos) << out;
     EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << out;
@@ -462,65 +495,113 @@ TEST_P(BadInput, GetsOneLineNamingTheProblemAndANonZeroExit) {
 INSTANTIATE_TEST_SUITE_P(
     Cases, BadInput,
     ::testing::Values(
-        BadArguments{{"demo", "--size", "12X"}, "unknown unit 'X'"},
-        BadArguments{{"demo", "--size", "0"}, "--size 0 must be"},
-        BadArguments{{"demo", "--size", "99999999999999999999"}, "too large"},
-        BadArguments{{"demo", "--workload", "nope"}, "workload 'nope'"},
-        BadArguments{{"demo", "--memory", "bogus"}, "memory kind 'bogus'"},
-        BadArguments{{"demo", "--vcpus", "257"}, "--vcpus 257 is not 0..256"},
-        BadArguments{{"demo", "--hold-stream", "--vcpus", "0"}, "--hold-stream needs vCPUs"},
-        BadArguments{{"demo", "--hold-stream", "--touches", "0"}, "--hold-stream needs vCPUs"},
-        BadArguments{{"serve", "--listen", "tcp:127.0.0.1:0"}, "--image FILE or --synthetic"},
-        BadArguments{{"serve", "--listen", "tcp:127.0.0.1:0", "--image", "/nonexistent"},
-                     "/nonexistent"},
-        BadArguments{{"serve", "--listen", "nowhere", "--synthetic", "1M"},
-                     "bad endpoint 'nowhere'"},
+        BadArguments{{"demo", "--size", "12X"}, "unknown unit 'X'", 2},
+        BadArguments{{"demo", "--size", "0"}, "--size 0 must be", 2},
+        BadArguments{{"demo", "--size", "99999999999999999999"}, "too large", 2},
+        BadArguments{{"demo", "--workload", "nope"}, "workload 'nope'", 2},
+        BadArguments{{"demo", "--memory", "bogus"}, "memory kind 'bogus'", 2},
+        BadArguments{{"demo", "--vcpus", "257"}, "--vcpus 257 is not 0..256", 2},
+        BadArguments{{"demo", "--hold-stream", "--vcpus", "0"}, "--hold-stream needs vCPUs", 2},
+        BadArguments{{"demo", "--hold-stream", "--touches", "0"}, "--hold-stream needs vCPUs", 2},
+        BadArguments{{"serve", "--listen", "tcp:127.0.0.1:0"}, "--image FILE or --synthetic", 2},
+        BadArguments{
+            {"serve", "--listen", "tcp:127.0.0.1:0", "--image", "/nonexistent"}, "/nonexistent", 2},
+        BadArguments{
+            {"serve", "--listen", "nowhere", "--synthetic", "1M"}, "bad endpoint 'nowhere'", 1},
         BadArguments{
             {"serve", "--listen", "tcp:127.0.0.1:0", "--synthetic", "1M", "--page-size", "3K"},
-            "page size 3072"},
+            "page size 3072",
+            1},
         BadArguments{{"serve", "--listen", "tcp:0.0.0.0:0", "--synthetic", "1M"},
-                     "without authenticating clients"},
-        BadArguments{{"receive", "--connect", "tcp:127.0.0.1:1"}, "127.0.0.1:1"},
+                     "without authenticating clients",
+                     1},
+        BadArguments{{"receive", "--connect", "tcp:127.0.0.1:1"}, "127.0.0.1:1", 1},
         BadArguments{{"receive", "--connect", "tcp:127.0.0.1:1", "--token-file", "/nonexistent"},
-                     "cannot open token file /nonexistent"},
-        BadArguments{{"receive", "--connect", "tcp:127.0.0.1:1", "--token-file", "LOOSE"},
-                     "chmod 600"},
+                     "cannot open token file /nonexistent",
+                     1},
+        BadArguments{
+            {"receive", "--connect", "tcp:127.0.0.1:1", "--token-file", "LOOSE"}, "chmod 600", 1},
         BadArguments{{"receive", "--connect", "tcp:127.0.0.1:1", "--memory", "bogus"},
-                     "memory kind 'bogus'"},
-        BadArguments{{"helper", "--socket", ""}, "socket path"},
+                     "memory kind 'bogus'",
+                     2},
+        BadArguments{{"helper", "--socket", ""}, "socket path", 1},
         BadArguments{{"serve", "--listen", "tcp:127.0.0.1:0", "--image", "TRUNCATED"},
-                     "of 5000 bytes cannot be a guest of 4096-byte pages (truncated?)"},
+                     "of 5000 bytes cannot be a guest of 4096-byte pages (truncated?)",
+                     1},
         BadArguments{{"receive", "--connect", "tcp:127.0.0.1:1", "--reconnect-timeout", "soon"},
-                     "duration 'soon' is not a number"},
-        BadArguments{{"demo", "--idle-timeout", "-3s"}, "duration '-3s'"},
-        BadArguments{{"frobnicate"}, "unknown command 'frobnicate'"},
-        BadArguments{{"demo", "--sizee", "1G"}, "--sizee"}),
+                     "duration 'soon' is not a number",
+                     2},
+        BadArguments{{"demo", "--idle-timeout", "-3s"}, "duration '-3s'", 2},
+        BadArguments{{"frobnicate"}, "unknown command 'frobnicate'", 2},
+        BadArguments{{"demo", "--sizee", "1G"}, "--sizee", 2},
+        BadArguments{{"serve", "--listen", "unix:/tmp/uffdm-never.sock", "--synthetic", "1M",
+                      "--socket-mode", "999"},
+                     "'999' is not an octal mode",
+                     2},
+        BadArguments{{"serve", "--listen", "unix:/tmp/uffdm-never.sock", "--synthetic", "1M",
+                      "--allow-uid", "root"},
+                     "--allow-uid",
+                     2}),
     [](const auto& info) { return "Case" + std::to_string(info.index); });
 
 TEST_F(Migrate, AReportThatCannotBeWrittenIsAnErrorAndTheMigrationStillReportsOnStdout) {
-    // A full disk: a one-page tmpfs, filled, in the child's own mount namespace.
+    // A full disk: a 16 KiB tmpfs in a child's own mount namespace, holding last run's report,
+    // then filled. The child runs the demo there and checks what it left on that disk.
     std::string full = scratch_.path("full");
     ::mkdir(full.c_str(), 0700);
     std::string json = full + "/report.json";
-    Process demo({cli_path(), "demo", "--size", "16M", "--json", json}, [full] {
-        if (::unshare(CLONE_NEWNS) != 0 ||
-            ::mount("none", "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
-            ::mount("tmpfs", full.c_str(), "tmpfs", 0, "size=4k") != 0) {
-            return false;
-        }
-        std::FILE* filler = std::fopen((full + "/filler").c_str(), "w");
-        std::vector<char> page(4096, 'x');
-        while (filler != nullptr &&
-               std::fwrite(page.data(), 1, page.size(), filler) == page.size() &&
-               std::fflush(filler) == 0) {
-        }
-        return filler != nullptr;
-    });
-    EXPECT_EQ(demo.wait(), 1) << demo.output();
-    std::string out = demo.output();
-    EXPECT_NE(out.find("cannot write the report to " + json), std::string::npos) << out;
-    EXPECT_NE(out.find("guest check   verified"), std::string::npos) << out;
-    // (The tmpfs was the child's; on the host the directory stays empty either way.)
+    auto result = test::run_in_child(
+        [&](std::FILE* report) {
+            if (::unshare(CLONE_NEWNS) != 0 ||
+                ::mount("none", "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+                ::mount("tmpfs", full.c_str(), "tmpfs", 0, "size=16k") != 0) {
+                std::fprintf(report, "cannot mount a small tmpfs: %s\n", std::strerror(errno));
+                return 10;
+            }
+            std::ofstream(json) << "{\"last\": \"run\"}\n";
+            std::FILE* filler = std::fopen((full + "/filler").c_str(), "w");
+            std::vector<char> page(4096, 'x');
+            while (filler != nullptr &&
+                   std::fwrite(page.data(), 1, page.size(), filler) == page.size() &&
+                   std::fflush(filler) == 0) {
+            }
+            if (filler == nullptr) {
+                return 11;
+            }
+            std::fclose(filler);
+            Process demo({cli_path(), "demo", "--size", "16M", "--json", json});
+            int status = demo.wait();
+            std::string out = demo.output();
+            int failed = 0;
+            auto check = [&](bool ok, const char* what) {
+                if (!ok) {
+                    std::fprintf(report, "%s\n", what);
+                    failed = 1;
+                }
+            };
+            check(status == 1, "the demo did not exit 1");
+            check(out.find("cannot write the report to " + json + ": No space left on device") !=
+                      std::string::npos,
+                  "no 'cannot write the report to PATH: No space left on device'");
+            check(out.find("guest check   verified") != std::string::npos, "no summary on stdout");
+            // Last run's report is as it was, and no half-written file is left beside it.
+            std::ifstream old(json);
+            std::string kept((std::istreambuf_iterator<char>(old)), {});
+            check(kept == "{\"last\": \"run\"}\n", "the old report was changed");
+            std::vector<std::string> names;
+            for (const auto& entry : std::filesystem::directory_iterator(full)) {
+                names.push_back(entry.path().filename().string());
+            }
+            std::sort(names.begin(), names.end());
+            check(names == std::vector<std::string>{"filler", "report.json"},
+                  "files other than the filler and the old report are left");
+            if (failed != 0) {
+                std::fprintf(report, "%s", out.c_str());
+            }
+            return failed;
+        },
+        120);
+    EXPECT_TRUE(result.exited_with(0)) << result.describe();
 }
 
 }  // namespace

@@ -101,9 +101,17 @@ bool become_nobody(const std::vector<int>& keep_capabilities) {
                        CAP_SET);
         ::cap_set_flag(caps, CAP_EFFECTIVE, static_cast<int>(values.size()), values.data(),
                        CAP_SET);
+        // Inheritable too, so that they can be raised as ambient and survive an execve.
+        ::cap_set_flag(caps, CAP_INHERITABLE, static_cast<int>(values.size()), values.data(),
+                       CAP_SET);
     }
     int rc = ::cap_set_proc(caps);
     ::cap_free(caps);
+    for (cap_value_t value : values) {
+        if (rc == 0 && ::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, value, 0, 0) < 0) {
+            rc = -1;
+        }
+    }
     return rc == 0;
 }
 

@@ -31,7 +31,8 @@ struct ChildResult {
 ChildResult run_in_child(const std::function<int(std::FILE* report)>& body, int timeout_s = 30);
 
 // Becomes uid/gid 65534 (nobody). keep lists capabilities to keep in the permitted and
-// effective sets; every other capability is gone. Returns false (with errno) on failure.
+// effective sets, and as ambient ones across an execve; every other capability is gone.
+// Returns false (with errno) on failure.
 bool become_nobody(const std::vector<int>& keep_capabilities);
 
 inline constexpr uid_t kNobody = 65534;
