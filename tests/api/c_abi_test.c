@@ -42,7 +42,7 @@ static void* serve(void* arg) {
     return NULL;
 }
 
-static unsigned progress_calls = 0;
+static _Atomic unsigned progress_calls = 0;
 static int completed_result = 1;
 static uint64_t completed_pages = 0;
 static void on_complete(int result, const struct uffdm_destination_stats* stats, void* user) {
@@ -53,7 +53,7 @@ static void on_complete(int result, const struct uffdm_destination_stats* stats,
 static _Atomic uint64_t last_present = 0;
 static void on_progress(const struct uffdm_progress* p, void* user) {
     (void)user;
-    progress_calls++;
+    atomic_fetch_add(&progress_calls, 1);
     atomic_store(&last_present, p->pages_present);
 }
 
@@ -129,7 +129,17 @@ int main(void) {
         }
         touched++;
     }
-    usleep(300 * 1000);
+    /* Each touched page was present when its read returned; the progress callback (ten calls
+     * a second) reports them. Waited for as events, bounded at 10 s each: then three more calls
+     * must still see only the touched pages, or the held stream sent some. */
+    for (int i = 0; i < 1000 && atomic_load(&last_present) < touched; i++) {
+        usleep(10 * 1000);
+    }
+    unsigned calls = atomic_load(&progress_calls);
+    for (int i = 0; i < 1000 && atomic_load(&progress_calls) < calls + 3; i++) {
+        usleep(10 * 1000);
+    }
+    CHECK(atomic_load(&progress_calls) >= calls + 3, "the progress callback stopped");
     CHECK(atomic_load(&last_present) == touched, "held stream: %llu pages present, %u touched",
           (unsigned long long)atomic_load(&last_present), touched);
     uffdm_destination_hold_stream(destination, 0);
