@@ -46,18 +46,34 @@ class FaultServer::UrgentHandler final : public ChannelHandler {
                                                     server_.layout_.describe()));
             }
             layout_checked_ = true;
-            server_.running_.store(true, std::memory_order_release);
             return;
         }
         if (type == wire::MessageType::Pages && layout_checked_) {
+            if (!start_sent_) {
+                return refuse(channel, violation(std::string("the source sent PAGES before ") +
+                                                 (resuming_ ? "RESUME" : "START")));
+            }
             auto run = wire::decode_pages(frame.payload, server_.layout_);
             if (!run) {
                 return refuse(channel, run.error());
             }
+            bool answer = (run->header.flags & wire::PagesHeader::kAnswer) != 0;
+            if (!answer && (start_flags_ & wire::Start::kStreamOnUrgent) == 0) {
+                return refuse(channel, violation("the source streamed pages on the urgent "
+                                                 "connection while bulk connections carry the "
+                                                 "stream"));
+            }
+            if (answer) {
+                if (auto unasked = server_.unrequested_page(*run)) {
+                    return refuse(channel,
+                                  violation("the source answered a REQUEST never made: region " +
+                                            std::to_string(run->header.region) + " page " +
+                                            std::to_string(*unasked)));
+                }
+            }
             // Without bulk connections the stream shares this connection: only answers count
             // as urgent.
-            Path path = (run->header.flags & wire::PagesHeader::kAnswer) != 0 ? Path::Urgent
-                                                                              : Path::Background;
+            Path path = answer ? Path::Urgent : Path::Background;
             if (auto placed = server_.placer_.place(*run, path); !placed) {
                 return refuse(channel, placed.error());
             }
@@ -85,6 +101,8 @@ class FaultServer::UrgentHandler final : public ChannelHandler {
             start_sent_ = true;
             held_sent_ = server_.stream_held_.load(std::memory_order_acquire);
             std::uint32_t flags = server_.start_flags();
+            start_flags_ = flags;
+            server_.session_started(generation_);
             if (!resuming_) {
                 return message_frame(wire::MessageType::Start, wire::encode(wire::Start{flags}));
             }
@@ -157,9 +175,14 @@ class FaultServer::UrgentHandler final : public ChannelHandler {
         return std::nullopt;
     }
 
+    static transport::Failure violation(std::string what) {
+        return transport::failure(Errc::ProtocolViolation, std::move(what));
+    }
+
     FaultServer& server_;
     std::uint64_t generation_;
     bool resuming_;
+    std::uint32_t start_flags_ = 0;  // what START or RESUME told the source
     std::uint32_t bitmap_region_ = 0;
     std::uint64_t bitmap_page_ = 0;
     std::uint64_t bits_sent_ = 0;
@@ -178,31 +201,51 @@ class FaultServer::BulkHandler final : public ChannelHandler {
 
     void on_frame(ChannelId channel, const FrameView& frame) override {
         auto type = static_cast<wire::MessageType>(frame.type);
-        bool running = server_.running_.load(std::memory_order_acquire);
+        // The source streams only once it has this session's START or RESUME (a later session
+        // having started means this one did too: its late frames are still honest).
+        bool running = server_.started_generation_.load(std::memory_order_acquire) >= generation_;
+        bool known = type == wire::MessageType::Pages || type == wire::MessageType::StreamEnd;
+        if (known && running && ended_) {
+            return refuse(channel, violation("the source sent " + wire::to_string(type) +
+                                             " after the STREAM_END of that bulk connection"));
+        }
         if (type == wire::MessageType::Pages && running) {
             auto run = wire::decode_pages(frame.payload, server_.layout_);
             if (!run) {
                 return refuse(channel, run.error());
             }
+            if ((run->header.flags & wire::PagesHeader::kAnswer) != 0) {
+                return refuse(channel, violation("the source sent an answer to a REQUEST on a "
+                                                 "bulk connection (answers go on the urgent one)"));
+            }
             if (auto placed = server_.placer_.place(*run, Path::Background); !placed) {
                 return refuse(channel, placed.error());
             }
+            pages_received_ += run->header.count;
             if (server_.pause_active_.load(std::memory_order_acquire)) {
                 server_.progressed(generation_);
             }
             return;
         }
         if (type == wire::MessageType::StreamEnd && running) {
-            if (auto end = wire::decode_stream_end(frame.payload); !end) {
+            auto end = wire::decode_stream_end(frame.payload);
+            if (!end) {
                 return refuse(channel, end.error());
             }
+            if (end->pages_sent != pages_received_) {
+                return refuse(channel,
+                              violation("STREAM_END says " + std::to_string(end->pages_sent) +
+                                        " pages were streamed on this bulk connection; " +
+                                        std::to_string(pages_received_) + " arrived"));
+            }
+            ended_ = true;
             server_.stream_ended(generation_);
             return;
         }
-        refuse(channel, transport::failure(Errc::ProtocolViolation,
-                                           "the source sent " + wire::to_string(type) +
-                                               (running ? "" : " before the layout was agreed") +
-                                               " on a bulk connection"));
+        refuse(channel,
+               violation("the source sent " + wire::to_string(type) +
+                         (running || !known ? "" : " before this session's START or RESUME") +
+                         " on a bulk connection"));
     }
 
     void on_closed(ChannelId, const transport::Failure& why) override {
@@ -218,9 +261,14 @@ class FaultServer::BulkHandler final : public ChannelHandler {
         server_.bulk_path_->abort(channel, why);
         server_.fail(why);
     }
+    static transport::Failure violation(std::string what) {
+        return transport::failure(Errc::ProtocolViolation, std::move(what));
+    }
 
     FaultServer& server_;
     std::uint64_t generation_;
+    std::uint64_t pages_received_ = 0;  // what STREAM_END must count
+    bool ended_ = false;                // STREAM_END arrived: nothing more may
 };
 
 FaultServer::FaultServer(uffd::UserfaultFd uffd, std::vector<GuestRegion> regions,
@@ -622,6 +670,26 @@ void FaultServer::progressed(std::uint64_t generation) {
     last.resumed = true;
     resume_to_report_ = true;
     state_changed_.notify_all();
+}
+
+void FaultServer::session_started(std::uint64_t generation) {
+    std::uint64_t seen = started_generation_.load(std::memory_order_relaxed);
+    while (seen < generation && !started_generation_.compare_exchange_weak(
+                                    seen, generation, std::memory_order_release)) {
+    }
+}
+
+std::optional<std::uint64_t> FaultServer::unrequested_page(const wire::PagesView& run) {
+    // Marked before its REQUEST was queued (fault thread, request_missing), and never cleared:
+    // an honest answer always finds its bits set.
+    PageBitmap& requested = placer_.requested(run.header.region);
+    for (std::uint64_t p = run.header.first_page; p < run.header.first_page + run.header.count;
+         ++p) {
+        if (!requested.test(p)) {
+            return p;
+        }
+    }
+    return std::nullopt;
 }
 
 void FaultServer::stream_ended(std::uint64_t generation) {

@@ -97,6 +97,11 @@ class FaultServer {
     // A page of this session was placed: a pause is over.
     void progressed(std::uint64_t generation);
     void stream_ended(std::uint64_t generation);
+    // The urgent connection of session `generation` sent START or RESUME: its bulk connections
+    // may stream from now on.
+    void session_started(std::uint64_t generation);
+    // The first page of an answer that was never asked for, if any.
+    [[nodiscard]] std::optional<std::uint64_t> unrequested_page(const wire::PagesView& run);
     void request_missing();
     [[nodiscard]] std::uint32_t start_flags() const;
     void completed();
@@ -148,8 +153,10 @@ class FaultServer {
     std::uint64_t paused_generation_ = 0;  // the session that broke when the pause began
     std::vector<Pause> pauses_;
 
-    std::atomic<bool> stream_held_;          // what the source should do with its stream
-    std::atomic<bool> running_{false};       // LAYOUT accepted: PAGES may be placed
+    std::atomic<bool> stream_held_;  // what the source should do with its stream
+    // The newest session that sent START or RESUME: bulk PAGES of an older or that session
+    // are placed, a newer session's are a protocol violation.
+    std::atomic<std::uint64_t> started_generation_{0};
     std::atomic<bool> pause_active_{false};  // paused_, for the data paths' hot path
     std::atomic<bool> complete_{false};      // every page present
     std::atomic<bool> ended_{false};         // complete or failed

@@ -3,6 +3,7 @@
 
 #include <sys/socket.h>
 
+#include <bit>
 #include <chrono>
 #include <deque>
 #include <thread>
@@ -203,9 +204,11 @@ class PageServer::UrgentHandler final : public ChannelHandler {
                 }
                 state_ = State::Serving;
                 // A destination with nothing: whatever an earlier one was sent goes again.
-                for (PageBitmap& sent : server_.sent_) {
-                    sent.clear();
+                for (std::size_t r = 0; r < server_.sent_.size(); ++r) {
+                    server_.sent_[r].clear();
+                    server_.delivered_[r].clear();
                 }
+                server_.started_here_ = true;
                 server_.started(start->flags, session_);
                 return;
             }
@@ -243,12 +246,17 @@ class PageServer::UrgentHandler final : public ChannelHandler {
                                                   " pages are present but its BITMAPs hold " +
                                                   std::to_string(present));
                 }
+                if (auto claim = unsent_claim(); !claim.empty()) {
+                    return violation(channel, claim);
+                }
                 state_ = State::Serving;
                 // What the destination has is exactly what need not be sent again: every page
                 // requested or in flight when the last session broke goes again.
                 for (std::size_t r = 0; r < server_.sent_.size(); ++r) {
                     PageBitmap& sent = server_.sent_[r];
+                    PageBitmap& delivered = server_.delivered_[r];
                     for (std::size_t w = 0; w < sent.words(); ++w) {
+                        delivered.assign_word(w, delivered.word(w) | sent.word(w));
                         sent.assign_word(w, received_.empty() ? 0 : received_[r].word(w));
                     }
                 }
@@ -280,6 +288,12 @@ class PageServer::UrgentHandler final : public ChannelHandler {
                 auto done = wire::decode_done(frame.payload);
                 if (state_ != State::Serving || !done) {
                     return violation(channel, done ? "DONE before START" : done.error().detail);
+                }
+                if (done->pages_present != layout.total_pages()) {
+                    // A destination says DONE only with every page: this one lies or is broken.
+                    return violation(channel, "DONE says " + std::to_string(done->pages_present) +
+                                                  " pages are present; the guest has " +
+                                                  std::to_string(layout.total_pages()));
                 }
                 state_ = State::Finished;
                 server_.finished();
@@ -368,6 +382,30 @@ class PageServer::UrgentHandler final : public ChannelHandler {
                               server_.want_hashes_.load(std::memory_order_relaxed), false);
     }
 
+    // A resuming destination's BITMAPs may claim only pages this source sent in this migration
+    // (when it has seen the migration's START: a source restarted on its image cannot know what
+    // its predecessor sent). What it finds: "" or the refusal naming the first page.
+    [[nodiscard]] std::string unsent_claim() const {
+        if (!server_.started_here_ || received_.empty()) {
+            return {};
+        }
+        for (std::size_t r = 0; r < received_.size(); ++r) {
+            const PageBitmap& sent = server_.sent_[r];
+            const PageBitmap& delivered = server_.delivered_[r];
+            for (std::size_t w = 0; w < sent.words(); ++w) {
+                std::uint64_t never = received_[r].word(w) & ~(sent.word(w) | delivered.word(w));
+                if (never != 0) {
+                    return "BITMAP claims page " +
+                           std::to_string(w * 64 +
+                                          static_cast<std::size_t>(std::countr_zero(never))) +
+                           " of region " + std::to_string(r) +
+                           " is present, but this source never sent it";
+                }
+            }
+        }
+        return {};
+    }
+
     void violation(ChannelId channel, const std::string& detail) {
         auto why = transport::failure(Errc::ProtocolViolation, detail);
         server_.urgent_path_->abort(channel, why);
@@ -387,6 +425,7 @@ PageServer::PageServer(const GuestMemory& memory, PageServerOptions options)
     : memory_(memory), options_(std::move(options)), layout_bytes_(wire::encode(memory.layout())) {
     for (const auto& region : memory.layout().regions) {
         sent_.emplace_back(region.pages());
+        delivered_.emplace_back(region.pages());
     }
 }
 

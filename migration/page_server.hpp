@@ -83,6 +83,11 @@ class PageServer {
     PageServerOptions options_;
     std::vector<std::byte> layout_bytes_;
     std::vector<PageBitmap> sent_;  // per region: the page has been sent (by either path)
+    // Per region: sent in an earlier session of this migration (since its START), so a
+    // destination may hold it. Only what this process sent: after a restart on its image the
+    // source knows nothing of earlier sessions. Urgent loop thread only, like started_here_.
+    std::vector<PageBitmap> delivered_;
+    bool started_here_ = false;  // this process has seen the migration's START
 
     std::size_t window_ = 16;  // the data paths' send window: hash slots per handler
     // Handlers before the data paths that call them (declaration order is shutdown order).

@@ -27,6 +27,8 @@ struct Case {
     bool verify;
     Errc expected;
     const char* words;  // in the failure's detail
+    const char* name;
+    bool honest_first = true;  // the honest pages come before the misbehaviour
 };
 
 class HostileSource : public ::testing::TestWithParam<Case> {};
@@ -58,8 +60,12 @@ TEST_P(HostileSource, IsRefusedWithTheReasonAndTheWaitingThreadStaysBlocked) {
             return 11;
         }
         std::atomic<pid_t> waiting_tid{0};
+        std::atomic<pid_t> honest_tid{0};
         std::atomic<int> honest_byte{-1};
-        std::thread honest([&] { honest_byte = static_cast<int>(mapping->page(1)[100]); });
+        std::thread honest([&] {
+            honest_tid = static_cast<pid_t>(::syscall(SYS_gettid));
+            honest_byte = static_cast<int>(mapping->page(1)[100]);
+        });
         std::thread waiting([&] {
             waiting_tid = static_cast<pid_t>(::syscall(SYS_gettid));
             volatile std::byte b = mapping->page(kHonest)[0];  // never arrives honestly
@@ -68,7 +74,7 @@ TEST_P(HostileSource, IsRefusedWithTheReasonAndTheWaitingThreadStaysBlocked) {
         });
         DestinationStats outcome = (*destination)->wait();
         // The honest page arrives before the lie; if it did not, its reader is blocked too.
-        for (int i = 0; i < 200 && honest_byte.load() == -1; ++i) {
+        for (int i = 0; c.honest_first && i < 200 && honest_byte.load() == -1; ++i) {
             std::this_thread::sleep_for(std::chrono::milliseconds(10));
         }
         honest.detach();
@@ -82,12 +88,16 @@ TEST_P(HostileSource, IsRefusedWithTheReasonAndTheWaitingThreadStaysBlocked) {
                          outcome.error.code.message().c_str());
             status = 2;
         }
-        if (honest_byte.load() != static_cast<int>(FakeSource::honest_byte(1))) {
+        while (waiting_tid.load() == 0 || honest_tid.load() == 0) {
+            std::this_thread::yield();
+        }
+        if (c.honest_first && honest_byte.load() != static_cast<int>(FakeSource::honest_byte(1))) {
             std::fprintf(report, "the honest page read %d\n", honest_byte.load());
             status = 3;
         }
-        while (waiting_tid.load() == 0) {
-            std::this_thread::yield();
+        if (!c.honest_first && !test::wait_until_blocked_in_fault({honest_tid.load()}, 2000)) {
+            std::fprintf(report, "a page that never came was read as %d\n", honest_byte.load());
+            status = 3;
         }
         if (!test::wait_until_blocked_in_fault({waiting_tid.load()}, 2000)) {
             std::fprintf(report, "the waiting thread is not blocked in the fault\n");
@@ -102,28 +112,33 @@ TEST_P(HostileSource, IsRefusedWithTheReasonAndTheWaitingThreadStaysBlocked) {
     EXPECT_TRUE(result.exited_with(0)) << result.describe();
 }
 
-INSTANTIATE_TEST_SUITE_P(Misbehaviours, HostileSource,
-                         ::testing::Values(Case{Misbehaviour::PageOutsideRegion, false,
-                                                Errc::ProtocolViolation, "outside region 0"},
-                                           Case{Misbehaviour::ShortPage, false,
-                                                Errc::ProtocolViolation, "short or wrong-size"},
-                                           Case{Misbehaviour::WrongHash, true,
-                                                Errc::ProtocolViolation, "does not match its hash"},
-                                           Case{Misbehaviour::DiesMidRun, false, Errc::TimedOut,
-                                                "the connection to the source broke"}),
-                         [](const auto& info) {
-                             switch (info.param.what) {
-                                 case Misbehaviour::PageOutsideRegion:
-                                     return std::string("PageOutsideRegion");
-                                 case Misbehaviour::ShortPage:
-                                     return std::string("ShortPage");
-                                 case Misbehaviour::WrongHash:
-                                     return std::string("WrongHash");
-                                 case Misbehaviour::DiesMidRun:
-                                     return std::string("DiesMidRun");
-                             }
-                             return std::string("Unknown");
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    Misbehaviours, HostileSource,
+    ::testing::Values(
+        Case{Misbehaviour::PageOutsideRegion, false, Errc::ProtocolViolation, "outside region 0",
+             "PageOutsideRegion"},
+        Case{Misbehaviour::ShortPage, false, Errc::ProtocolViolation, "short or wrong-size",
+             "ShortPage"},
+        Case{Misbehaviour::WrongHash, true, Errc::ProtocolViolation, "does not match its hash",
+             "WrongHash"},
+        Case{Misbehaviour::DiesMidRun, false, Errc::TimedOut, "the connection to the source broke",
+             "DiesMidRun"},
+        Case{Misbehaviour::SecondLayout, false, Errc::ProtocolViolation, "LAYOUT twice",
+             "SecondLayout"},
+        Case{Misbehaviour::PagesBeforeStart, false, Errc::ProtocolViolation,
+             "the source sent PAGES before START", "PagesBeforeStart", false},
+        Case{Misbehaviour::UnrequestedAnswer, false, Errc::ProtocolViolation,
+             "answered a REQUEST never made: region 0 page 63", "UnrequestedAnswer"},
+        Case{Misbehaviour::StreamOnUrgent, false, Errc::ProtocolViolation,
+             "streamed pages on the urgent connection", "StreamOnUrgent"},
+        Case{Misbehaviour::AnswerOnBulk, false, Errc::ProtocolViolation,
+             "an answer to a REQUEST on a bulk connection", "AnswerOnBulk"},
+        Case{Misbehaviour::FalseStreamEnd, false, Errc::ProtocolViolation,
+             "STREAM_END says 5 pages were streamed on this bulk connection; 4 arrived",
+             "FalseStreamEnd"},
+        Case{Misbehaviour::PagesAfterStreamEnd, false, Errc::ProtocolViolation,
+             "PAGES after the STREAM_END of that bulk connection", "PagesAfterStreamEnd"}),
+    [](const auto& info) { return std::string(info.param.name); });
 
 // A destination of kPages anonymous pages against the source at `endpoint`, started; the
 // mapping is returned alongside because the destination's memory must outlive it.

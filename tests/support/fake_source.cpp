@@ -35,31 +35,22 @@ FakeSource::~FakeSource() {
 
 asio::awaitable<void> FakeSource::serve(std::shared_ptr<transport::Connection> urgent) {
     // A coroutine of its own, so the frame outlives the write that reads it.
-    auto send = [&](wire::MessageType type,
-                    std::vector<std::byte> payload) -> asio::awaitable<bool> {
+    auto send_on = [](std::shared_ptr<transport::Connection> connection, wire::MessageType type,
+                      std::vector<std::byte> payload) -> asio::awaitable<bool> {
         auto frame = transport::encode_frame(wire::frame_type(type), payload);
-        co_return (co_await urgent->write(frame)).has_value();
+        co_return (co_await connection->write(frame)).has_value();
     };
-    (void)co_await send(wire::MessageType::Layout, wire::encode(layout_));
-
-    bool hashes = false;
-    for (;;) {
-        auto frame = co_await urgent->read_frame();
-        if (!frame) {
-            co_return;
-        }
-        if (frame->header.type == wire::frame_type(wire::MessageType::Start)) {
-            hashes = (wire::decode_start(frame->payload)->flags & wire::Start::kWantHashes) != 0;
-            break;
-        }
-    }
     const std::uint64_t page_size = layout_.regions[0].page_size;
-    auto pages_frame = [&](std::uint64_t first, std::uint64_t data_bytes, bool wrong_hash) {
-        wire::PagesHeader header{.region = 0,
-                                 .encoding = wire::Encoding::Raw,
-                                 .flags = hashes ? wire::PagesHeader::kHashes : std::uint8_t{0},
-                                 .first_page = first,
-                                 .count = 1};
+    bool hashes = false;
+    auto pages_frame = [&](std::uint64_t first, std::uint64_t data_bytes, bool wrong_hash,
+                           bool answer) {
+        wire::PagesHeader header{
+            .region = 0,
+            .encoding = wire::Encoding::Raw,
+            .flags = static_cast<std::uint8_t>((hashes ? wire::PagesHeader::kHashes : 0) |
+                                               (answer ? wire::PagesHeader::kAnswer : 0)),
+            .first_page = first,
+            .count = 1};
         auto head = wire::encode(header);
         std::vector<std::byte> payload(head.begin(), head.end());
         std::vector<std::byte> data(data_bytes, honest_byte(first));
@@ -71,22 +62,56 @@ asio::awaitable<void> FakeSource::serve(std::shared_ptr<transport::Connection> u
         payload.insert(payload.end(), data.begin(), data.end());
         return payload;
     };
+
+    if (what_ == Misbehaviour::PagesBeforeStart) {
+        // LAYOUT and a page in one write: the destination reads both before it can answer.
+        auto layout = transport::encode_frame(wire::frame_type(wire::MessageType::Layout),
+                                              wire::encode(layout_));
+        auto page = transport::encode_frame(wire::frame_type(wire::MessageType::Pages),
+                                            pages_frame(0, page_size, false, false));
+        layout.insert(layout.end(), page.begin(), page.end());
+        misbehaved_.store(true);
+        (void)co_await urgent->write(layout);
+    } else {
+        (void)co_await send_on(urgent, wire::MessageType::Layout, wire::encode(layout_));
+    }
+    for (;;) {
+        auto frame = co_await urgent->read_frame();
+        if (!frame) {
+            co_return;
+        }
+        if (frame->header.type == wire::frame_type(wire::MessageType::Start)) {
+            hashes = (wire::decode_start(frame->payload)->flags & wire::Start::kWantHashes) != 0;
+            break;
+        }
+    }
+    // A destination connects every connection of its session before it says START.
+    std::shared_ptr<transport::Connection> stream = urgent;
+    for (const auto& c : held_) {
+        if (c->joined().role == transport::Role::Bulk &&
+            c->joined().session_id == urgent->joined().session_id) {
+            stream = c;
+            break;
+        }
+    }
     for (std::uint64_t p = 0; p < honest_pages_; ++p) {
-        (void)co_await send(wire::MessageType::Pages, pages_frame(p, page_size, false));
+        (void)co_await send_on(stream, wire::MessageType::Pages,
+                               pages_frame(p, page_size, false, false));
     }
     misbehaved_.store(true);
+    const std::uint64_t last = layout_.regions[0].pages() - 1;
     switch (what_) {
         case Misbehaviour::PageOutsideRegion:
-            (void)co_await send(wire::MessageType::Pages,
-                                pages_frame(layout_.regions[0].pages(), page_size, false));
+            (void)co_await send_on(stream, wire::MessageType::Pages,
+                                   pages_frame(last + 1, page_size, false, false));
             break;
         case Misbehaviour::ShortPage:
-            (void)co_await send(wire::MessageType::Pages,
-                                pages_frame(honest_pages_, page_size - 1, false));
+            (void)co_await send_on(stream, wire::MessageType::Pages,
+                                   pages_frame(honest_pages_, page_size - 1, false, false));
             break;
         case Misbehaviour::WrongHash:
-            (void)co_await send(wire::MessageType::Pages,
-                                pages_frame(honest_pages_, page_size, true));
+            (void)co_await send_on(stream, wire::MessageType::Pages,
+                                   pages_frame(honest_pages_, page_size, true, false));
             break;
         case Misbehaviour::DiesMidRun: {
             linger hard{.l_onoff = 1, .l_linger = 0};
@@ -98,6 +123,33 @@ asio::awaitable<void> FakeSource::serve(std::shared_ptr<transport::Connection> u
             }
             co_return;
         }
+        case Misbehaviour::SecondLayout:
+            (void)co_await send_on(urgent, wire::MessageType::Layout, wire::encode(layout_));
+            break;
+        case Misbehaviour::PagesBeforeStart:
+            break;  // sent with the LAYOUT
+        case Misbehaviour::UnrequestedAnswer:
+            (void)co_await send_on(urgent, wire::MessageType::Pages,
+                                   pages_frame(last, page_size, false, true));
+            break;
+        case Misbehaviour::StreamOnUrgent:
+            (void)co_await send_on(urgent, wire::MessageType::Pages,
+                                   pages_frame(last, page_size, false, false));
+            break;
+        case Misbehaviour::AnswerOnBulk:
+            (void)co_await send_on(stream, wire::MessageType::Pages,
+                                   pages_frame(last, page_size, false, true));
+            break;
+        case Misbehaviour::FalseStreamEnd:
+            (void)co_await send_on(stream, wire::MessageType::StreamEnd,
+                                   wire::encode(wire::StreamEnd{honest_pages_ + 1}));
+            break;
+        case Misbehaviour::PagesAfterStreamEnd:
+            (void)co_await send_on(stream, wire::MessageType::StreamEnd,
+                                   wire::encode(wire::StreamEnd{honest_pages_}));
+            (void)co_await send_on(stream, wire::MessageType::Pages,
+                                   pages_frame(last, page_size, false, false));
+            break;
     }
     while (co_await urgent->read_frame()) {
         // Requests are read and never answered, until the destination hangs up.

@@ -12,16 +12,24 @@
 namespace uffdm::test {
 
 enum class Misbehaviour {
-    PageOutsideRegion,  // a PAGES run past the end of its region
-    ShortPage,          // a PAGES frame one byte shorter than its pages
-    WrongHash,          // a page whose content does not match the hash sent with it
-    DiesMidRun,         // the connection reset after the honest pages
+    PageOutsideRegion,    // a PAGES run past the end of its region
+    ShortPage,            // a PAGES frame one byte shorter than its pages
+    WrongHash,            // a page whose content does not match the hash sent with it
+    DiesMidRun,           // the connection reset after the honest pages
+    SecondLayout,         // LAYOUT again, on the urgent connection
+    PagesBeforeStart,     // PAGES right behind LAYOUT, before the destination said START
+    UnrequestedAnswer,    // an answer (PAGES flagged answer) for a page nobody requested
+    StreamOnUrgent,       // a stream run on the urgent connection while bulk carries the stream
+    AnswerOnBulk,         // an answer on a bulk connection
+    FalseStreamEnd,       // STREAM_END counting one page more than the bulk connection carried
+    PagesAfterStreamEnd,  // a true STREAM_END, then more PAGES on that bulk connection
 };
 
 // Listens on loopback (no authentication) and serves one destination on its own thread: LAYOUT,
-// then after START `honest_pages` pages of region 0 on the urgent connection (each filled with
-// honest_byte(page)), then the misbehaviour. Requests are never answered: a guest thread waiting
-// for a page past the honest ones stays blocked.
+// then after START `honest_pages` pages of region 0 on the first bulk connection (the urgent
+// one if the destination has none; each page filled with honest_byte(page)), then the
+// misbehaviour. Requests are never answered: a guest thread waiting for a page past the honest
+// ones stays blocked. The last page of region 0 is never requested by the tests.
 class FakeSource {
   public:
     FakeSource(migration::wire::Layout layout, std::uint64_t honest_pages, Misbehaviour what);
