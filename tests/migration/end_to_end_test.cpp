@@ -363,7 +363,169 @@ INSTANTIATE_TEST_SUITE_P(
                       "START after BITMAP"},
         HostileStream{
             {{MessageType::Bitmap, wire::encode(wire::BitmapChunk{3, 0, 64, {~std::uint64_t{0}}})}},
-            "BITMAP region 3 does not exist"}));
+            "BITMAP region 3 does not exist"},
+        HostileStream{
+            {{MessageType::Start, kStart}, {MessageType::Done, wire::encode(wire::Done{5})}},
+            "DONE says 5 pages are present; the guest has 1024"}));
+
+// One scripted urgent connection (no bulk) to a source: reads LAYOUT, sends `frames`, then reads
+// until `enough` says so or the source ends it. `reset` ends it with a TCP reset (a broken link,
+// which the source waits out) instead of an orderly close.
+struct Script {
+    std::vector<std::pair<wire::MessageType, std::vector<std::byte>>> frames;
+    std::function<bool(const transport::Frame&)> enough = [](const transport::Frame&) {
+        return false;
+    };
+    bool reset = false;
+};
+struct ScriptEnd {
+    std::vector<transport::Frame> received;
+    std::optional<transport::Failure> ended;  // how the source ended it, if it did
+};
+
+ScriptEnd run_script(const transport::Endpoint& source, const Script& script) {
+    ScriptEnd out;
+    transport::asio::io_context io;
+    transport::asio::co_spawn(
+        io,
+        [&]() -> transport::asio::awaitable<void> {
+            auto socket = co_await transport::connect_to(source, {});
+            if (!socket) {
+                out.ended = socket.error();
+                co_return;
+            }
+            auto connection = co_await transport::client_handshake(
+                std::move(*socket), {.role = transport::Role::Urgent}, {});
+            if (!connection) {
+                out.ended = connection.error();
+                co_return;
+            }
+            (void)co_await connection->read_frame();  // LAYOUT
+            for (const auto& [type, payload] : script.frames) {
+                (void)co_await connection->write(
+                    transport::encode_frame(wire::frame_type(type), payload));
+            }
+            for (;;) {
+                auto frame = co_await connection->read_frame();
+                if (!frame) {
+                    out.ended = frame.error();
+                    co_return;
+                }
+                bool stop = transport::is_application(frame->header.type) && script.enough(*frame);
+                out.received.push_back(std::move(*frame));
+                if (stop) {
+                    break;
+                }
+            }
+            if (script.reset) {
+                linger hard{.l_onoff = 1, .l_linger = 0};
+                ::setsockopt(connection->socket().native_handle(), SOL_SOCKET, SO_LINGER, &hard,
+                             sizeof hard);
+            }
+            boost::system::error_code ignored;
+            connection->socket().close(ignored);
+        },
+        transport::asio::detached);
+    io.run_for(std::chrono::seconds(10));
+    return out;
+}
+
+bool is_pages(const transport::Frame& frame) {
+    return frame.header.type == wire::frame_type(MessageType::Pages);
+}
+
+// Page 3 asked for and answered with the stream held, then the link breaks (a reset): a
+// session the source waits to see resumed. Nothing else was ever sent.
+void first_session_with_page_3(const LoopbackSource& served) {
+    auto first =
+        run_script(served.server->local_endpoint(),
+                   {.frames = {{MessageType::Start, kStart},
+                               {MessageType::Request, wire::encode(wire::Request{0, 1, 3})}},
+                    .enough = is_pages,
+                    .reset = true});
+    ASSERT_EQ(first.received.size(), 1U);
+    auto answer = wire::decode_pages(first.received[0].payload, served.memory->layout());
+    ASSERT_TRUE(answer);
+    EXPECT_EQ(answer->header.first_page, 3U);
+}
+
+std::vector<std::byte> bitmap_of(std::initializer_list<std::uint64_t> pages) {
+    std::uint64_t word = 0;
+    for (std::uint64_t p : pages) {
+        word |= std::uint64_t{1} << p;
+    }
+    return wire::encode(wire::BitmapChunk{0, 0, 64, {word}});
+}
+
+// What a source can tell of a resuming destination's BITMAP: a page this source never sent
+// cannot be there. The claim is refused by name and the source stops.
+TEST(ResumingDestination, ABitmapClaimingAPageThisSourceNeverSentIsRefused) {
+    SyntheticSpec spec{.size = 4ULL << 20, .seed = 5};
+    LoopbackSource served(spec, std::chrono::seconds(10));
+    ASSERT_TRUE(served.server) << served.error;
+    first_session_with_page_3(served);
+    auto second = run_script(
+        served.server->local_endpoint(),
+        {.frames = {
+             {MessageType::Bitmap, bitmap_of({3, 10})},
+             {MessageType::Resume, wire::encode(wire::Resume{wire::Start::kStreamHeld, 2})}}});
+    served.thread.join();
+    ASSERT_TRUE(served.report.has_value());
+    EXPECT_FALSE(served.report->ok);
+    EXPECT_NE(served.report->error.message.find(
+                  "BITMAP claims page 10 of region 0 is present, but this source never sent it"),
+              std::string::npos)
+        << served.report->error.message;
+    EXPECT_TRUE(second.ended.has_value()) << "the source closed the connection";
+}
+
+// The honest claim (only what was sent) resumes, and a page asked for is answered.
+TEST(ResumingDestination, ABitmapOfPagesThisSourceSentResumesTheMigration) {
+    SyntheticSpec spec{.size = 4ULL << 20, .seed = 5};
+    LoopbackSource served(spec, std::chrono::seconds(10));
+    ASSERT_TRUE(served.server) << served.error;
+    first_session_with_page_3(served);
+    auto second = run_script(
+        served.server->local_endpoint(),
+        {.frames = {{MessageType::Bitmap, bitmap_of({3})},
+                    {MessageType::Resume, wire::encode(wire::Resume{wire::Start::kStreamHeld, 1})},
+                    {MessageType::Request, wire::encode(wire::Request{0, 1, 10})}},
+         .enough = is_pages});
+    ASSERT_EQ(second.received.size(), 1U) << (second.ended ? second.ended->detail : "");
+    auto answer = wire::decode_pages(second.received[0].payload, served.memory->layout());
+    ASSERT_TRUE(answer);
+    EXPECT_EQ(answer->header.first_page, 10U);
+    EXPECT_TRUE(page_matches(spec, 0, 10, answer->data));
+    served.server->stop();
+    served.thread.join();
+    ASSERT_TRUE(served.report.has_value());
+    EXPECT_EQ(served.report->resumes, 1U);
+}
+
+// What a source cannot tell: restarted on its image (here: never saw START), it knows nothing
+// of what its predecessor sent, so it takes a BITMAP as it comes. It never sends the claimed
+// pages unasked, and it still answers a REQUEST for one: a lying destination can only starve
+// itself of pages it would then ask for.
+TEST(ResumingDestination, ASourceThatNeverSawStartTrustsTheBitmapButAnswersEveryRequest) {
+    SyntheticSpec spec{.size = 4ULL << 20, .seed = 5};
+    LoopbackSource served(spec, std::chrono::seconds(10));
+    ASSERT_TRUE(served.server) << served.error;
+    auto session = run_script(
+        served.server->local_endpoint(),
+        {.frames = {{MessageType::Bitmap, bitmap_of({3, 10})},
+                    {MessageType::Resume, wire::encode(wire::Resume{wire::Start::kStreamHeld, 2})},
+                    {MessageType::Request, wire::encode(wire::Request{0, 1, 10})}},
+         .enough = is_pages});
+    ASSERT_EQ(session.received.size(), 1U) << (session.ended ? session.ended->detail : "");
+    auto answer = wire::decode_pages(session.received[0].payload, served.memory->layout());
+    ASSERT_TRUE(answer);
+    EXPECT_EQ(answer->header.first_page, 10U);
+    EXPECT_TRUE(page_matches(spec, 0, 10, answer->data));
+    served.server->stop();
+    served.thread.join();
+    ASSERT_TRUE(served.report.has_value());
+    EXPECT_EQ(served.report->resumes, 1U);
+}
 
 }  // namespace
 }  // namespace uffdm::migration
