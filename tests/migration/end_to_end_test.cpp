@@ -3,6 +3,9 @@
 
 #include <atomic>
 #include <cstring>
+#include <fstream>
+#include <functional>
+#include <map>
 #include <random>
 #include <span>
 #include <thread>
@@ -546,11 +549,13 @@ std::uint64_t wrong_pages(const SyntheticSpec& spec, const uffd::Mapping& mappin
 
 // Receives a one-region 4 KiB guest into `mapping` from the source behind the relay at `port`,
 // with a reconnect deadline of 4 s.
-DestinationStats receive_through(std::uint16_t port, const uffd::Mapping& mapping) {
+DestinationStats receive_through(std::uint16_t port, const uffd::Mapping& mapping,
+                                 bool verify = false) {
     auto uffd = uffd::UserfaultFd::open(test::test_open_options());
     FaultServerOptions receive;
     receive.source = *transport::parse_endpoint("tcp:127.0.0.1:" + std::to_string(port));
     receive.reconnect_timeout = std::chrono::seconds(4);
+    receive.verify_hashes = verify;
     DestinationStats cannot;
     cannot.error.message = "the destination could not start";
     if (!uffd) {
@@ -656,6 +661,112 @@ TEST(Recovery, ABreakDuringTheFirstHandshakeIsRetriedLikeAnyOtherBreak) {
     ASSERT_TRUE(served.report.has_value());
     EXPECT_TRUE(served.report->ok) << served.report->error.message;
     EXPECT_EQ(wrong_pages(spec, *mapping), 0U);
+}
+
+// Whether the page at `address` is in this process's page table (/proc/self/pagemap bit 63):
+// a page placed, as opposed to missing or poisoned, which a read would block on or die of.
+bool page_present(const std::byte* address) {
+    std::ifstream pagemap("/proc/self/pagemap", std::ios::binary);
+    pagemap.seekg(
+        static_cast<std::streamoff>(reinterpret_cast<std::uintptr_t>(address) / 4096 * 8));
+    std::uint64_t entry = 0;
+    pagemap.read(reinterpret_cast<char*>(&entry), sizeof entry);
+    return pagemap && (entry >> 63) != 0;
+}
+
+// Walks the frames the source sends, per connection, and flips the last byte of the first PAGES
+// frame that carries page data (the last byte of its last page): corruption on the way, after
+// the source computed the page's hash.
+class PageCorrupter {
+  public:
+    void operator()(std::size_t connection, std::span<std::byte> bytes) {
+        Walk& walk = walks_[connection];
+        for (std::size_t i = 0; i < bytes.size();) {
+            if (walk.header.size() < transport::kHeaderSize) {
+                walk.header.push_back(bytes[i++]);
+                if (walk.header.size() == transport::kHeaderSize) {
+                    std::uint32_t length = 0;
+                    std::memcpy(&length, walk.header.data() + 8, sizeof length);
+                    walk.left = length;
+                    walk.target =
+                        !flipped_ && length > wire::kPagesHeaderSize + 8 &&
+                        static_cast<wire::MessageType>(walk.header[6]) == wire::MessageType::Pages;
+                    if (walk.left == 0) {
+                        walk.header.clear();
+                    }
+                }
+                continue;
+            }
+            std::size_t take = std::min<std::size_t>(walk.left, bytes.size() - i);
+            if (walk.target && take == walk.left) {
+                bytes[i + take - 1] ^= std::byte{0x5a};
+                flipped_ = true;
+                walk.target = false;
+            }
+            walk.left -= take;
+            i += take;
+            if (walk.left == 0) {
+                walk.header.clear();
+            }
+        }
+    }
+    [[nodiscard]] bool flipped() const { return flipped_; }
+
+  private:
+    struct Walk {
+        std::vector<std::byte> header;
+        std::uint64_t left = 0;
+        bool target = false;
+    };
+    std::map<std::size_t, Walk> walks_;
+    bool flipped_ = false;
+};
+
+// The limit of --verify, both ways: a page changed on the way is caught (the hash is the
+// source's), and the same change without --verify reaches the guest.
+TEST(Verify, APageChangedOnTheWayAfterItsHashWasMadeIsRefusedAndNeverPlaced) {
+    for (bool verify : {true, false}) {
+        SCOPED_TRACE(verify ? "--verify" : "no --verify");
+        SyntheticSpec spec{.size = 8ULL << 20, .seed = 31, .zero_percent = 20};
+        LoopbackSource served(spec, std::chrono::seconds(4));
+        ASSERT_TRUE(served.server) << served.error;
+        PageCorrupter corrupter;
+        test::TcpRelay relay(
+            served.server->local_endpoint().port,
+            [](std::span<const std::byte> pending) {
+                return test::TcpRelay::Verdict{.forward = pending.size()};
+            },
+            std::ref(corrupter));
+        ASSERT_NE(relay.port(), 0);
+        auto mapping = uffd::Mapping::anonymous(spec.size);
+        ASSERT_TRUE(mapping);
+        DestinationStats report = receive_through(relay.port(), *mapping, verify);
+        served.server->stop();
+        served.thread.join();
+        ASSERT_TRUE(corrupter.flipped());
+        if (verify) {
+            ASSERT_FALSE(report.ok);
+            EXPECT_EQ(report.error.code, Errc::ProtocolViolation);
+            EXPECT_NE(report.error.message.find("does not match its hash"), std::string::npos)
+                << report.error.message;
+            // The changed page was never placed: what is there is all the source's.
+            // (Missing pages are poisoned now: only present ones, by the page table, are read.)
+            std::uint64_t present = 0;
+            std::uint64_t wrong = 0;
+            for (std::uint64_t p = 0; p < spec.size / 4096; ++p) {
+                auto page = std::span(mapping->data() + p * 4096, 4096);
+                if (page_present(page.data())) {
+                    ++present;
+                    wrong += page_matches(spec, 0, p, page) ? 0 : 1;
+                }
+            }
+            EXPECT_LT(present, spec.size / 4096);
+            EXPECT_EQ(wrong, 0U);
+        } else {
+            ASSERT_TRUE(report.ok) << report.error.message;
+            EXPECT_EQ(wrong_pages(spec, *mapping), 1U) << "the relay changed one byte of a page";
+        }
+    }
 }
 
 }  // namespace

@@ -32,8 +32,10 @@ bool send_all(int fd, const std::byte* data, std::size_t size) {
 
 }  // namespace
 
-TcpRelay::TcpRelay(std::uint16_t target_port, Upstream upstream)
-    : target_port_(target_port), upstream_(std::move(upstream)) {
+TcpRelay::TcpRelay(std::uint16_t target_port, Upstream upstream, Downstream downstream)
+    : target_port_(target_port),
+      upstream_(std::move(upstream)),
+      downstream_(std::move(downstream)) {
     listener_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     sockaddr_in address = loopback(0);
     socklen_t length = sizeof address;
@@ -74,11 +76,13 @@ void TcpRelay::accept_loop() {
             }
             continue;
         }
-        pumps_.emplace_back([this, client, server] { pump(client, server); });
+        std::size_t connection = pumps_.size();
+        pumps_.emplace_back(
+            [this, connection, client, server] { pump(connection, client, server); });
     }
 }
 
-void TcpRelay::pump(int client, int server) {
+void TcpRelay::pump(std::size_t connection, int client, int server) {
     std::vector<std::byte> pending;  // from the client, not yet forwarded
     std::vector<std::byte> buffer(64 * 1024);
     bool from_client = true;
@@ -96,8 +100,14 @@ void TcpRelay::pump(int client, int server) {
             if (n <= 0) {
                 from_server = false;
                 ::shutdown(client, SHUT_WR);
-            } else if (!send_all(client, buffer.data(), static_cast<std::size_t>(n))) {
-                break;
+            } else {
+                if (downstream_) {
+                    std::lock_guard lock(upstream_mutex_);
+                    downstream_(connection, std::span(buffer.data(), static_cast<std::size_t>(n)));
+                }
+                if (!send_all(client, buffer.data(), static_cast<std::size_t>(n))) {
+                    break;
+                }
             }
         }
         if (ready[0].revents != 0) {
