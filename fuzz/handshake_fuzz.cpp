@@ -45,9 +45,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             break;
         }
         HandshakeStep step = as_server ? server.on_frame(**next) : client.on_frame(**next);
-        // With a secret, no byte string an attacker can make without it may join: the
-        // proofs are HMACs over fresh nonces.
-        if (with_secret && step.joined && as_server) {
+        // With a secret, no byte string an attacker can make without it may join, on either
+        // side: the server must see the client's proof over its fresh nonce, and the client
+        // the server's proof over its own (a client that joined a fake server would hand it
+        // the guest's faults).
+        if (with_secret && step.joined) {
             std::abort();
         }
         if (step.failed && step.joined) {
