@@ -14,6 +14,7 @@ using transport::ChannelHandler;
 using transport::ChannelId;
 using transport::FrameView;
 using transport::OutgoingFrame;
+using transport::violation;
 
 namespace {
 
@@ -175,10 +176,6 @@ class FaultServer::UrgentHandler final : public ChannelHandler {
         return std::nullopt;
     }
 
-    static transport::Failure violation(std::string what) {
-        return transport::failure(Errc::ProtocolViolation, std::move(what));
-    }
-
     FaultServer& server_;
     std::uint64_t generation_;
     bool resuming_;
@@ -261,10 +258,6 @@ class FaultServer::BulkHandler final : public ChannelHandler {
         server_.bulk_path_->abort(channel, why);
         server_.fail(why);
     }
-    static transport::Failure violation(std::string what) {
-        return transport::failure(Errc::ProtocolViolation, std::move(what));
-    }
-
     FaultServer& server_;
     std::uint64_t generation_;
     std::uint64_t pages_received_ = 0;  // what STREAM_END must count

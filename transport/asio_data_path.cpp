@@ -13,8 +13,6 @@ namespace uffdm::transport {
 
 namespace {
 
-constexpr auto kTick = std::chrono::milliseconds(100);
-
 struct AsioChannel {
     AsioChannel(ChannelId id, ChannelHandler& handler, MirrorRing ring, Socket socket,
                 const DataPathOptions& options, Clock::time_point now,
@@ -223,7 +221,7 @@ class AsioDataPath final : public DataPath {
     }
 
     void tick() {
-        timer_.expires_after(kTick);
+        timer_.expires_after(kLivenessTick);
         timer_.async_wait([this](const boost::system::error_code& ec) {
             if (ec) {
                 return;

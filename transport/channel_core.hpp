@@ -15,6 +15,9 @@ namespace uffdm::transport {
 
 using Clock = std::chrono::steady_clock;
 
+// How often a backend's loop checks every channel's heartbeat and idle and stall deadlines.
+inline constexpr auto kLivenessTick = std::chrono::milliseconds(100);
+
 // Everything about a channel except how bytes move: cutting received bytes into frames in the
 // ring, answering PING, ending on GOODBYE/ERROR/bad frames, the send window and its gather
 // list, heartbeat and idle/stall deadlines. A backend reads into receive_space(), writes

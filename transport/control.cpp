@@ -9,10 +9,6 @@ namespace uffdm::transport {
 
 namespace {
 
-FrameError violation(std::string detail) {
-    return {make_error_code(Errc::ProtocolViolation), std::move(detail)};
-}
-
 std::expected<void, FrameError> check_size(std::span<const std::byte> payload, std::size_t want,
                                            const char* what) {
     if (payload.size() != want) {

@@ -17,4 +17,9 @@ struct Failure {
     return {make_error_code(code), std::move(detail)};
 }
 
+// A peer broke the protocol: a bad field, a message out of turn.
+[[nodiscard]] inline Failure violation(std::string detail) {
+    return failure(Errc::ProtocolViolation, std::move(detail));
+}
+
 }  // namespace uffdm::transport

@@ -25,10 +25,6 @@ std::string hex(unsigned value) {
     return out;
 }
 
-FrameError violation(std::string detail) {
-    return {make_error_code(Errc::ProtocolViolation), std::move(detail)};
-}
-
 }  // namespace
 
 bool is_application(FrameType type) noexcept {

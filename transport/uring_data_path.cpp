@@ -25,7 +25,6 @@ constexpr std::uint64_t kKindReceive = 2;
 constexpr std::uint64_t kKindSend = 3;
 constexpr std::uint64_t kKindCancel = 4;
 constexpr unsigned kFixedBufferSlots = 64;
-constexpr auto kTick = std::chrono::milliseconds(100);
 
 Failure uring_failure(const char* what, int err) {
     return Failure{std::error_code(err, std::system_category()),
@@ -163,7 +162,7 @@ class UringDataPath final : public DataPath {
     void run() override {
         loop_thread_.store(std::this_thread::get_id());
         arm_wake();
-        auto next_tick = Clock::now() + kTick;
+        auto next_tick = Clock::now() + kLivenessTick;
         for (;;) {
             take_requests();
             if (stopping_) {
@@ -193,7 +192,7 @@ class UringDataPath final : public DataPath {
                 for (auto& [id, channel] : channels_) {
                     channel->core.on_tick(now, channel->sending);
                 }
-                next_tick = now + kTick;
+                next_tick = now + kLivenessTick;
             }
             publish_stats();
         }
