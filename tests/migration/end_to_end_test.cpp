@@ -549,12 +549,13 @@ std::uint64_t wrong_pages(const SyntheticSpec& spec, const uffd::Mapping& mappin
 
 // Receives a one-region 4 KiB guest into `mapping` from the source behind the relay at `port`,
 // with a reconnect deadline of 4 s.
-DestinationStats receive_through(std::uint16_t port, const uffd::Mapping& mapping,
-                                 bool verify = false) {
+DestinationStats receive_through(
+    std::uint16_t port, const uffd::Mapping& mapping, bool verify = false,
+    std::chrono::milliseconds reconnect_timeout = std::chrono::seconds(4)) {
     auto uffd = uffd::UserfaultFd::open(test::test_open_options());
     FaultServerOptions receive;
     receive.source = *transport::parse_endpoint("tcp:127.0.0.1:" + std::to_string(port));
-    receive.reconnect_timeout = std::chrono::seconds(4);
+    receive.reconnect_timeout = reconnect_timeout;
     receive.verify_hashes = verify;
     DestinationStats cannot;
     cannot.error.message = "the destination could not start";
@@ -661,6 +662,33 @@ TEST(Recovery, ABreakDuringTheFirstHandshakeIsRetriedLikeAnyOtherBreak) {
     ASSERT_TRUE(served.report.has_value());
     EXPECT_TRUE(served.report->ok) << served.report->error.message;
     EXPECT_EQ(wrong_pages(spec, *mapping), 0U);
+}
+
+// A source that is reached every time, and whose handshake breaks every time: retried until the
+// deadline, then a failure that says so and names the last attempt's error.
+TEST(Recovery, AHandshakeBrokenEveryTimeFailsAtTheDeadlineNamingTheLastAttempt) {
+    SyntheticSpec spec{.size = 4ULL << 20, .seed = 29};
+    LoopbackSource served(spec, std::chrono::seconds(4));
+    ASSERT_TRUE(served.server) << served.error;
+    std::atomic<int> resets{0};
+    test::TcpRelay relay(served.server->local_endpoint().port, [&](std::span<const std::byte>) {
+        ++resets;
+        return test::TcpRelay::Verdict{.forward = 0, .reset = true};
+    });
+    ASSERT_NE(relay.port(), 0);
+    auto mapping = uffd::Mapping::anonymous(spec.size);
+    ASSERT_TRUE(mapping);
+    DestinationStats report =
+        receive_through(relay.port(), *mapping, false, std::chrono::milliseconds(800));
+    served.server->stop();
+    served.thread.join();
+    ASSERT_FALSE(report.ok);
+    EXPECT_EQ(report.error.code, Errc::TimedOut) << report.error.message;
+    EXPECT_NE(report.error.message.find(
+                  "no session could be made with the source within 800 ms; the last attempt: "),
+              std::string::npos)
+        << report.error.message;
+    EXPECT_GE(resets.load(), 3) << "retried with backoff (50, 100, 200 ms...) until the deadline";
 }
 
 // Whether the page at `address` is in this process's page table (/proc/self/pagemap bit 63):
