@@ -5,6 +5,7 @@ set -euo pipefail
 
 PACKAGES=(
   meson ninja-build g++ pkg-config python3   # build
+  ccache                                     # rebuilds of the same sources (another clone too)
   libcap-dev                                 # capabilities: the privilege gate
   liburing-dev                               # io_uring: probe today, data path next
   libboost-dev                               # Boost.Asio: connection set-up, handshakes, timers
