@@ -128,6 +128,15 @@ def signal_process(pid, number):
         return False
 
 
+def stop_for(pid, seconds):
+    """SIGSTOP, then SIGCONT after `seconds`; False when the process was already gone."""
+    if not signal_process(pid, signal.SIGSTOP):
+        return False
+    time.sleep(seconds)
+    signal_process(pid, signal.SIGCONT)
+    return True
+
+
 def kill_connections(port):
     """ss -K on every TCP socket to or from the source's port; how many were closed."""
     if not port:
@@ -214,10 +223,8 @@ def case_stop_peer(args):
                 raise Failed("no source process to stop")
             # A stopped peer reads nothing and answers nothing: full socket buffers on one side,
             # silence on the other.
-            if not signal_process(pid, signal.SIGSTOP):
+            if not stop_for(pid, 2.0):
                 raise Failed("the peer was gone before it could be stopped")
-            time.sleep(2.0)
-            signal_process(pid, signal.SIGCONT)
             status = demo.wait(180)
         finally:
             demo.kill()
@@ -240,10 +247,8 @@ def case_slow_source(args):
                 pid = demo.source_pid()
                 deadline = time.monotonic() + 60
                 while pid and demo.running() and time.monotonic() < deadline:
-                    if not signal_process(pid, signal.SIGSTOP):
+                    if not stop_for(pid, 0.05):
                         break
-                    time.sleep(0.05)
-                    signal_process(pid, signal.SIGCONT)
                     time.sleep(0.1)
                     cycles += 1
                 status = demo.wait(120)
@@ -379,9 +384,7 @@ def case_soak(args):
                         kills += 1 if kill_connections(demo.port) > 0 else 0
                     else:
                         pid = demo.source_pid()
-                        if pid and signal_process(pid, signal.SIGSTOP):
-                            time.sleep(0.8)
-                            signal_process(pid, signal.SIGCONT)
+                        if pid and stop_for(pid, 0.8):
                             stops += 1
                 status = demo.wait(180)
             finally:

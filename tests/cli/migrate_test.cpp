@@ -388,6 +388,14 @@ TEST_F(Migrate, TheCExampleVmmEmbedsTheLibraryAndMigrates) {
 
 // ---- the helper ---------------------------------------------------------------------------
 
+// The helper's socket, once it listens.
+bool appears_within_5s(const std::string& path) {
+    for (int i = 0; i < 500 && ::access(path.c_str(), F_OK) != 0; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return ::access(path.c_str(), F_OK) == 0;
+}
+
 TEST_F(Migrate, TheHelperHandsAUserfaultfdToAnUnprivilegedReceiver) {
     std::string socket = scratch_.path("uffd.sock");
     ::chmod(scratch_.path("").c_str(), 0755);
@@ -396,9 +404,7 @@ TEST_F(Migrate, TheHelperHandsAUserfaultfdToAnUnprivilegedReceiver) {
     ASSERT_FALSE(endpoint.empty()) << source.output();
     Process helper({cli_path(), "helper", "--socket", socket, "--allow-uid",
                     std::to_string(test::kNobody), "--wait", "30"});
-    for (int i = 0; i < 500 && ::access(socket.c_str(), F_OK) != 0; ++i) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
+    ASSERT_TRUE(appears_within_5s(socket)) << helper.output();
     std::string json = "/tmp/uffdm-helper-" + std::to_string(::getpid()) + ".json";
     // The receiver is nobody with no capability at all: it could not open a userfaultfd that
     // serves kernel faults itself.
@@ -422,9 +428,7 @@ TEST_F(Migrate, TheHelperRefusesAPeerOfAnotherUserAndStillServesTheOneItIsFor) {
     // For uid 1 (daemon): the socket is 0600 and owned by uid 1, so the intruder below needs
     // CAP_DAC_OVERRIDE to connect at all; then only the helper's SO_PEERCRED check stands.
     Process helper({cli_path(), "helper", "--socket", socket, "--allow-uid", "1", "--wait", "60"});
-    for (int i = 0; i < 500 && ::access(socket.c_str(), F_OK) != 0; ++i) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
+    ASSERT_TRUE(appears_within_5s(socket)) << helper.output();
     Process intruder({cli_path(), "receive", "--connect", endpoint, "--userfaultfd-socket", socket},
                      [] { return test::become_nobody({CAP_DAC_OVERRIDE}); });
     EXPECT_EQ(intruder.wait(), 1) << intruder.output();

@@ -482,20 +482,19 @@ TEST(ResumingDestination, ABitmapClaimingAPageThisSourceNeverSentIsRefused) {
     EXPECT_TRUE(second.ended.has_value()) << "the source closed the connection";
 }
 
-// The honest claim (only what was sent) resumes, and a page asked for is answered.
-TEST(ResumingDestination, ABitmapOfPagesThisSourceSentResumesTheMigration) {
-    SyntheticSpec spec{.size = 4ULL << 20, .seed = 5};
-    LoopbackSource served(spec, std::chrono::seconds(10));
-    ASSERT_TRUE(served.server) << served.error;
-    first_session_with_page_3(served);
-    auto second = run_script(
-        served.server->local_endpoint(),
-        {.frames = {{MessageType::Bitmap, bitmap_of({3})},
-                    {MessageType::Resume, wire::encode(wire::Resume{wire::Start::kStreamHeld, 1})},
-                    {MessageType::Request, wire::encode(wire::Request{0, 1, 10})}},
-         .enough = is_pages});
-    ASSERT_EQ(second.received.size(), 1U) << (second.ended ? second.ended->detail : "");
-    auto answer = wire::decode_pages(second.received[0].payload, served.memory->layout());
+// Resumes with `bitmap` (claiming `claimed` pages), asks for page 10, and expects it answered
+// with the guest's content; then stops the source, which counts one RESUME.
+void expect_resumed_and_page_10_answered(LoopbackSource& served, const SyntheticSpec& spec,
+                                         std::vector<std::byte> bitmap, std::uint64_t claimed) {
+    auto session =
+        run_script(served.server->local_endpoint(),
+                   {.frames = {{MessageType::Bitmap, std::move(bitmap)},
+                               {MessageType::Resume,
+                                wire::encode(wire::Resume{wire::Start::kStreamHeld, claimed})},
+                               {MessageType::Request, wire::encode(wire::Request{0, 1, 10})}},
+                    .enough = is_pages});
+    ASSERT_EQ(session.received.size(), 1U) << (session.ended ? session.ended->detail : "");
+    auto answer = wire::decode_pages(session.received[0].payload, served.memory->layout());
     ASSERT_TRUE(answer);
     EXPECT_EQ(answer->header.first_page, 10U);
     EXPECT_TRUE(page_matches(spec, 0, 10, answer->data));
@@ -503,6 +502,15 @@ TEST(ResumingDestination, ABitmapOfPagesThisSourceSentResumesTheMigration) {
     served.thread.join();
     ASSERT_TRUE(served.report.has_value());
     EXPECT_EQ(served.report->resumes, 1U);
+}
+
+// The honest claim (only what was sent) resumes, and a page asked for is answered.
+TEST(ResumingDestination, ABitmapOfPagesThisSourceSentResumesTheMigration) {
+    SyntheticSpec spec{.size = 4ULL << 20, .seed = 5};
+    LoopbackSource served(spec, std::chrono::seconds(10));
+    ASSERT_TRUE(served.server) << served.error;
+    first_session_with_page_3(served);
+    expect_resumed_and_page_10_answered(served, spec, bitmap_of({3}), 1);
 }
 
 // What a source cannot tell: restarted on its image (here: never saw START), it knows nothing
@@ -513,21 +521,7 @@ TEST(ResumingDestination, ASourceThatNeverSawStartTrustsTheBitmapButAnswersEvery
     SyntheticSpec spec{.size = 4ULL << 20, .seed = 5};
     LoopbackSource served(spec, std::chrono::seconds(10));
     ASSERT_TRUE(served.server) << served.error;
-    auto session = run_script(
-        served.server->local_endpoint(),
-        {.frames = {{MessageType::Bitmap, bitmap_of({3, 10})},
-                    {MessageType::Resume, wire::encode(wire::Resume{wire::Start::kStreamHeld, 2})},
-                    {MessageType::Request, wire::encode(wire::Request{0, 1, 10})}},
-         .enough = is_pages});
-    ASSERT_EQ(session.received.size(), 1U) << (session.ended ? session.ended->detail : "");
-    auto answer = wire::decode_pages(session.received[0].payload, served.memory->layout());
-    ASSERT_TRUE(answer);
-    EXPECT_EQ(answer->header.first_page, 10U);
-    EXPECT_TRUE(page_matches(spec, 0, 10, answer->data));
-    served.server->stop();
-    served.thread.join();
-    ASSERT_TRUE(served.report.has_value());
-    EXPECT_EQ(served.report->resumes, 1U);
+    expect_resumed_and_page_10_answered(served, spec, bitmap_of({3, 10}), 2);
 }
 
 }  // namespace
