@@ -450,6 +450,13 @@ void first_session_with_page_3(const LoopbackSource& served) {
     auto answer = wire::decode_pages(first.received[0].payload, served.memory->layout());
     ASSERT_TRUE(answer);
     EXPECT_EQ(answer->header.first_page, 3U);
+    // Until the source has seen the break: before that, a new destination finds it busy (a
+    // real one retries; this script would not).
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (served.server->progress().connected && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    ASSERT_FALSE(served.server->progress().connected);
 }
 
 std::vector<std::byte> bitmap_of(std::initializer_list<std::uint64_t> pages) {
