@@ -31,6 +31,9 @@ class FaultServer::UrgentHandler final : public ChannelHandler {
         : server_(server), generation_(generation), resuming_(resuming) {}
 
     void on_frame(ChannelId channel, const FrameView& frame) override {
+        if (server_.failed()) {
+            return;  // refused already: nothing more from this source is used, until the abort
+        }
         auto type = static_cast<wire::MessageType>(frame.type);
         if (type == wire::MessageType::Layout) {
             auto layout = wire::decode_layout(frame.payload);
@@ -90,8 +93,8 @@ class FaultServer::UrgentHandler final : public ChannelHandler {
     }
 
     std::optional<OutgoingFrame> next_frame(ChannelId) override {
-        if (!layout_checked_ || done_sent_) {
-            return std::nullopt;
+        if (!layout_checked_ || done_sent_ || server_.failed()) {
+            return std::nullopt;  // (failed: not even START, while the abort is on its way)
         }
         if (!start_sent_) {
             if (resuming_) {
@@ -197,12 +200,15 @@ class FaultServer::BulkHandler final : public ChannelHandler {
         : server_(server), generation_(generation) {}
 
     void on_frame(ChannelId channel, const FrameView& frame) override {
+        if (server_.failed()) {
+            return;  // refused already: nothing more from this source is used, until the abort
+        }
         auto type = static_cast<wire::MessageType>(frame.type);
         // The source streams only once it has this session's START or RESUME (a later session
         // having started means this one did too: its late frames are still honest).
         bool running = server_.started_generation_.load(std::memory_order_acquire) >= generation_;
         bool known = type == wire::MessageType::Pages || type == wire::MessageType::StreamEnd;
-        if (known && running && ended_) {
+        if (known && running && stream_ended_) {
             return refuse(channel, violation("the source sent " + wire::to_string(type) +
                                              " after the STREAM_END of that bulk connection"));
         }
@@ -235,7 +241,7 @@ class FaultServer::BulkHandler final : public ChannelHandler {
                                         " pages were streamed on this bulk connection; " +
                                         std::to_string(pages_received_) + " arrived"));
             }
-            ended_ = true;
+            stream_ended_ = true;
             server_.stream_ended(generation_);
             return;
         }
@@ -261,7 +267,7 @@ class FaultServer::BulkHandler final : public ChannelHandler {
     FaultServer& server_;
     std::uint64_t generation_;
     std::uint64_t pages_received_ = 0;  // what STREAM_END must count
-    bool ended_ = false;                // STREAM_END arrived: nothing more may
+    bool stream_ended_ = false;         // STREAM_END arrived: nothing more may
 };
 
 FaultServer::FaultServer(uffd::UserfaultFd uffd, std::vector<GuestRegion> regions,

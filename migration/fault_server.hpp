@@ -97,6 +97,8 @@ class FaultServer {
     // A page of this session was placed: a pause is over.
     void progressed(std::uint64_t generation);
     void stream_ended(std::uint64_t generation);
+    // The migration failed (fail() ran): the data paths' handlers use nothing more.
+    [[nodiscard]] bool failed() const noexcept { return ended_.load(std::memory_order_acquire); }
     // The urgent connection of session `generation` sent START or RESUME: its bulk connections
     // may stream from now on.
     void session_started(std::uint64_t generation);
@@ -159,7 +161,7 @@ class FaultServer {
     std::atomic<std::uint64_t> started_generation_{0};
     std::atomic<bool> pause_active_{false};  // paused_, for the data paths' hot path
     std::atomic<bool> complete_{false};      // every page present
-    std::atomic<bool> ended_{false};         // complete or failed
+    std::atomic<bool> ended_{false};         // failed
     std::atomic<std::uint64_t> faults_{0};
     std::atomic<std::uint64_t> requests_sent_{0};
     Clock::time_point started_at_;

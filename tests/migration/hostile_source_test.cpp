@@ -41,6 +41,12 @@ TEST_P(HostileSource, IsRefusedWithTheReasonAndTheWaitingThreadStaysBlocked) {
     auto result = test::run_in_child([&](std::FILE* report) {
         wire::Layout layout{{{0, 4096, kPages * 4096}}};
         FakeSource source(layout, kHonest, c.what);
+        std::atomic<int> honest_byte{-1};
+        if (c.honest_first) {
+            // The lie comes once the honest page is in the guest: on another connection it
+            // could overtake it, and then nothing after the refusal is placed.
+            source.misbehave_once([&] { return honest_byte.load() != -1; });
+        }
         auto mapping = uffd::Mapping::anonymous(kPages * 4096);
         auto uffd = uffd::UserfaultFd::open(test::test_open_options());
         if (!mapping || !uffd) {
@@ -61,7 +67,6 @@ TEST_P(HostileSource, IsRefusedWithTheReasonAndTheWaitingThreadStaysBlocked) {
         }
         std::atomic<pid_t> waiting_tid{0};
         std::atomic<pid_t> honest_tid{0};
-        std::atomic<int> honest_byte{-1};
         std::thread honest([&] {
             honest_tid = static_cast<pid_t>(::syscall(SYS_gettid));
             honest_byte = static_cast<int>(mapping->page(1)[100]);

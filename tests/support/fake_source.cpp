@@ -98,6 +98,18 @@ asio::awaitable<void> FakeSource::serve(std::shared_ptr<transport::Connection> u
         (void)co_await send_on(stream, wire::MessageType::Pages,
                                pages_frame(p, page_size, false, false));
     }
+    std::function<bool()> ready;
+    {
+        std::lock_guard lock(ready_mutex_);
+        ready = ready_;
+    }
+    if (ready) {
+        asio::steady_timer timer(io_);
+        for (int i = 0; i < 10000 && !ready(); ++i) {
+            timer.expires_after(std::chrono::milliseconds(1));
+            co_await timer.async_wait(asio::use_awaitable);
+        }
+    }
     misbehaved_.store(true);
     const std::uint64_t last = layout_.regions[0].pages() - 1;
     switch (what_) {

@@ -2,7 +2,9 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 
@@ -38,6 +40,13 @@ class FakeSource {
     FakeSource& operator=(const FakeSource&) = delete;
 
     [[nodiscard]] std::string endpoint() const { return endpoint_; }
+    // Before misbehaving, wait (at most 10 s) until `ready` holds: a misbehaviour on the urgent
+    // connection could otherwise overtake the honest pages on a bulk one. Set before the
+    // destination connects.
+    void misbehave_once(std::function<bool()> ready) {
+        std::lock_guard lock(ready_mutex_);
+        ready_ = std::move(ready);
+    }
     [[nodiscard]] bool misbehaved() const { return misbehaved_.load(); }
     static std::byte honest_byte(std::uint64_t page) {
         return static_cast<std::byte>(page % 251 + 1);
@@ -53,6 +62,8 @@ class FakeSource {
     std::shared_ptr<transport::Listener> listener_;
     std::string endpoint_;
     std::atomic<bool> misbehaved_{false};
+    std::mutex ready_mutex_;
+    std::function<bool()> ready_;  // under ready_mutex_
     std::vector<std::shared_ptr<transport::Connection>> held_;
     std::thread thread_;
 };
