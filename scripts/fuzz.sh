@@ -5,6 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# fuzz.sh --build-only: build the targets and stop (scripts/test.sh builds them while tests run).
+build_only=0
+if [[ ${1:-} == --build-only ]]; then
+  build_only=1
+  shift
+fi
 seconds=${1:-30}
 dir=build/fuzz
 if [[ ! -f $dir/build.ninja ]]; then
@@ -16,6 +22,7 @@ if [[ ! -f $dir/build.ninja ]]; then
 fi
 echo "fuzz: building ($dir)"
 ninja -C "$dir"
+((build_only)) && exit 0
 mkdir -p "$dir/crashes"
 for target in frame_fuzz handshake_fuzz; do
   seeds=fuzz/corpus/${target%_fuzz}
