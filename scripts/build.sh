@@ -8,9 +8,10 @@ dir=build/$flavour
 # The sanitizer trees are built for finding bugs, not for speed: -O1 with line tables (-g1: file
 # and line in every report) instead of -O2 -g, and each folder compiled as one unit (unity),
 # which shares Asio's, CLI11's and googletest's instantiations between a folder's files. Together
-# they cut those trees' compile time by about two thirds (BENCHMARKS.md, "CI"). The release tree
-# stays one unit per file, so a missing include still fails there.
-sanitizer_tree=(-Dbuildtype=plain -Doptimization=1 -Ddebug=false -Dc_args=-g1 -Dcpp_args=-g1
+# they cut those trees' compile time by about two thirds (BENCHMARKS.md, "CI"). Assertions stay
+# on (b_ndebug=false: meson would drop them with debug=false). The release tree stays one unit
+# per file, so a missing include still fails there.
+sanitizer_tree=(-Dbuildtype=plain -Doptimization=1 -Ddebug=false -Db_ndebug=false -Dc_args=-g1 -Dcpp_args=-g1
                 -Dunity=on -Dunity_size=8 -Dbenchmarks=false)
 case $flavour in
   release) options=(-Dbuildtype=release) ;;
