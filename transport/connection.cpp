@@ -252,6 +252,14 @@ asio::awaitable<std::expected<Connection, Failure>> client_handshake(
     for (;;) {
         if (!out.empty()) {
             if (auto sent = co_await write_all(socket, out, tls.get()); !sent) {
+                // A server that refuses us may close before it reads what we send: its ERROR
+                // then waits unread in our receive queue. Say what it said, not "Broken pipe".
+                auto said = co_await read_frame_from(socket, decoder, scratch, tls.get());
+                if (said && said->header.type == FrameType::Error) {
+                    if (auto refused = handshake.on_frame(*said).failed) {
+                        co_return std::unexpected(*refused);
+                    }
+                }
                 co_return timed_out(
                     Failure{sent.error().code, "sending the handshake: " + sent.error().detail});
             }

@@ -341,21 +341,27 @@ class StopSignal : public Migrate, public ::testing::WithParamInterface<int> {};
 TEST_P(StopSignal, StopsAReceiveCleanlyWithAReportOfWhereItStopped) {
     // A source that sends a few pages and then goes quiet (it answers nothing): the receive
     // would wait for its idle deadline; SIGINT or SIGTERM ends it at once, with a report.
-    test::FakeSource fake(migration::wire::Layout{{{0, 4096, 256 * 4096}}}, 8,
+    // 250 pages (1000 KiB): a size no allocator or sanitizer mapping has, so that the guest's
+    // resident memory below is the guest's alone.
+    test::FakeSource fake(migration::wire::Layout{{{0, 4096, 250 * 4096}}}, 8,
                           test::Misbehaviour::WrongHash);  // unverified: the lie is never sent
     std::string json = scratch_.path("stopped.json");
     Process destination({cli_path(), "receive", "--connect", fake.endpoint(), "--json", json});
-    // Signalled once the ninth page is in the guest (its resident memory says so), not after a
-    // sleep that may or may not have been long enough.
+    // Signalled once the ninth page is in the guest (sent, then resident), not after a sleep
+    // that may or may not have been long enough.
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-    while (guest_resident_kib(destination.pid(), 256 * 4) < 9 * 4 &&
+    while (!fake.misbehaved() && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    while (guest_resident_kib(destination.pid(), 250 * 4) < 9 * 4 &&
            std::chrono::steady_clock::now() < deadline) {
         std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
     ASSERT_TRUE(fake.misbehaved());
+    ASSERT_EQ(guest_resident_kib(destination.pid(), 250 * 4), 9U * 4) << destination.output();
     destination.signal(GetParam());
     EXPECT_EQ(destination.wait(std::chrono::seconds(20)), 1) << destination.output();
-    EXPECT_NE(destination.output().find("stopped with 9 of 256 pages present"), std::string::npos)
+    EXPECT_NE(destination.output().find("stopped with 9 of 250 pages present"), std::string::npos)
         << destination.output();
     auto report = read_json(json);
     ASSERT_TRUE(report.is_object()) << destination.output();
