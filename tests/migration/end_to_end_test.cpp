@@ -739,7 +739,7 @@ class PageCorrupter {
             }
         }
     }
-    [[nodiscard]] bool flipped() const { return flipped_; }
+    [[nodiscard]] bool flipped() const { return flipped_.load(); }
 
   private:
     struct Walk {
@@ -747,8 +747,8 @@ class PageCorrupter {
         std::uint64_t left = 0;
         bool target = false;
     };
-    std::map<std::size_t, Walk> walks_;
-    bool flipped_ = false;
+    std::map<std::size_t, Walk> walks_;  // the relay's threads, under its mutex
+    std::atomic<bool> flipped_{false};   // read by the test while the relay runs
 };
 
 // The limit of --verify, both ways: a page changed on the way is caught (the hash is the
