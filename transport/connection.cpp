@@ -1,9 +1,9 @@
 // connection.cpp — Connecting, framed I/O, and the client handshake under a deadline.
 #include "transport/connection.hpp"
 
-#include "transport/byte_order.hpp"
-
 #include <optional>
+
+#include "transport/byte_order.hpp"
 
 namespace uffdm::transport {
 
