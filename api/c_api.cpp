@@ -257,10 +257,10 @@ int uffdm_source_create(const uffdm_source_options* options, const uffdm_region*
         if (options->unix_socket_mode != 0) {
             o.security.unix_socket_mode = options->unix_socket_mode;
         }
-        if (options->allowed_uid_count != 0 && options->allowed_uids == nullptr) {
-            return fail(EINVAL, "uffdm_source_options: allowed_uid_count without allowed_uids");
-        }
         if (options->allowed_uid_count != 0) {
+            if (options->allowed_uids == nullptr) {
+                return fail(EINVAL, "uffdm_source_options: allowed_uid_count without allowed_uids");
+            }
             o.security.allowed_uids.assign(options->allowed_uids,
                                            options->allowed_uids + options->allowed_uid_count);
         }

@@ -77,7 +77,7 @@ struct Layout {
 
 // ---- START (16): u32 flags, u32 reserved, u64 reserved.
 struct Start {
-    static constexpr std::uint32_t kWantHashes = 1U << 0;  // every raw page comes with its xxh64
+    static constexpr std::uint32_t kWantHashes = 1U << 0;  // every raw page comes with its XXH3-64
     // The background stream waits for a STREAM that resumes it; only requests are answered.
     static constexpr std::uint32_t kStreamHeld = 1U << 1;
     // No bulk connections: the stream shares the urgent connection, behind the answers (the
@@ -139,7 +139,7 @@ inline constexpr std::size_t kRequestSize = 16;
 enum class Encoding : std::uint8_t { Invalid = 0, Raw = 1, Zero = 2 };
 
 struct PagesHeader {
-    static constexpr std::uint8_t kHashes = 1U << 0;  // count u64 xxh64 values follow
+    static constexpr std::uint8_t kHashes = 1U << 0;  // count u64 XXH3-64 values follow
     static constexpr std::uint8_t kAnswer = 1U << 1;  // sent because the destination asked
     std::uint32_t region = 0;
     Encoding encoding = Encoding::Invalid;

@@ -75,6 +75,12 @@ int main(void) {
     source_options.size = sizeof source_options;
     source_options.listen = "tcp:127.0.0.1:0";
     struct serving serving = {NULL, -1, {0}};
+    /* Users allowed on a unix: socket: a count without the array is refused. */
+    source_options.allowed_uid_count = 1;
+    CHECK(uffdm_source_create(&source_options, &source_region, 1, &serving.source) == -EINVAL,
+          "allowed_uid_count without allowed_uids");
+    CHECK(serving.source == NULL, "a source was created from bad arguments");
+    source_options.allowed_uid_count = 0;
     int rc = uffdm_source_create(&source_options, &source_region, 1, &serving.source);
     CHECK(rc == 0, "uffdm_source_create returned %d", rc);
     if (rc != 0) {
