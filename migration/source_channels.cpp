@@ -1,0 +1,200 @@
+// source_channels.cpp — The source's urgent and bulk connections, frame by frame.
+#include "migration/source_channels.hpp"
+
+#include "migration/data_paths.hpp"
+#include "migration/source_link.hpp"
+
+namespace uffdm::migration {
+
+using transport::ChannelId;
+using transport::FrameView;
+using transport::OutgoingFrame;
+
+SourceUrgentChannel::SourceUrgentChannel(SourceLink& link, std::size_t window,
+                                         std::uint64_t session)
+    : link_(link), builder_(link.pages().memory(), window), session_(session) {}
+
+void SourceUrgentChannel::on_frame(ChannelId channel, const FrameView& frame) {
+    auto type = static_cast<wire::MessageType>(frame.type);
+    const wire::Layout& layout = link_.pages().memory().layout();
+    switch (type) {
+        case wire::MessageType::Start: {
+            auto start = wire::decode_start(frame.payload);
+            if (state_ != State::AwaitStart || !start) {
+                return violation(channel, start ? "START twice" : start.error().detail);
+            }
+            if (!received_.empty()) {
+                return violation(channel,
+                                 "START after BITMAP (a resuming destination sends RESUME)");
+            }
+            state_ = State::Serving;
+            link_.pages().start_fresh();
+            link_.started(start->flags, session_);
+            return;
+        }
+        case wire::MessageType::Bitmap:
+            return on_bitmap(channel, frame);
+        case wire::MessageType::Resume:
+            return on_resume(channel, frame);
+        case wire::MessageType::Stream: {
+            auto stream = wire::decode_stream(frame.payload);
+            if (state_ != State::Serving || !stream) {
+                return violation(channel, stream ? "STREAM before START" : stream.error().detail);
+            }
+            link_.hold_stream((stream->flags & wire::Stream::kHold) != 0);
+            return;
+        }
+        case wire::MessageType::Request: {
+            auto request = wire::decode_request(frame.payload, layout);
+            if (state_ != State::Serving || !request) {
+                return violation(channel,
+                                 request ? "REQUEST before START" : request.error().detail);
+            }
+            link_.pages().note_request(request->region, request->first_page + request->count);
+            answers_.push_back(*request);
+            return;
+        }
+        case wire::MessageType::Done: {
+            auto done = wire::decode_done(frame.payload);
+            if (state_ != State::Serving || !done) {
+                return violation(channel, done ? "DONE before START" : done.error().detail);
+            }
+            if (done->pages_present != layout.total_pages()) {
+                // A destination says DONE only with every page: this one lies or is broken.
+                return violation(channel, "DONE says " + std::to_string(done->pages_present) +
+                                              " pages are present; the guest has " +
+                                              std::to_string(layout.total_pages()));
+            }
+            state_ = State::Finished;
+            link_.finished();
+            return;
+        }
+        default:
+            return violation(channel, "the destination sent " + wire::to_string(type));
+    }
+}
+
+void SourceUrgentChannel::on_bitmap(ChannelId channel, const FrameView& frame) {
+    const wire::Layout& layout = link_.pages().memory().layout();
+    auto chunk = wire::decode_bitmap(frame.payload, layout);
+    if (state_ != State::AwaitStart || !chunk) {
+        return violation(channel, chunk ? "BITMAP after START or RESUME" : chunk.error().detail);
+    }
+    if (received_.empty()) {
+        for (const auto& region : layout.regions) {
+            received_.emplace_back(region.pages());
+        }
+    }
+    PageBitmap& bits = received_[chunk->region];
+    for (std::size_t i = 0; i < chunk->words.size(); ++i) {
+        std::size_t word = chunk->first_page / 64 + i;
+        bits.assign_word(word, bits.word(word) | chunk->words[i]);
+    }
+}
+
+void SourceUrgentChannel::on_resume(ChannelId channel, const FrameView& frame) {
+    auto resume = wire::decode_resume(frame.payload);
+    if (state_ != State::AwaitStart || !resume) {
+        return violation(channel, resume ? "RESUME after START or RESUME" : resume.error().detail);
+    }
+    std::uint64_t present = 0;
+    for (const PageBitmap& bits : received_) {
+        present += bits.count();
+    }
+    if (present != resume->pages_present) {
+        return violation(channel, "RESUME says " + std::to_string(resume->pages_present) +
+                                      " pages are present but its BITMAPs hold " +
+                                      std::to_string(present));
+    }
+    if (auto claim = link_.pages().unsent_claim(received_); !claim.empty()) {
+        return violation(channel, claim);
+    }
+    state_ = State::Serving;
+    link_.pages().resume_from(received_);
+    link_.started(resume->flags, session_);
+}
+
+std::optional<OutgoingFrame> SourceUrgentChannel::next_frame(ChannelId) {
+    if (!layout_sent_) {
+        layout_sent_ = true;
+        OutgoingFrame frame{.type = wire::frame_type(wire::MessageType::Layout)};
+        frame.borrowed[0] = link_.layout_bytes();  // lives as long as the link
+        return frame;
+    }
+    if (state_ != State::Serving) {
+        return std::nullopt;
+    }
+    if (answers_.empty()) {
+        return stream_frame();
+    }
+    wire::Request& request = answers_.front();
+    PageRun run = link_.pages().answer(request.region, request.first_page, request.count);
+    request.first_page += run.count;
+    request.count -= static_cast<std::uint32_t>(run.count);
+    if (request.count == 0) {
+        answers_.pop_front();
+    }
+    return builder_.pages(run, link_.want_hashes(), true);
+}
+
+std::optional<OutgoingFrame> SourceUrgentChannel::stream_frame() {
+    if (!link_.stream_on_urgent() || link_.stream_held()) {
+        return std::nullopt;
+    }
+    auto run = link_.pages().next_stream_run();
+    if (!run) {
+        return std::nullopt;
+    }
+    return builder_.pages(*run, link_.want_hashes(), false);
+}
+
+void SourceUrgentChannel::on_closed(ChannelId, const transport::Failure& why) {
+    link_.channel_closed();
+    if (state_ == State::AwaitStart) {
+        // Nothing was sent: a destination that only read the layout, or refused it. The
+        // source waits for the next one.
+        link_.ended_before_start(session_);
+        return;
+    }
+    if (state_ != State::Finished) {
+        link_.lost(session_, "the destination went away before it had every page", why);
+    }
+}
+
+void SourceUrgentChannel::violation(ChannelId channel, const std::string& detail) {
+    link_.refuse_urgent(channel, transport::violation(detail));
+}
+
+SourceBulkChannel::SourceBulkChannel(SourceLink& link, std::size_t window, std::uint64_t session)
+    : link_(link), builder_(link.pages().memory(), window), session_(session) {}
+
+void SourceBulkChannel::on_frame(ChannelId channel, const FrameView& frame) {
+    link_.refuse_bulk(
+        channel, transport::violation("the destination sent " +
+                                      wire::to_string(static_cast<wire::MessageType>(frame.type)) +
+                                      " on a bulk connection"));
+}
+
+std::optional<OutgoingFrame> SourceBulkChannel::next_frame(ChannelId) {
+    // A held stream resumes through want_send; a stream on the urgent connection never comes
+    // here (the stream has one caller at a time).
+    if (!link_.serving(session_) || ended_ || link_.stream_on_urgent() || link_.stream_held()) {
+        return std::nullopt;
+    }
+    auto run = link_.pages().next_stream_run();
+    if (!run) {
+        ended_ = true;
+        return message_frame(wire::MessageType::StreamEnd, wire::encode(wire::StreamEnd{sent_}));
+    }
+    sent_ += run->count;
+    return builder_.pages(*run, link_.want_hashes(), false);
+}
+
+void SourceBulkChannel::on_closed(ChannelId, const transport::Failure& why) {
+    if (!link_.done()) {
+        link_.lost(session_, "a bulk connection ended before the destination had every page", why);
+    }
+    link_.channel_closed();
+}
+
+}  // namespace uffdm::migration

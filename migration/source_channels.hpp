@@ -1,0 +1,68 @@
+// source_channels.hpp — What one source session's connections check, answer and stream.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <vector>
+
+#include "migration/page_bitmap.hpp"
+#include "migration/source_pages.hpp"
+#include "migration/wire.hpp"
+#include "transport/data_path.hpp"
+
+namespace uffdm::migration {
+
+class SourceLink;
+
+// The urgent connection: LAYOUT first, then START (or BITMAP* and RESUME), then every REQUEST
+// answered at once. Urgent loop thread only.
+class SourceUrgentChannel final : public transport::ChannelHandler {
+  public:
+    // The session's side of protocol.md's "Source state machine".
+    enum class State : std::uint8_t {
+        AwaitStart,  // LAYOUT sent; BITMAPs may come, then START or RESUME
+        Serving,
+        Finished,  // DONE received
+    };
+
+    SourceUrgentChannel(SourceLink& link, std::size_t window, std::uint64_t session);
+
+    void on_frame(transport::ChannelId channel, const transport::FrameView& frame) override;
+    std::optional<transport::OutgoingFrame> next_frame(transport::ChannelId channel) override;
+    void on_closed(transport::ChannelId channel, const transport::Failure& why) override;
+
+  private:
+    void on_bitmap(transport::ChannelId channel, const transport::FrameView& frame);
+    void on_resume(transport::ChannelId channel, const transport::FrameView& frame);
+    // With no bulk connections the stream fills what the answers leave of this connection:
+    // an answer then waits behind the stream frames already in the send window.
+    std::optional<transport::OutgoingFrame> stream_frame();
+    void violation(transport::ChannelId channel, const std::string& detail);
+
+    SourceLink& link_;
+    FrameBuilder builder_;
+    std::uint64_t session_;
+    State state_ = State::AwaitStart;
+    bool layout_sent_ = false;
+    std::deque<wire::Request> answers_;
+    std::vector<PageBitmap> received_;  // BITMAPs of a resuming destination, per region
+};
+
+// One bulk connection: pulls runs from the shared stream while the window has room.
+class SourceBulkChannel final : public transport::ChannelHandler {
+  public:
+    SourceBulkChannel(SourceLink& link, std::size_t window, std::uint64_t session);
+
+    void on_frame(transport::ChannelId channel, const transport::FrameView& frame) override;
+    std::optional<transport::OutgoingFrame> next_frame(transport::ChannelId channel) override;
+    void on_closed(transport::ChannelId channel, const transport::Failure& why) override;
+
+  private:
+    SourceLink& link_;
+    FrameBuilder builder_;
+    std::uint64_t session_;
+    std::uint64_t sent_ = 0;
+    bool ended_ = false;
+};
+
+}  // namespace uffdm::migration

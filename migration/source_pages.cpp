@@ -1,0 +1,164 @@
+// source_pages.cpp — The source's sent bitmaps, answer and stream runs, PAGES frames.
+#include "migration/source_pages.hpp"
+
+#include <algorithm>
+#include <bit>
+
+#include "migration/page_hash.hpp"
+#include "transport/byte_order.hpp"
+
+namespace uffdm::migration {
+
+namespace {
+
+constexpr std::uint64_t kPageMask = (std::uint64_t{1} << 48) - 1;
+
+}  // namespace
+
+SentPages::SentPages(const GuestMemory& memory, std::uint64_t stream_run_bytes)
+    : memory_(memory), stream_run_bytes_(stream_run_bytes) {
+    for (const auto& region : memory.layout().regions) {
+        sent_.emplace_back(region.pages());
+        delivered_.emplace_back(region.pages());
+    }
+}
+
+void SentPages::start_fresh() {
+    for (std::size_t r = 0; r < sent_.size(); ++r) {
+        sent_[r].clear();
+        delivered_[r].clear();
+    }
+    started_here_ = true;
+}
+
+void SentPages::resume_from(const std::vector<PageBitmap>& received) {
+    for (std::size_t r = 0; r < sent_.size(); ++r) {
+        PageBitmap& sent = sent_[r];
+        PageBitmap& delivered = delivered_[r];
+        for (std::size_t w = 0; w < sent.words(); ++w) {
+            delivered.assign_word(w, delivered.word(w) | sent.word(w));
+            sent.assign_word(w, received.empty() ? 0 : received[r].word(w));
+        }
+    }
+    counts_.resumes.fetch_add(1, std::memory_order_relaxed);
+}
+
+std::string SentPages::unsent_claim(const std::vector<PageBitmap>& received) const {
+    if (!started_here_ || received.empty()) {
+        return {};
+    }
+    for (std::size_t r = 0; r < received.size(); ++r) {
+        const PageBitmap& sent = sent_[r];
+        const PageBitmap& delivered = delivered_[r];
+        for (std::size_t w = 0; w < sent.words(); ++w) {
+            std::uint64_t never = received[r].word(w) & ~(sent.word(w) | delivered.word(w));
+            if (never != 0) {
+                return "BITMAP claims page " +
+                       std::to_string(w * 64 + static_cast<std::size_t>(std::countr_zero(never))) +
+                       " of region " + std::to_string(r) +
+                       " is present, but this source never sent it";
+            }
+        }
+    }
+    return {};
+}
+
+void SentPages::note_request(std::uint32_t region, std::uint64_t page) {
+    counts_.requests.fetch_add(1, std::memory_order_relaxed);
+    hint_.store((std::uint64_t{region} << 48) | (page & kPageMask), std::memory_order_relaxed);
+    hint_seq_.fetch_add(1, std::memory_order_release);
+}
+
+PageRun SentPages::answer(std::uint32_t region, std::uint64_t first, std::uint64_t count) {
+    PageBitmap& sent = sent_[region];
+    bool zero = memory_.is_zero(region, first);
+    std::uint64_t run = 1;
+    while (run < count && memory_.is_zero(region, first + run) == zero) {
+        ++run;
+    }
+    for (std::uint64_t p = first; p < first + run; ++p) {
+        if (!sent.test_and_set(p)) {
+            // Streamed already, but the destination asked: it has not arrived there yet, and
+            // the urgent connection will deliver it first.
+            counts_.resent.fetch_add(1, std::memory_order_relaxed);
+        }
+    }
+    counts_.answered.fetch_add(run, std::memory_order_relaxed);
+    if (zero) {
+        counts_.zero.fetch_add(run, std::memory_order_relaxed);
+    }
+    return {region, first, run, zero};
+}
+
+std::optional<PageRun> SentPages::next_stream_run() {
+    if (auto seq = hint_seq_.load(std::memory_order_acquire); seq != seen_seq_) {
+        seen_seq_ = seq;
+        std::uint64_t hint = hint_.load(std::memory_order_relaxed);
+        region_ = static_cast<std::uint32_t>(hint >> 48);
+        page_ = hint & kPageMask;
+    }
+    const auto& regions = memory_.layout().regions;
+    // One more visit than there are regions: the first region again from page 0, for the
+    // pages before where a hint put the cursor.
+    for (std::size_t visit = 0; visit <= regions.size(); ++visit) {
+        PageBitmap& sent = sent_[region_];
+        for (std::uint64_t p = sent.next_clear(page_); p < sent.size();
+             p = sent.next_clear(p + 1)) {
+            if (sent.test_and_set(p)) {
+                PageRun run = grow(sent, p);
+                counts_.streamed.fetch_add(run.count, std::memory_order_relaxed);
+                if (run.zero) {
+                    counts_.zero.fetch_add(run.count, std::memory_order_relaxed);
+                }
+                return run;
+            }
+        }
+        region_ = static_cast<std::uint32_t>((region_ + 1) % regions.size());
+        page_ = 0;
+    }
+    return std::nullopt;
+}
+
+PageRun SentPages::grow(PageBitmap& sent, std::uint64_t first) {
+    std::uint64_t page_size = memory_.layout().regions[region_].page_size;
+    std::uint64_t limit = std::min(wire::max_pages_per_frame(page_size),
+                                   std::max<std::uint64_t>(1, stream_run_bytes_ / page_size));
+    bool zero = memory_.is_zero(region_, first);
+    std::uint64_t count = 1;
+    while (count < limit && first + count < sent.size() && !sent.test(first + count) &&
+           memory_.is_zero(region_, first + count) == zero && sent.test_and_set(first + count)) {
+        ++count;
+    }
+    page_ = first + count;
+    return {region_, first, count, zero};
+}
+
+transport::OutgoingFrame FrameBuilder::pages(const PageRun& run, bool hashes, bool answer) {
+    wire::PagesHeader header{
+        .region = run.region,
+        .encoding = run.zero ? wire::Encoding::Zero : wire::Encoding::Raw,
+        .flags = static_cast<std::uint8_t>((hashes && !run.zero ? wire::PagesHeader::kHashes : 0) |
+                                           (answer ? wire::PagesHeader::kAnswer : 0)),
+        .first_page = run.first,
+        .count = static_cast<std::uint32_t>(run.count)};
+    transport::OutgoingFrame frame{.type = wire::frame_type(wire::MessageType::Pages)};
+    (void)frame.set_inline(wire::encode(header));
+    if (run.zero) {
+        return frame;
+    }
+    auto data = memory_.pages(run.region, run.first, run.count);
+    if (hashes) {
+        auto& slot = slots_[next_++ % slots_.size()];
+        slot.resize(run.count * 8);
+        std::uint64_t page_size = data.size() / run.count;
+        for (std::uint64_t i = 0; i < run.count; ++i) {
+            transport::store_le<std::uint64_t>(slot, i * 8,
+                                               page_hash(data.subspan(i * page_size, page_size)));
+        }
+        frame.borrowed[0] = slot;
+    }
+    frame.borrowed[1] = data;
+    return frame;
+}
+
+}  // namespace uffdm::migration

@@ -1,0 +1,101 @@
+// source_pages.hpp — What the source has sent of the guest, what it streams next, in which frame.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "migration/guest_memory.hpp"
+#include "migration/page_bitmap.hpp"
+#include "transport/data_path.hpp"
+
+namespace uffdm::migration {
+
+// A run of pages to send: all zero (sent as ZERO, no data) or all data.
+struct PageRun {
+    std::uint32_t region = 0;
+    std::uint64_t first = 0;
+    std::uint64_t count = 0;
+    bool zero = false;
+};
+
+// What the source counts of the pages it sends (any thread).
+struct SourceCounts {
+    std::atomic<std::uint64_t> streamed{0};
+    std::atomic<std::uint64_t> answered{0};
+    std::atomic<std::uint64_t> resent{0};  // answered after being streamed already
+    std::atomic<std::uint64_t> zero{0};
+    std::atomic<std::uint64_t> requests{0};
+    std::atomic<std::uint64_t> resumes{0};
+};
+
+// Which pages this migration has sent, and the choice of what goes next: answers to requests
+// first (on the urgent loop), the background stream from a cursor that jumps after each request
+// (the guest is likely to touch what follows) on whichever loop streams, every page not yet
+// sent exactly once, in homogeneous runs.
+class SentPages {
+  public:
+    SentPages(const GuestMemory& memory, std::uint64_t stream_run_bytes);
+
+    // A destination with nothing (START): whatever an earlier one was sent goes again.
+    void start_fresh();
+    // What a resuming destination says it has (its BITMAPs, per region; empty: nothing) is
+    // exactly what need not be sent again: every page requested or in flight when the last
+    // session broke goes again. Urgent loop, while no loop streams.
+    void resume_from(const std::vector<PageBitmap>& received);
+    // A resuming destination's BITMAPs may claim only pages this source sent in this migration
+    // (when it has seen the migration's START: a source restarted on its image cannot know what
+    // its predecessor sent). "" or the refusal naming the first page claimed and never sent.
+    [[nodiscard]] std::string unsent_claim(const std::vector<PageBitmap>& received) const;
+
+    // The guest is likely to touch what follows `page`: the stream goes on from there.
+    void note_request(std::uint32_t region, std::uint64_t page);
+    // The first run of a request's pages (at most `count`), marked sent; a page streamed already
+    // is counted as resent (the destination asked: it has not arrived there yet).
+    [[nodiscard]] PageRun answer(std::uint32_t region, std::uint64_t first, std::uint64_t count);
+    // The background stream's next run, marked sent; none when every page has been sent. One
+    // caller at a time (the loop that streams).
+    [[nodiscard]] std::optional<PageRun> next_stream_run();
+
+    [[nodiscard]] const GuestMemory& memory() const noexcept { return memory_; }
+    [[nodiscard]] SourceCounts& counts() noexcept { return counts_; }
+    [[nodiscard]] const SourceCounts& counts() const noexcept { return counts_; }
+
+  private:
+    [[nodiscard]] PageRun grow(PageBitmap& sent, std::uint64_t first);
+
+    const GuestMemory& memory_;
+    std::uint64_t stream_run_bytes_;
+    std::vector<PageBitmap> sent_;  // per region: the page has been sent (by either path)
+    // Per region: sent in an earlier session of this migration (since its START), so a
+    // destination may hold it. Only what this process sent. Urgent loop only, like
+    // started_here_.
+    std::vector<PageBitmap> delivered_;
+    bool started_here_ = false;  // this process has seen the migration's START
+    SourceCounts counts_;
+
+    std::atomic<std::uint64_t> hint_{0};  // region << 48 | page after the latest request
+    std::atomic<std::uint64_t> hint_seq_{0};
+    // The stream's cursor: the streaming loop's only.
+    std::uint32_t region_ = 0;
+    std::uint64_t page_ = 0;
+    std::uint64_t seen_seq_ = 0;
+};
+
+// PAGES frames whose hash arrays live in a ring of slots as long as the send window: a slot is
+// reused only after the frame that borrowed it has been sent. One per channel.
+class FrameBuilder {
+  public:
+    FrameBuilder(const GuestMemory& memory, std::size_t window) : memory_(memory), slots_(window) {}
+
+    [[nodiscard]] transport::OutgoingFrame pages(const PageRun& run, bool hashes, bool answer);
+
+  private:
+    const GuestMemory& memory_;
+    std::vector<std::vector<std::byte>> slots_;
+    std::size_t next_ = 0;
+};
+
+}  // namespace uffdm::migration
