@@ -16,7 +16,7 @@ FaultServer::FaultServer(uffd::UserfaultFd uffd, std::vector<GuestRegion> region
       stop_faults_(std::move(stop_faults)),
       link_(options_, layout_, placer_, requests_) {}
 
-std::expected<std::unique_ptr<FaultServer>, wire::Failure> FaultServer::create(
+std::expected<std::unique_ptr<FaultServer>, transport::Failure> FaultServer::create(
     uffd::UserfaultFd uffd, std::vector<GuestRegion> regions, FaultServerOptions options) {
     wire::Layout layout;
     for (std::size_t i = 0; i < regions.size(); ++i) {
@@ -44,7 +44,7 @@ std::expected<std::unique_ptr<FaultServer>, wire::Failure> FaultServer::create(
     auto stop_faults = uffd::EventFd::create();
     if (!stop_faults) {
         return std::unexpected(
-            wire::Failure{stop_faults.error(), "eventfd: " + stop_faults.error().message()});
+            transport::Failure{stop_faults.error(), "eventfd: " + stop_faults.error().message()});
     }
     std::unique_ptr<FaultServer> server(new FaultServer(std::move(uffd), std::move(regions),
                                                         std::move(layout), std::move(*stop_faults),
@@ -65,7 +65,7 @@ FaultServer::~FaultServer() {
     }
 }
 
-std::expected<void, wire::Failure> FaultServer::start() {
+std::expected<void, transport::Failure> FaultServer::start() {
     if (started_) {
         return std::unexpected(transport::failure(Errc::InvalidArgument, "already started"));
     }
@@ -74,9 +74,9 @@ std::expected<void, wire::Failure> FaultServer::start() {
                                                  uffd::RegisterModes::missing_only());
         if (!registration) {
             registrations_.clear();
-            return std::unexpected(wire::Failure{registration.error(),
-                                                 "registering guest memory with the userfaultfd: " +
-                                                     registration.error().message()});
+            return std::unexpected(transport::Failure{
+                registration.error(), "registering guest memory with the userfaultfd: " +
+                                          registration.error().message()});
         }
         bool copy = registration->ioctls().has(uffd::Ioctl::Copy);
         bool zeropage = registration->ioctls().has(uffd::Ioctl::Zeropage);
@@ -105,7 +105,7 @@ void FaultServer::fault_loop() {
     for (;;) {
         auto batch = reader.next();
         if (!batch) {
-            return link_.fail(wire::Failure{
+            return link_.fail(transport::Failure{
                 batch.error(), "reading faults from the userfaultfd: " + batch.error().message()});
         }
         if (batch->stopped) {

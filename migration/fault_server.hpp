@@ -25,7 +25,7 @@ class FaultServer {
   public:
     // Takes the open userfaultfd and the guest's memory (mapped, not yet touched). Nothing is
     // registered until start().
-    [[nodiscard]] static std::expected<std::unique_ptr<FaultServer>, wire::Failure> create(
+    [[nodiscard]] static std::expected<std::unique_ptr<FaultServer>, transport::Failure> create(
         uffd::UserfaultFd uffd, std::vector<GuestRegion> regions, FaultServerOptions options);
     FaultServer(const FaultServer&) = delete;
     FaultServer& operator=(const FaultServer&) = delete;
@@ -36,7 +36,7 @@ class FaultServer {
 
     // Registers every region and starts serving faults, then connects in the background. When
     // it returns the guest may run: its faults wait for their pages.
-    [[nodiscard]] std::expected<void, wire::Failure> start();
+    [[nodiscard]] std::expected<void, transport::Failure> start();
     // Until every page is present (then unregistered and the userfaultfd closed) or the
     // migration failed (then faulting threads stay blocked; the report says why).
     [[nodiscard]] DestinationStats wait();

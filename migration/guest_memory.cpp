@@ -14,9 +14,9 @@ namespace uffdm::migration {
 
 namespace {
 
-wire::Failure system_failure(const std::string& what, int err) {
-    return wire::Failure{std::error_code(err, std::system_category()),
-                         what + ": " + std::strerror(err)};
+transport::Failure system_failure(const std::string& what, int err) {
+    return transport::Failure{std::error_code(err, std::system_category()),
+                              what + ": " + std::strerror(err)};
 }
 
 bool all_zero(std::span<const std::byte> page) noexcept {
@@ -56,7 +56,7 @@ GuestMemory::GuestMemory(GuestMemory&&) noexcept = default;
 GuestMemory& GuestMemory::operator=(GuestMemory&&) noexcept = default;
 GuestMemory::~GuestMemory() = default;
 
-std::expected<GuestMemory, wire::Failure> GuestMemory::synthetic(const SyntheticSpec& spec) {
+std::expected<GuestMemory, transport::Failure> GuestMemory::synthetic(const SyntheticSpec& spec) {
     if (std::string problem = spec.problem(); !problem.empty()) {
         return std::unexpected(
             transport::failure(Errc::InvalidArgument, "synthetic guest: " + problem));
@@ -86,8 +86,8 @@ std::expected<GuestMemory, wire::Failure> GuestMemory::synthetic(const Synthetic
     return memory;
 }
 
-std::expected<GuestMemory, wire::Failure> GuestMemory::image(const std::string& path,
-                                                             std::uint64_t page_size) {
+std::expected<GuestMemory, transport::Failure> GuestMemory::image(const std::string& path,
+                                                                  std::uint64_t page_size) {
     int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         return std::unexpected(system_failure("cannot open image " + path, errno));
@@ -145,7 +145,7 @@ std::expected<GuestMemory, wire::Failure> GuestMemory::image(const std::string& 
     return memory;
 }
 
-std::expected<GuestMemory, wire::Failure> GuestMemory::external(
+std::expected<GuestMemory, transport::Failure> GuestMemory::external(
     const std::vector<std::span<const std::byte>>& regions, std::uint64_t page_size) {
     GuestMemory memory;
     for (std::size_t i = 0; i < regions.size(); ++i) {

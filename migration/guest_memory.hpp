@@ -18,15 +18,15 @@ class GuestMemory {
   public:
     // A synthetic guest materialised in anonymous memory; only non-zero pages are written, so
     // the source's RSS is its non-zero pages.
-    [[nodiscard]] static std::expected<GuestMemory, wire::Failure> synthetic(
+    [[nodiscard]] static std::expected<GuestMemory, transport::Failure> synthetic(
         const SyntheticSpec& spec);
     // A memory image file (one region), mapped read-only and never read whole: holes of a
     // sparse file (SEEK_HOLE) are known to be zero without reading them. Its size must be a
     // non-zero multiple of page_size (a truncated image is refused).
-    [[nodiscard]] static std::expected<GuestMemory, wire::Failure> image(const std::string& path,
-                                                                         std::uint64_t page_size);
+    [[nodiscard]] static std::expected<GuestMemory, transport::Failure> image(
+        const std::string& path, std::uint64_t page_size);
     // Regions a VMM already has mapped (read while serving; they must stay mapped).
-    [[nodiscard]] static std::expected<GuestMemory, wire::Failure> external(
+    [[nodiscard]] static std::expected<GuestMemory, transport::Failure> external(
         const std::vector<std::span<const std::byte>>& regions, std::uint64_t page_size);
 
     GuestMemory(GuestMemory&&) noexcept;

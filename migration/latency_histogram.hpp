@@ -1,7 +1,7 @@
 // latency_histogram.hpp — A lock-free log-linear histogram of nanosecond latencies.
 #pragma once
 
-#include <uffdm/uffdm.hpp>
+#include <uffdm/report.hpp>
 
 #include <array>
 #include <atomic>

@@ -7,10 +7,11 @@
 
 namespace uffdm::migration {
 
-std::expected<wire::Layout, wire::Failure> probe_layout(const transport::SessionOptions& options) {
+std::expected<wire::Layout, transport::Failure> probe_layout(
+    const transport::SessionOptions& options) {
     namespace asio = transport::asio;
     asio::io_context io;
-    std::optional<std::expected<wire::Layout, wire::Failure>> result;
+    std::optional<std::expected<wire::Layout, transport::Failure>> result;
     asio::co_spawn(
         io,
         [&]() -> asio::awaitable<void> {

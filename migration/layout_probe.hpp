@@ -11,7 +11,7 @@ namespace uffdm::migration {
 // Connects and authenticates as a destination would, reads the LAYOUT the source sends first,
 // and hangs up before START: nothing is sent, and the source waits for the real session. A
 // destination that has no guest memory yet (uffd-migrate receive) learns what to map this way.
-[[nodiscard]] std::expected<wire::Layout, wire::Failure> probe_layout(
+[[nodiscard]] std::expected<wire::Layout, transport::Failure> probe_layout(
     const transport::SessionOptions& options);
 
 }  // namespace uffdm::migration

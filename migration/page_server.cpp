@@ -13,7 +13,7 @@ PageServer::~PageServer() {
     stop();
 }
 
-std::expected<std::unique_ptr<PageServer>, wire::Failure> PageServer::open(
+std::expected<std::unique_ptr<PageServer>, transport::Failure> PageServer::open(
     const GuestMemory& memory, PageServerOptions options) {
     std::unique_ptr<PageServer> server(new PageServer(memory, std::move(options)));
     if (auto opened = server->link_.open(); !opened) {

@@ -17,7 +17,7 @@ namespace uffdm::migration {
 // the destination asks for it.
 class PageServer {
   public:
-    [[nodiscard]] static std::expected<std::unique_ptr<PageServer>, wire::Failure> open(
+    [[nodiscard]] static std::expected<std::unique_ptr<PageServer>, transport::Failure> open(
         const GuestMemory& memory, PageServerOptions options);
     PageServer(const PageServer&) = delete;
     PageServer& operator=(const PageServer&) = delete;

@@ -13,8 +13,8 @@ namespace {
 
 constexpr int kRetryLimit = 1000;  // EAGAIN means a REMOVE/UNMAP is being read; it passes
 
-wire::Failure kernel_failure(const std::string& what, std::error_code code) {
-    return wire::Failure{code, what + ": " + code.message()};
+transport::Failure kernel_failure(const std::string& what, std::error_code code) {
+    return transport::Failure{code, what + ": " + code.message()};
 }
 
 }  // namespace
@@ -34,7 +34,7 @@ Placer::Placer(const uffd::UserfaultFd& uffd, std::vector<GuestRegion> regions, 
     zeros_.resize(largest);
 }
 
-std::expected<void, wire::Failure> Placer::place(const wire::PagesView& run, Path path) {
+std::expected<void, transport::Failure> Placer::place(const wire::PagesView& run, Path path) {
     const wire::PagesHeader& h = run.header;
     const GuestRegion& region = regions_[h.region];
     bool zero = h.encoding == wire::Encoding::Zero;
@@ -77,9 +77,10 @@ std::expected<void, wire::Failure> Placer::place(const wire::PagesView& run, Pat
     return {};
 }
 
-std::expected<void, wire::Failure> Placer::place_span(std::uint32_t region_index,
-                                                      std::uint64_t first, std::uint64_t count,
-                                                      const std::byte* data, bool zero, Path path) {
+std::expected<void, transport::Failure> Placer::place_span(std::uint32_t region_index,
+                                                           std::uint64_t first, std::uint64_t count,
+                                                           const std::byte* data, bool zero,
+                                                           Path path) {
     const GuestRegion& region = regions_[region_index];
     const std::uint64_t page_size = region.page_size;
     std::uint64_t done = 0;

@@ -38,7 +38,8 @@ class Placer {
     // Hashes are checked for every page of the run before any of it is placed: a page whose
     // content does not match is never placed (Errc::ProtocolViolation naming it). Kernel
     // errors other than EEXIST and a passing EAGAIN end the migration too.
-    [[nodiscard]] std::expected<void, wire::Failure> place(const wire::PagesView& run, Path path);
+    [[nodiscard]] std::expected<void, transport::Failure> place(const wire::PagesView& run,
+                                                                Path path);
 
     [[nodiscard]] const std::vector<GuestRegion>& regions() const noexcept { return regions_; }
     [[nodiscard]] PageBitmap& present(std::uint32_t region) noexcept { return present_[region]; }
@@ -57,9 +58,9 @@ class Placer {
     void on_complete(std::function<void()> callback) { on_complete_ = std::move(callback); }
 
   private:
-    std::expected<void, wire::Failure> place_span(std::uint32_t region, std::uint64_t first,
-                                                  std::uint64_t count, const std::byte* data,
-                                                  bool zero, Path path);
+    std::expected<void, transport::Failure> place_span(std::uint32_t region, std::uint64_t first,
+                                                       std::uint64_t count, const std::byte* data,
+                                                       bool zero, Path path);
     void placed(std::uint32_t region, std::uint64_t first, std::uint64_t count, bool zero,
                 Path path);
     // Counts pages newly marked present; the one that makes the count whole calls on_complete.

@@ -1,7 +1,7 @@
 // report.hpp — What a migration reports: the public progress and stats types, and pages by path.
 #pragma once
 
-#include <uffdm/uffdm.hpp>
+#include <uffdm/report.hpp>
 
 #include <cstdint>
 

@@ -13,12 +13,12 @@ using transport::store_le;
 
 namespace {
 
-Failure violation(std::string detail) {
+transport::Failure violation(std::string detail) {
     return transport::failure(Errc::ProtocolViolation, std::move(detail));
 }
 
-std::expected<void, Failure> exact_size(std::span<const std::byte> p, std::size_t want,
-                                        const char* what) {
+std::expected<void, transport::Failure> exact_size(std::span<const std::byte> p, std::size_t want,
+                                                   const char* what) {
     if (p.size() != want) {
         return std::unexpected(violation(std::string(what) + " payload is " +
                                          std::to_string(p.size()) + " bytes, not " +
@@ -42,9 +42,11 @@ std::string size_text(std::uint64_t bytes) {
 }
 
 // The run [first, first+count) lies inside the region (no overflow).
-std::expected<const RegionInfo*, Failure> check_run(const Layout& layout, std::uint32_t region,
-                                                    std::uint64_t first, std::uint64_t count,
-                                                    const char* what) {
+std::expected<const RegionInfo*, transport::Failure> check_run(const Layout& layout,
+                                                               std::uint32_t region,
+                                                               std::uint64_t first,
+                                                               std::uint64_t count,
+                                                               const char* what) {
     if (region >= layout.regions.size()) {
         return std::unexpected(violation(std::string(what) + " region " + std::to_string(region) +
                                          " does not exist (the layout has " +
@@ -123,7 +125,7 @@ std::string Layout::describe() const {
     return out;
 }
 
-std::expected<void, Failure> validate(const Layout& layout) {
+std::expected<void, transport::Failure> validate(const Layout& layout) {
     if (layout.regions.empty() || layout.regions.size() > kMaxRegions) {
         return std::unexpected(violation("layout has " + std::to_string(layout.regions.size()) +
                                          " regions, not 1.." + std::to_string(kMaxRegions)));
@@ -161,7 +163,7 @@ std::vector<std::byte> encode(const Layout& layout) {
     return out;
 }
 
-std::expected<Layout, Failure> decode_layout(std::span<const std::byte> p) {
+std::expected<Layout, transport::Failure> decode_layout(std::span<const std::byte> p) {
     if (p.size() < 16) {
         return std::unexpected(violation("LAYOUT payload of " + std::to_string(p.size()) +
                                          " bytes is shorter than its 16-byte head"));
@@ -188,7 +190,7 @@ std::expected<Layout, Failure> decode_layout(std::span<const std::byte> p) {
                                   load_le<std::uint64_t>(p, at + 16)});
     }
     if (auto ok = validate(layout); !ok) {
-        return std::unexpected(Failure{ok.error().code, "LAYOUT " + ok.error().detail});
+        return std::unexpected(transport::Failure{ok.error().code, "LAYOUT " + ok.error().detail});
     }
     auto total = load_le<std::uint64_t>(p, 8);
     if (total != layout.total_pages()) {
@@ -205,7 +207,7 @@ std::vector<std::byte> encode(const Start& start) {
     return out;
 }
 
-std::expected<Start, Failure> decode_start(std::span<const std::byte> p) {
+std::expected<Start, transport::Failure> decode_start(std::span<const std::byte> p) {
     if (auto ok = exact_size(p, 16, "START"); !ok) {
         return std::unexpected(ok.error());
     }
@@ -222,7 +224,7 @@ std::vector<std::byte> encode(const Stream& stream) {
     return out;
 }
 
-std::expected<Stream, Failure> decode_stream(std::span<const std::byte> p) {
+std::expected<Stream, transport::Failure> decode_stream(std::span<const std::byte> p) {
     if (auto ok = exact_size(p, 16, "STREAM"); !ok) {
         return std::unexpected(ok.error());
     }
@@ -244,8 +246,8 @@ std::vector<std::byte> encode(const BitmapChunk& chunk) {
     return out;
 }
 
-std::expected<BitmapChunk, Failure> decode_bitmap(std::span<const std::byte> p,
-                                                  const Layout& layout) {
+std::expected<BitmapChunk, transport::Failure> decode_bitmap(std::span<const std::byte> p,
+                                                             const Layout& layout) {
     if (p.size() < kBitmapHeaderSize) {
         return std::unexpected(violation("BITMAP of " + std::to_string(p.size()) +
                                          " bytes is shorter than its 32-byte descriptor"));
@@ -295,7 +297,7 @@ std::vector<std::byte> encode(const Resume& resume) {
     return out;
 }
 
-std::expected<Resume, Failure> decode_resume(std::span<const std::byte> p) {
+std::expected<Resume, transport::Failure> decode_resume(std::span<const std::byte> p) {
     if (auto ok = exact_size(p, 16, "RESUME"); !ok) {
         return std::unexpected(ok.error());
     }
@@ -314,7 +316,8 @@ std::vector<std::byte> encode(const Request& request) {
     return out;
 }
 
-std::expected<Request, Failure> decode_request(std::span<const std::byte> p, const Layout& layout) {
+std::expected<Request, transport::Failure> decode_request(std::span<const std::byte> p,
+                                                          const Layout& layout) {
     if (auto ok = exact_size(p, kRequestSize, "REQUEST"); !ok) {
         return std::unexpected(ok.error());
     }
@@ -341,7 +344,8 @@ std::uint64_t PagesView::hash(std::size_t i) const noexcept {
     return load_le<std::uint64_t>(hashes, i * 8);
 }
 
-std::expected<PagesView, Failure> decode_pages(std::span<const std::byte> p, const Layout& layout) {
+std::expected<PagesView, transport::Failure> decode_pages(std::span<const std::byte> p,
+                                                          const Layout& layout) {
     if (p.size() < kPagesHeaderSize) {
         return std::unexpected(violation("PAGES payload of " + std::to_string(p.size()) +
                                          " bytes is shorter than its descriptor"));
@@ -396,7 +400,7 @@ std::vector<std::byte> encode(const Done& done) {
     return out;
 }
 
-std::expected<StreamEnd, Failure> decode_stream_end(std::span<const std::byte> p) {
+std::expected<StreamEnd, transport::Failure> decode_stream_end(std::span<const std::byte> p) {
     if (auto ok = exact_size(p, 16, "STREAM_END"); !ok) {
         return std::unexpected(ok.error());
     }
@@ -406,7 +410,7 @@ std::expected<StreamEnd, Failure> decode_stream_end(std::span<const std::byte> p
     return StreamEnd{load_le<std::uint64_t>(p, 0)};
 }
 
-std::expected<Done, Failure> decode_done(std::span<const std::byte> p) {
+std::expected<Done, transport::Failure> decode_done(std::span<const std::byte> p) {
     if (auto ok = exact_size(p, 16, "DONE"); !ok) {
         return std::unexpected(ok.error());
     }

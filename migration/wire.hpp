@@ -45,8 +45,6 @@ inline constexpr std::uint64_t kMaxRunBytes = 1ULL << 20;
     return page_size >= kMaxRunBytes ? 1 : kMaxRunBytes / page_size;
 }
 
-using Failure = transport::Failure;
-
 // ---- LAYOUT: 16 + 32 per region.
 //   0 u32 region_count (1..64)   4 u32 flags (0)   8 u64 total_pages
 //   per region: u32 id (= its index), u32 reserved, u64 page_size, u64 length, u64 reserved
@@ -70,10 +68,11 @@ struct Layout {
 };
 
 // Every region well formed, ids 0..n-1 in order, at most kMaxRegions.
-[[nodiscard]] std::expected<void, Failure> validate(const Layout& layout);
+[[nodiscard]] std::expected<void, transport::Failure> validate(const Layout& layout);
 
 [[nodiscard]] std::vector<std::byte> encode(const Layout& layout);
-[[nodiscard]] std::expected<Layout, Failure> decode_layout(std::span<const std::byte> payload);
+[[nodiscard]] std::expected<Layout, transport::Failure> decode_layout(
+    std::span<const std::byte> payload);
 
 // ---- START (16): u32 flags, u32 reserved, u64 reserved.
 struct Start {
@@ -87,7 +86,8 @@ struct Start {
     std::uint32_t flags = 0;
 };
 [[nodiscard]] std::vector<std::byte> encode(const Start& start);
-[[nodiscard]] std::expected<Start, Failure> decode_start(std::span<const std::byte> payload);
+[[nodiscard]] std::expected<Start, transport::Failure> decode_start(
+    std::span<const std::byte> payload);
 
 // ---- STREAM (16): u32 flags (bit 0: hold), u32 reserved, u64 reserved. After START only.
 struct Stream {
@@ -95,7 +95,8 @@ struct Stream {
     std::uint32_t flags = 0;
 };
 [[nodiscard]] std::vector<std::byte> encode(const Stream& stream);
-[[nodiscard]] std::expected<Stream, Failure> decode_stream(std::span<const std::byte> payload);
+[[nodiscard]] std::expected<Stream, transport::Failure> decode_stream(
+    std::span<const std::byte> payload);
 
 // ---- BITMAP: a 32-byte descriptor, then the bits (bit i of word w: page first + 64 w + i).
 //   0 u32 region   4 u32 reserved   8 u64 first_page (a multiple of 64)   16 u64 count
@@ -110,8 +111,8 @@ inline constexpr std::size_t kBitmapHeaderSize = 32;
 inline constexpr std::uint64_t kMaxBitmapPages = kMaxRunBytes * 8;  // pages per BITMAP frame
 [[nodiscard]] std::vector<std::byte> encode(const BitmapChunk& chunk);
 // Every field checked against the layout (the run inside the region, the length exact).
-[[nodiscard]] std::expected<BitmapChunk, Failure> decode_bitmap(std::span<const std::byte> payload,
-                                                                const Layout& layout);
+[[nodiscard]] std::expected<BitmapChunk, transport::Failure> decode_bitmap(
+    std::span<const std::byte> payload, const Layout& layout);
 
 // ---- RESUME (16): u32 flags (START's), u32 reserved, u64 pages_present (the bits set in the
 // BITMAPs before it: a check that none was lost).
@@ -120,7 +121,8 @@ struct Resume {
     std::uint64_t pages_present = 0;
 };
 [[nodiscard]] std::vector<std::byte> encode(const Resume& resume);
-[[nodiscard]] std::expected<Resume, Failure> decode_resume(std::span<const std::byte> payload);
+[[nodiscard]] std::expected<Resume, transport::Failure> decode_resume(
+    std::span<const std::byte> payload);
 
 // ---- REQUEST (16): u32 region, u32 count, u64 first_page. Checked against the layout.
 struct Request {
@@ -130,8 +132,8 @@ struct Request {
 };
 inline constexpr std::size_t kRequestSize = 16;
 [[nodiscard]] std::vector<std::byte> encode(const Request& request);
-[[nodiscard]] std::expected<Request, Failure> decode_request(std::span<const std::byte> payload,
-                                                             const Layout& layout);
+[[nodiscard]] std::expected<Request, transport::Failure> decode_request(
+    std::span<const std::byte> payload, const Layout& layout);
 
 // ---- PAGES: a 24-byte descriptor, then for raw runs the hashes (when flagged) and the data.
 //   0 u32 region   4 u8 encoding   5 u8 flags   6 u16 reserved   8 u64 first_page
@@ -160,8 +162,8 @@ struct PagesView {
 };
 // Every field checked against the layout: region, encoding, flags, the run inside the region,
 // at most max_pages_per_frame, and the payload exactly as long as the descriptor says.
-[[nodiscard]] std::expected<PagesView, Failure> decode_pages(std::span<const std::byte> payload,
-                                                             const Layout& layout);
+[[nodiscard]] std::expected<PagesView, transport::Failure> decode_pages(
+    std::span<const std::byte> payload, const Layout& layout);
 
 // ---- STREAM_END (16) and DONE (16): u64 count, u64 reserved.
 struct StreamEnd {
@@ -172,7 +174,8 @@ struct Done {
 };
 [[nodiscard]] std::vector<std::byte> encode(const StreamEnd& end);
 [[nodiscard]] std::vector<std::byte> encode(const Done& done);
-[[nodiscard]] std::expected<StreamEnd, Failure> decode_stream_end(std::span<const std::byte> p);
-[[nodiscard]] std::expected<Done, Failure> decode_done(std::span<const std::byte> p);
+[[nodiscard]] std::expected<StreamEnd, transport::Failure> decode_stream_end(
+    std::span<const std::byte> p);
+[[nodiscard]] std::expected<Done, transport::Failure> decode_done(std::span<const std::byte> p);
 
 }  // namespace uffdm::migration::wire

@@ -8,7 +8,7 @@ dest=$(mktemp -d)
 trap 'rm -rf "$dest"' EXIT
 
 meson install -C "$build" --destdir "$dest" --no-rebuild >/dev/null
-for file in uffd-migrate uffdm.h uffdm.hpp error.hpp uffdm.pc; do
+for file in uffd-migrate uffdm.h uffdm.hpp error.hpp report.hpp uffdm.pc; do
   if [[ -z $(find "$dest" -name "$file") ]]; then
     echo "install: $file was not installed"
     exit 1
@@ -39,4 +39,12 @@ if [[ $status -ne 2 ]]; then  # usage: it linked, loaded and ran
   echo "install: the example built against the installed library exited $status, not 2"
   exit 1
 fi
-echo "install: uffd-migrate, libuffdm, uffdm.h/.hpp and uffdm.pc installed; the example builds against them"
+# A C++ embedder: uffdm::Errc compares equal to the codes the shared library makes (one error
+# category, exported), with nothing but the installed headers and library.
+# shellcheck disable=SC2086
+c++ -std=c++23 -Wall -Wextra -Werror "$source/tests/install_errors.cpp" $flags -o "$dest/install_errors"
+if ! LD_LIBRARY_PATH=$(dirname "$library") "$dest/install_errors"; then
+  echo "install: an Errc made by libuffdm does not compare equal in a program linked against it"
+  exit 1
+fi
+echo "install: uffd-migrate, libuffdm, uffdm.h/.hpp and uffdm.pc installed; the C example and a C++ program build against them"

@@ -26,52 +26,20 @@ enum class Errc : int {
     TimedOut = 13,          // a deadline passed (e.g. no reconnection in time)
 };
 
-class ErrorCategory final : public std::error_category {
-  public:
-    [[nodiscard]] const char* name() const noexcept override { return "uffdm"; }
-    [[nodiscard]] std::string message(int value) const override {
-        switch (static_cast<Errc>(value)) {
-            case Errc::Invalid:
-                return "no error";
-            case Errc::RetryLater:
-                return "the address space changed under the operation; retry after reading events";
-            case Errc::AlreadyPresent:
-                return "page already present";
-            case Errc::Unsupported:
-                return "not supported by the running kernel";
-            case Errc::PermissionDenied:
-                return "permission denied";
-            case Errc::ProtocolViolation:
-                return "protocol violation";
-            case Errc::PeerLost:
-                return "peer lost";
-            case Errc::PeerAborted:
-                return "the peer ended the connection";
-            case Errc::TimedOut:
-                return "deadline passed";
-            case Errc::Unaligned:
-                return "address or length not aligned to the page size";
-            case Errc::NotRegistered:
-                return "range not inside a registration of this userfaultfd";
-            case Errc::Closed:
-                return "object is closed";
-            case Errc::InvalidArgument:
-                return "invalid argument";
-            case Errc::NotMapped:
-                return "address range is not wholly mapped";
-        }
-        return "unknown uffdm error " + std::to_string(value);
-    }
-};
-
-[[nodiscard]] inline const std::error_category& error_category() noexcept {
-    static const ErrorCategory category;
-    return category;
-}
+// The one category object of uffdm errors, defined in libuffdm (exported): a code the library
+// made compares equal to uffdm::Errc values in the embedder's program, which an inline
+// definition in this header would not guarantee across the shared library's boundary.
+[[nodiscard]] const std::error_category& error_category() noexcept;
 
 [[nodiscard]] inline std::error_code make_error_code(Errc e) noexcept {
     return {static_cast<int>(e), error_category()};
 }
+
+// What failed and what to do about it. code is a std::system_category errno or a uffdm::Errc.
+struct Error {
+    std::error_code code;
+    std::string message;
+};
 
 }  // namespace uffdm
 

@@ -173,7 +173,7 @@ struct LoopbackSource {
             thread.join();
         }
     }
-    std::expected<GuestMemory, wire::Failure> memory;
+    std::expected<GuestMemory, transport::Failure> memory;
     std::unique_ptr<PageServer> server;
     std::optional<SourceStats> report;
     std::thread thread;

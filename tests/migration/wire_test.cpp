@@ -16,7 +16,7 @@ Layout two_regions() {
 }
 
 template <typename T>
-void expect_refused(const std::expected<T, Failure>& result, const std::string& words) {
+void expect_refused(const std::expected<T, transport::Failure>& result, const std::string& words) {
     ASSERT_FALSE(result) << "accepted";
     EXPECT_EQ(result.error().code, Errc::ProtocolViolation);
     EXPECT_NE(result.error().detail.find(words), std::string::npos) << result.error().detail;

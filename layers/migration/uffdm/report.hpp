@@ -1,0 +1,1 @@
+../../../include/uffdm/report.hpp

@@ -1,0 +1,1 @@
+../../../include/uffdm/memory_kind.hpp
