@@ -13,12 +13,14 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <sstream>
 #include <thread>
+#include <utility>
 
 #include "cli/commands.hpp"
 #include "cli/common_options.hpp"
@@ -250,63 +252,95 @@ std::string self_path() {
     return n > 0 ? std::string(buffer, static_cast<std::size_t>(n)) : "uffd-migrate";
 }
 
-int demo(const DemoArguments& args) {
-    auto fail = [](const std::string& why, int status = 1) {
-        std::fprintf(stderr, "uffd-migrate demo: %s\n", why.c_str());
-        return status;
-    };
+// Why the demo stops early, and its exit status (2: the arguments).
+struct Stop {
+    std::string why;
+    int status = 1;
+};
+
+// A private directory for the token and the source's report, removed with what it holds.
+class ScratchDirectory {
+  public:
+    static std::expected<ScratchDirectory, std::string> create() {
+        char path[] = "/tmp/uffdm-demo-XXXXXX";
+        if (::mkdtemp(path) == nullptr) {
+            return std::unexpected(std::string("mkdtemp: ") + std::strerror(errno));
+        }
+        return ScratchDirectory(path);
+    }
+    ScratchDirectory(ScratchDirectory&& other) noexcept : path_(std::exchange(other.path_, {})) {}
+    ScratchDirectory& operator=(ScratchDirectory&&) = delete;
+    ~ScratchDirectory() {
+        if (!path_.empty()) {
+            std::error_code ignored;  // best effort: /tmp is cleaned anyway
+            std::filesystem::remove_all(path_, ignored);
+        }
+    }
+    [[nodiscard]] const std::string& path() const noexcept { return path_; }
+
+  private:
+    explicit ScratchDirectory(std::string path) : path_(std::move(path)) {}
+    std::string path_;
+};
+
+// What the arguments ask for.
+struct DemoPlan {
+    SyntheticGuest guest;
+    MemoryKind kind = MemoryKind::Anonymous;
+    Workload workload = Workload::Random;
+};
+
+std::expected<DemoPlan, Stop> plan(const DemoArguments& args) {
     auto size = parse_size(args.size);
     auto kind = parse_memory_kind(args.memory);
     auto workload = parse_workload(args.workload);
     if (!size || !kind || !workload) {
-        return fail(!size ? size.error() : !kind ? kind.error().message : workload.error(), 2);
+        return std::unexpected(Stop{!size   ? size.error()
+                                    : !kind ? kind.error().message
+                                            : workload.error(),
+                                    2});
     }
     if (args.vcpus > 256) {
-        return fail("--vcpus " + std::to_string(args.vcpus) + " is not 0..256", 2);
+        return std::unexpected(Stop{"--vcpus " + std::to_string(args.vcpus) + " is not 0..256", 2});
     }
     if (args.hold_stream && (args.vcpus == 0 || args.touches == 0)) {
-        return fail(
-            "--hold-stream needs vCPUs with a bounded number of touches (--vcpus N > 0, "
-            "--touches N > 0): the stream is released when they finish",
-            2);
+        return std::unexpected(
+            Stop{"--hold-stream needs vCPUs with a bounded number of touches (--vcpus N > 0, "
+                 "--touches N > 0): the stream is released when they finish",
+                 2});
     }
-    SyntheticGuest guest;
-    guest.page_size = *kind == MemoryKind::Hugetlb ? (2U << 20) : 4096;
-    guest.size = *size;
-    guest.regions = 2;
-    guest.seed = args.seed;
-    guest.zero_percent = args.zero_percent;
-    if (guest.size == 0 || guest.size % (2 * guest.page_size) != 0) {
-        return fail("--size " + args.size + " must be a non-zero multiple of two " +
-                        format_bytes(static_cast<double>(guest.page_size)) + " pages",
-                    2);
+    DemoPlan plan{.guest = {}, .kind = *kind, .workload = *workload};
+    plan.guest.page_size = *kind == MemoryKind::Hugetlb ? (2U << 20) : 4096;
+    plan.guest.size = *size;
+    plan.guest.regions = 2;
+    plan.guest.seed = args.seed;
+    plan.guest.zero_percent = args.zero_percent;
+    if (plan.guest.size == 0 || plan.guest.size % (2 * plan.guest.page_size) != 0) {
+        return std::unexpected(Stop{"--size " + args.size + " must be a non-zero multiple of two " +
+                                        format_bytes(static_cast<double>(plan.guest.page_size)) +
+                                        " pages",
+                                    2});
     }
-    char scratch[] = "/tmp/uffdm-demo-XXXXXX";
-    if (::mkdtemp(scratch) == nullptr) {
-        return fail(std::string("mkdtemp: ") + std::strerror(errno));
-    }
-    std::string directory = scratch;
-    struct Cleanup {
-        std::string directory;
-        ~Cleanup() { (void)std::system(("rm -rf " + directory).c_str()); }
-    } cleanup{directory};
-    auto token = make_token(directory);
-    if (!token) {
-        return fail(token.error());
-    }
-    std::optional<NetnsPair> hosts;
+    return plan;
+}
+
+// Starts the source (this program's `serve`, in namespace A with --netns) and returns its
+// endpoint; with --netns this thread then lives in namespace B.
+std::expected<std::string, Stop> spawn(const DemoArguments& args, const DemoPlan& plan,
+                                       const std::string& token, const std::string& source_json,
+                                       std::optional<NetnsPair>& hosts, SourceProcess& source) {
     std::string listen = "tcp:127.0.0.1:0";
     std::vector<std::string> argv;
     if (args.netns) {
         hosts.emplace("uffdm-demo");
         if (!hosts->available()) {
-            return fail("--netns: " + hosts->why());
+            return std::unexpected(Stop{"--netns: " + hosts->why()});
         }
         listen = std::string("tcp:") + NetnsPair::kAddressA + ":0";
         argv = {"ip", "netns", "exec", hosts->a()};
     }
-    std::string source_json = directory + "/source.json";
     const char* data_paths[] = {"auto", "io_uring", "asio"};
+    const SyntheticGuest& guest = plan.guest;
     argv.insert(argv.end(), {self_path(),
                              "serve",
                              "--listen",
@@ -322,7 +356,7 @@ int demo(const DemoArguments& args) {
                              "--zero-percent",
                              std::to_string(guest.zero_percent),
                              "--token-file",
-                             *token,
+                             token,
                              "--json",
                              source_json,
                              "--data-path",
@@ -335,42 +369,58 @@ int demo(const DemoArguments& args) {
                              std::to_string(args.timeouts.stall.count()) + "ms",
                              "--handshake-timeout",
                              std::to_string(args.timeouts.handshake.count()) + "ms"});
-    SourceProcess source;
     if (auto started = source.start(argv); !started) {
-        return fail(started.error());
+        return std::unexpected(Stop{started.error()});
     }
     auto endpoint = source.endpoint(std::chrono::seconds(60));
     if (!endpoint) {
-        return fail(endpoint.error());
+        return std::unexpected(Stop{endpoint.error()});
     }
-    if (hosts) {
-        // From here on this thread, and every thread it creates, lives in namespace B.
-        if (!hosts->enter(hosts->b()) || !hosts->hand_cleanup_to_child()) {
-            return fail("cannot enter network namespace " + hosts->b());
-        }
+    // From here on this thread, and every thread it creates, lives in namespace B.
+    if (hosts && (!hosts->enter(hosts->b()) || !hosts->hand_cleanup_to_child())) {
+        return std::unexpected(Stop{"cannot enter network namespace " + hosts->b()});
     }
+    return *endpoint;
+}
 
+// The destination's guest memory, mapped and untouched.
+struct DestinationGuest {
     std::vector<GuestMemory> memory;
     std::vector<DestinationRegion> regions;
     std::vector<std::pair<std::byte*, std::size_t>> views;
-    for (std::uint64_t length : synthetic_region_lengths(guest)) {
-        auto mapped = GuestMemory::allocate(*kind, length);
+};
+
+std::expected<DestinationGuest, Stop> map_guest(const DemoPlan& plan) {
+    DestinationGuest guest;
+    for (std::uint64_t length : synthetic_region_lengths(plan.guest)) {
+        auto mapped = GuestMemory::allocate(plan.kind, length);
         if (!mapped) {
-            return fail(mapped.error().message);
+            return std::unexpected(Stop{mapped.error().message});
         }
-        regions.push_back({mapped->data(), mapped->size(), mapped->page_size(), *kind});
-        views.emplace_back(mapped->data(), mapped->size());
-        memory.push_back(std::move(*mapped));
+        guest.regions.push_back({mapped->data(), mapped->size(), mapped->page_size(), plan.kind});
+        guest.views.emplace_back(mapped->data(), mapped->size());
+        guest.memory.push_back(std::move(*mapped));
     }
-    std::printf("demo          %s %s guest (%s pages), %u vCPUs, %s workload, source at %s\n",
-                format_bytes(static_cast<double>(guest.size)).c_str(), args.memory.c_str(),
-                format_bytes(static_cast<double>(guest.page_size)).c_str(), args.vcpus,
-                args.workload.c_str(), endpoint->c_str());
-    std::fflush(stdout);
+    return guest;
+}
+
+struct Migrated {
+    DestinationStats stats;
+    VcpuTotals totals;
+    nlohmann::json timeline;
+};
+
+// The migration, with vCPU threads touching the guest from the moment the destination is
+// connected until they have made their touches, or (--touches 0) until every page is present.
+// A failed migration, or SIGINT/SIGTERM, ends the process here (exit 1, or 128 + the signal): vCPUs
+// may wait on pages that will never come, and are not joined.
+std::expected<Migrated, Stop> migrate(const DemoArguments& args, const DemoPlan& plan,
+                                      const std::string& endpoint, const std::string& token,
+                                      DestinationGuest& guest, SourceProcess& source) {
     ProgressBar bar("migrating");
     DestinationOptions options;
-    options.connect = *endpoint;
-    options.security.token_file = *token;
+    options.connect = endpoint;
+    options.security.token_file = token;
     options.bulk_channels = args.bulk_channels;
     options.verify = args.verify;
     options.hold_stream = args.hold_stream;
@@ -384,16 +434,20 @@ int demo(const DemoArguments& args) {
             "faults " + std::to_string(p.faults) + (p.paused ? ", PAUSED: reconnecting" : ""));
     };
     report_pauses(options, "uffd-migrate demo");
-    auto destination = Destination::create(regions, options);
+    auto destination = Destination::create(guest.regions, options);
     if (!destination) {
-        return fail(destination.error().message);
+        return std::unexpected(Stop{destination.error().message});
     }
+    std::atomic<Vcpus*> running{nullptr};
     StopOnSignal on_signal([&](int) {
         destination->stop();
         source.terminate();
+        if (Vcpus* vcpus = running.load()) {
+            vcpus->stop();
+        }
     });
     if (auto started = destination->start(); !started) {
-        return fail(started.error().message);
+        return std::unexpected(Stop{started.error().message});
     }
     // As in a VMM's postcopy: the guest resumes once the migration connection is up (its first
     // faults then measure serving, not connecting). Bounded; a source that never answers ends
@@ -404,7 +458,8 @@ int demo(const DemoArguments& args) {
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
     Timeline timeline(*destination);
-    Vcpus vcpus(views, guest, *workload, args.vcpus, args.touches);
+    Vcpus vcpus(guest.views, plan.guest, plan.workload, args.vcpus, args.touches);
+    running.store(&vcpus);
     // With --hold-stream every touch is a fault served over an otherwise idle link; the stream
     // brings the rest once the vCPUs are done.
     std::thread release;
@@ -414,103 +469,166 @@ int demo(const DemoArguments& args) {
             destination->set_stream_held(false);
         });
     }
-    DestinationStats stats = destination->wait();
-    nlohmann::json samples = timeline.finish();
+    Migrated migrated{.stats = destination->wait(), .totals = {}, .timeline = timeline.finish()};
     bar.finish();
-    if (!stats.ok) {
-        print_summary(stats, stdout);
+    if (!migrated.stats.ok) {
+        print_summary(migrated.stats, stdout);
         std::fflush(stdout);
         source.terminate();
-        // vCPUs may wait on pages that will never come; they are not joined. Nothing of the
-        // guest was handed a wrong page.
-        std::_Exit(on_signal.received() != 0 ? 130 : 1);
+        std::_Exit(on_signal.received() != 0 ? 128 + on_signal.received() : 1);
     }
+    // Every page is present: no touch can block any more. vCPUs without a bound (--touches 0)
+    // end here, as a VMM's would go on running the guest without us.
+    vcpus.stop();
     if (release.joinable()) {
         release.join();
     }
-    VcpuTotals totals = vcpus.join();
-    nlohmann::json touches = touch_report(totals.touch_ns);
+    migrated.totals = vcpus.join();
+    running.store(nullptr);
+    return migrated;
+}
 
-    // Every page, now that all are present.
-    std::uint64_t wrong = 0;
+struct Verified {
     std::uint64_t checked = 0;
+    std::uint64_t wrong = 0;
+};
+
+// Every page, now that all are present.
+Verified verify(const DemoPlan& plan, const DestinationGuest& guest, std::uint64_t pages_total) {
+    Verified result;
     ProgressBar verifying("verifying");
-    for (std::uint32_t r = 0; r < memory.size(); ++r) {
-        std::uint64_t pages = memory[r].size() / guest.page_size;
+    std::uint64_t page_size = plan.guest.page_size;
+    for (std::uint32_t r = 0; r < guest.memory.size(); ++r) {
+        std::uint64_t pages = guest.memory[r].size() / page_size;
         for (std::uint64_t p = 0; p < pages; ++p) {
-            if (!synthetic_page_matches(guest, r, p, memory[r].data() + p * guest.page_size)) {
-                ++wrong;
+            if (!synthetic_page_matches(plan.guest, r, p, guest.memory[r].data() + p * page_size)) {
+                ++result.wrong;
             }
-            if (++checked % 4096 == 0) {
-                verifying.update(checked, stats.pages_total, checked * guest.page_size);
+            if (++result.checked % 4096 == 0) {
+                verifying.update(result.checked, pages_total, result.checked * page_size);
             }
         }
     }
     verifying.finish();
+    return result;
+}
+
+// Prints the summary, writes --json; the exit status.
+int report(const DemoArguments& args, const DemoPlan& plan, Migrated& migrated,
+           const Verified& checked, int source_status, const std::string& source_json) {
+    const DestinationStats& stats = migrated.stats;
+    const VcpuTotals& totals = migrated.totals;
+    nlohmann::json touches = touch_report(migrated.totals.touch_ns);
     std::uint64_t rss = resident_bytes();
     // What of the guest VmRSS counts: anonymous zero pages map the shared zero page (not
     // counted), shmem zero pages are real pages (counted), hugetlbfs pages are never counted.
-    std::uint64_t guest_resident = *kind == MemoryKind::Anonymous
-                                       ? (stats.pages_total - stats.pages_zero) * guest.page_size
-                                   : *kind == MemoryKind::Shmem ? stats.bytes_total
-                                                                : 0;
-    int source_status = source.exit_status(std::chrono::seconds(10));
-    bool verified = wrong == 0 && totals.wrong_pages == 0 && totals.io_errors == 0;
+    std::uint64_t guest_resident =
+        plan.kind == MemoryKind::Anonymous
+            ? (stats.pages_total - stats.pages_zero) * plan.guest.page_size
+        : plan.kind == MemoryKind::Shmem ? stats.bytes_total
+                                         : 0;
+    std::uint64_t overhead = rss > guest_resident ? rss - guest_resident : 0;
+    bool verified = checked.wrong == 0 && totals.wrong_pages == 0 && totals.io_errors == 0;
     print_summary(stats, stdout);
     std::printf(
         "guest check   %s: %llu of %llu pages checked after the migration, %llu vCPU "
         "touches (%llu wrong, %llu I/O errors)\n",
-        verified ? "verified" : "MISMATCH", static_cast<unsigned long long>(checked - wrong),
-        static_cast<unsigned long long>(checked), static_cast<unsigned long long>(totals.touches),
+        verified ? "verified" : "MISMATCH",
+        static_cast<unsigned long long>(checked.checked - checked.wrong),
+        static_cast<unsigned long long>(checked.checked),
+        static_cast<unsigned long long>(totals.touches),
         static_cast<unsigned long long>(totals.wrong_pages),
         static_cast<unsigned long long>(totals.io_errors));
+    double faults_per_second =
+        totals.seconds > 0 ? static_cast<double>(stats.faults) / totals.seconds : 0.0;
     if (args.vcpus > 0) {
         const auto& t = touches["summary"];
         std::printf(
             "vCPU touches  p50 %.1f us, p99 %.1f, max %.1f (as the vCPUs saw them); "
             "%.0f faults/s over %.3f s\n",
             t["p50"].get<double>(), t["p99"].get<double>(), t["max"].get<double>(),
-            totals.seconds > 0 ? static_cast<double>(stats.faults) / totals.seconds : 0.0,
-            totals.seconds);
+            faults_per_second, totals.seconds);
     }
-    std::printf(
-        "memory        destination RSS %s, guest pages resident %s, overhead %s\n",
-        format_bytes(static_cast<double>(rss)).c_str(),
-        format_bytes(static_cast<double>(guest_resident)).c_str(),
-        format_bytes(static_cast<double>(rss > guest_resident ? rss - guest_resident : 0)).c_str());
+    std::printf("memory        destination RSS %s, guest pages resident %s, overhead %s\n",
+                format_bytes(static_cast<double>(rss)).c_str(),
+                format_bytes(static_cast<double>(guest_resident)).c_str(),
+                format_bytes(static_cast<double>(overhead)).c_str());
     if (!args.json.empty()) {
-        nlohmann::json report = to_json(stats);
-        report["verified"] = verified;
-        report["pages_checked"] = checked;
-        report["wrong_pages"] = wrong + totals.wrong_pages;
-        report["workload"] = args.workload;
-        report["memory"] = args.memory;
-        report["vcpus"] = args.vcpus;
-        report["vcpu_touches"] = totals.touches;
-        report["io_errors"] = totals.io_errors;
-        report["netns"] = args.netns;
-        report["hold_stream"] = args.hold_stream;
-        report["zero_percent"] = args.zero_percent;
-        report["touch_latency_us"] = touches["summary"];
-        report["touch_latency_cdf_us"] = touches["cdf"];
-        report["vcpu_seconds"] = totals.seconds;
-        report["faults_per_second"] =
-            totals.seconds > 0 ? static_cast<double>(stats.faults) / totals.seconds : 0.0;
-        report["timeline"] = samples;
-        report["bulk_channels"] = args.bulk_channels;
-        report["rss_bytes"] = rss;
-        report["guest_resident_bytes"] = guest_resident;
-        report["rss_overhead_bytes"] = rss > guest_resident ? rss - guest_resident : 0;
-        report["source_exit_status"] = source_status;
+        nlohmann::json json = to_json(stats);
+        json["verified"] = verified;
+        json["pages_checked"] = checked.checked;
+        json["wrong_pages"] = checked.wrong + totals.wrong_pages;
+        json["workload"] = args.workload;
+        json["memory"] = args.memory;
+        json["vcpus"] = args.vcpus;
+        json["vcpu_touches"] = totals.touches;
+        json["io_errors"] = totals.io_errors;
+        json["netns"] = args.netns;
+        json["hold_stream"] = args.hold_stream;
+        json["zero_percent"] = args.zero_percent;
+        json["touch_latency_us"] = touches["summary"];
+        json["touch_latency_cdf_us"] = touches["cdf"];
+        json["vcpu_seconds"] = totals.seconds;
+        json["faults_per_second"] = faults_per_second;
+        json["timeline"] = migrated.timeline;
+        json["bulk_channels"] = args.bulk_channels;
+        json["rss_bytes"] = rss;
+        json["guest_resident_bytes"] = guest_resident;
+        json["rss_overhead_bytes"] = overhead;
+        json["source_exit_status"] = source_status;
         std::ifstream source_report(source_json);
         if (source_report) {
-            report["source"] = nlohmann::json::parse(source_report, nullptr, false);
+            json["source"] = nlohmann::json::parse(source_report, nullptr, false);
         }
-        if (auto written = write_json(args.json, report); !written) {
-            return fail(written.error());
+        if (auto written = write_json(args.json, json); !written) {
+            std::fprintf(stderr, "uffd-migrate demo: %s\n", written.error().c_str());
+            return 1;
         }
     }
     return verified && source_status == 0 ? 0 : 1;
+}
+
+int demo(const DemoArguments& args) {
+    auto stop = [](const Stop& why) {
+        std::fprintf(stderr, "uffd-migrate demo: %s\n", why.why.c_str());
+        return why.status;
+    };
+    auto planned = plan(args);
+    if (!planned) {
+        return stop(planned.error());
+    }
+    auto scratch = ScratchDirectory::create();
+    if (!scratch) {
+        return stop(Stop{scratch.error()});
+    }
+    auto token = make_token(scratch->path());
+    if (!token) {
+        return stop(Stop{token.error()});
+    }
+    std::string source_json = scratch->path() + "/source.json";
+    std::optional<NetnsPair> hosts;
+    SourceProcess source;
+    auto endpoint = spawn(args, *planned, *token, source_json, hosts, source);
+    if (!endpoint) {
+        return stop(endpoint.error());
+    }
+    auto guest = map_guest(*planned);
+    if (!guest) {
+        return stop(guest.error());
+    }
+    const SyntheticGuest& g = planned->guest;
+    std::printf("demo          %s %s guest (%s pages), %u vCPUs, %s workload, source at %s\n",
+                format_bytes(static_cast<double>(g.size)).c_str(), args.memory.c_str(),
+                format_bytes(static_cast<double>(g.page_size)).c_str(), args.vcpus,
+                args.workload.c_str(), endpoint->c_str());
+    std::fflush(stdout);
+    auto migrated = migrate(args, *planned, *endpoint, *token, *guest, source);
+    if (!migrated) {
+        return stop(migrated.error());
+    }
+    Verified checked = verify(*planned, *guest, migrated->stats.pages_total);
+    int source_status = source.exit_status(std::chrono::seconds(10));
+    return report(args, *planned, *migrated, checked, source_status, source_json);
 }
 
 }  // namespace
