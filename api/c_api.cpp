@@ -136,7 +136,7 @@ int uffdm_destination_create(const uffdm_destination_options* options, const uff
         constexpr std::uint32_t known =
             UFFDM_DESTINATION_VERIFY | UFFDM_DESTINATION_DROP_CAPABILITIES |
             UFFDM_DESTINATION_USER_FAULTS_ONLY | UFFDM_DESTINATION_HOLD_STREAM |
-            UFFDM_DESTINATION_POISON_ON_FAILURE;
+            UFFDM_DESTINATION_POISON_ON_FAILURE | UFFDM_DESTINATION_DISCARDS_READ_ZERO;
         if ((options->flags & ~known) != 0 || options->reserved != 0) {
             return fail(EINVAL, "uffdm_destination_options.flags or .reserved has unknown bits");
         }
@@ -153,6 +153,7 @@ int uffdm_destination_create(const uffdm_destination_options* options, const uff
         o.require_kernel_faults = (options->flags & UFFDM_DESTINATION_USER_FAULTS_ONLY) == 0;
         o.hold_stream = (options->flags & UFFDM_DESTINATION_HOLD_STREAM) != 0;
         o.poison_on_failure = (options->flags & UFFDM_DESTINATION_POISON_ON_FAILURE) != 0;
+        o.discarded_pages_read_zero = (options->flags & UFFDM_DESTINATION_DISCARDS_READ_ZERO) != 0;
         if (options->reconnect_timeout_ms == UINT32_MAX) {
             o.reconnect_timeout = std::chrono::milliseconds(0);
         } else if (options->reconnect_timeout_ms != 0) {

@@ -45,7 +45,12 @@ namespace {
 // give missing pages a memory error instead of a hang.
 struct WantedFeatures {
     uffd::FeatureSet required;
-    uffd::FeatureSet optional{uffd::Feature::ThreadId, uffd::Feature::Poison};
+    // EVENT_REMOVE/UNMAP/REMAP tell the fault thread that guest memory was discarded, unmapped
+    // or moved (optional: a handed-over userfaultfd may lack them; then a fault on a page that
+    // went is still served, and a placement into memory that moved fails the migration).
+    uffd::FeatureSet optional{uffd::Feature::ThreadId, uffd::Feature::Poison,
+                              uffd::Feature::EventRemove, uffd::Feature::EventUnmap,
+                              uffd::Feature::EventRemap};
 };
 
 std::expected<WantedFeatures, Error> features_for(const std::vector<DestinationRegion>& regions) {
@@ -147,19 +152,21 @@ std::expected<Destination, Error> Destination::create(std::vector<DestinationReg
     impl->credentials = std::move(*credentials);
     impl->grant = uffd->second;
     impl->on_complete = std::move(options.on_complete);
-    migration::FaultServerOptions server_options{.source = *endpoint,
-                                                 .secret = impl->credentials.secret_or_null(),
-                                                 .tls = impl->credentials.tls,
-                                                 .liveness = api::to_liveness(options.timeouts),
-                                                 .backend = api::to_backend(options.data_path),
-                                                 .bulk_channels = options.bulk_channels,
-                                                 .verify_hashes = options.verify,
-                                                 .hold_stream = options.hold_stream,
-                                                 .reconnect_timeout = options.reconnect_timeout,
-                                                 .poison_on_failure = options.poison_on_failure,
-                                                 .on_progress = {},
-                                                 .on_pause = options.on_pause,
-                                                 .on_resume = options.on_resume};
+    migration::FaultServerOptions server_options{
+        .source = *endpoint,
+        .secret = impl->credentials.secret_or_null(),
+        .tls = impl->credentials.tls,
+        .liveness = api::to_liveness(options.timeouts),
+        .backend = api::to_backend(options.data_path),
+        .bulk_channels = options.bulk_channels,
+        .verify_hashes = options.verify,
+        .hold_stream = options.hold_stream,
+        .reconnect_timeout = options.reconnect_timeout,
+        .poison_on_failure = options.poison_on_failure,
+        .discarded_pages_read_zero = options.discarded_pages_read_zero,
+        .on_progress = {},
+        .on_pause = options.on_pause,
+        .on_resume = options.on_resume};
     if (options.on_progress) {
         server_options.on_progress = [callback = options.on_progress](
                                          const migration::DestinationProgress& p) { callback(p); };

@@ -1,19 +1,33 @@
 // fault_server.cpp — The destination's fault thread, its start and its report.
 #include "migration/fault_server.hpp"
 
+#include <unistd.h>
+
 #include "migration/data_paths.hpp"
-#include "uffd/fault_reader.hpp"
+#include "uffd/residency.hpp"
 
 namespace uffdm::migration {
 
+namespace {
+
+// Checks of the discarded pages before completing that may find some gone again (a shmem page
+// swapped out reads as gone to mincore, and is not missing): after these, the last check's
+// refetches are the end of it.
+constexpr int kDiscardChecks = 3;
+
+}  // namespace
+
 FaultServer::FaultServer(uffd::UserfaultFd uffd, std::vector<GuestRegion> regions,
-                         wire::Layout layout, uffd::EventFd stop_faults, FaultServerOptions options)
+                         wire::Layout layout, uffd::EventFd stop_faults, uffd::EventFd nudge_faults,
+                         FaultServerOptions options)
     : options_(std::move(options)),
       uffd_(std::move(uffd)),
       layout_(std::move(layout)),
-      placer_(uffd_, std::move(regions), waits_, options_.verify_hashes),
+      addresses_(regions),
+      placer_(uffd_, std::move(regions), addresses_, waits_, options_.verify_hashes),
       requests_(placer_, layout_),
       stop_faults_(std::move(stop_faults)),
+      nudge_faults_(std::move(nudge_faults)),
       link_(options_, layout_, placer_, requests_) {}
 
 std::expected<std::unique_ptr<FaultServer>, transport::Failure> FaultServer::create(
@@ -42,13 +56,14 @@ std::expected<std::unique_ptr<FaultServer>, transport::Failure> FaultServer::cre
         return std::unexpected(transport::failure(Errc::Closed, "no userfaultfd to serve with"));
     }
     auto stop_faults = uffd::EventFd::create();
-    if (!stop_faults) {
-        return std::unexpected(
-            transport::Failure{stop_faults.error(), "eventfd: " + stop_faults.error().message()});
+    auto nudge_faults = uffd::EventFd::create();
+    if (!stop_faults || !nudge_faults) {
+        auto code = !stop_faults ? stop_faults.error() : nudge_faults.error();
+        return std::unexpected(transport::Failure{code, "eventfd: " + code.message()});
     }
-    std::unique_ptr<FaultServer> server(new FaultServer(std::move(uffd), std::move(regions),
-                                                        std::move(layout), std::move(*stop_faults),
-                                                        std::move(options)));
+    std::unique_ptr<FaultServer> server(
+        new FaultServer(std::move(uffd), std::move(regions), std::move(layout),
+                        std::move(*stop_faults), std::move(*nudge_faults), std::move(options)));
     if (auto opened = server->link_.open(); !opened) {
         return std::unexpected(opened.error());
     }
@@ -60,8 +75,16 @@ FaultServer::~FaultServer() {
     if (started_ && !waited_) {
         (void)wait();
     }
-    if (started_ && !placer_.complete()) {
+    stop_fault_thread();
+    if (started_ && !complete_.load()) {
         poison_missing();
+    }
+}
+
+void FaultServer::stop_fault_thread() {
+    if (fault_thread_.joinable()) {
+        (void)stop_faults_.signal();
+        fault_thread_.join();
     }
 }
 
@@ -89,7 +112,7 @@ std::expected<void, transport::Failure> FaultServer::start() {
         }
         registrations_.push_back(std::move(*registration));
     }
-    placer_.on_complete([this] { link_.completed(); });
+    placer_.on_complete([this] { (void)nudge_faults_.signal(); });
     started_ = true;
     started_at_ = Clock::now();
     fault_thread_ = std::thread([this] {
@@ -101,7 +124,7 @@ std::expected<void, transport::Failure> FaultServer::start() {
 }
 
 void FaultServer::fault_loop() {
-    uffd::FaultReader reader(uffd_, stop_faults_);
+    uffd::FaultReader reader(uffd_, stop_faults_, nudge_faults_);
     for (;;) {
         auto batch = reader.next();
         if (!batch) {
@@ -112,39 +135,181 @@ void FaultServer::fault_loop() {
             return;
         }
         auto now = Clock::now();
-        for (const auto& event : batch->events) {
-            if (const auto* fault = std::get_if<uffd::PageFault>(&event)) {
-                handle_fault(fault->address, fault->thread_id, now);
-            }
+        for (auto& event : batch->events) {
+            handle(event, now);
+        }
+        // Also after a batch that dropped the count and made it whole again (forget() calls
+        // no one), not only when nudged.
+        if (!complete_.load(std::memory_order_relaxed) && placer_.complete()) {
+            confirm_complete(reader);
         }
     }
+}
+
+void FaultServer::handle(uffd::FaultEvent& event, Clock::time_point now) {
+    if (const auto* fault = std::get_if<uffd::PageFault>(&event)) {
+        handle_fault(fault->address, fault->thread_id, now);
+    } else if (const auto* remove = std::get_if<uffd::RemoveEvent>(&event)) {
+        discarded(remove->start, remove->end);
+    } else if (const auto* unmap = std::get_if<uffd::UnmapEvent>(&event)) {
+        unmapped(unmap->start, unmap->end);
+    } else if (const auto* remap = std::get_if<uffd::RemapEvent>(&event)) {
+        // The kernel moved the page tables (and the registration) with the range; placements
+        // meanwhile got EAGAIN or ENOENT and retry at the new address.
+        addresses_.moved(remap->from, remap->to, remap->length);
+    }
+    // FORK is never asked for (its descriptor, if any, closes with the event); an unknown event
+    // from a newer kernel is read, which is all it waits for.
 }
 
 void FaultServer::handle_fault(std::uint64_t address, std::uint32_t thread_id,
                                Clock::time_point now) {
     faults_.fetch_add(1, std::memory_order_relaxed);
-    const auto& regions = placer_.regions();
-    for (std::uint32_t r = 0; r < regions.size(); ++r) {
-        auto base = reinterpret_cast<std::uint64_t>(regions[r].data);
-        if (address < base || address - base >= regions[r].length) {
-            continue;
-        }
-        std::uint64_t page = (address - base) / regions[r].page_size;
-        PageBitmap& present = placer_.present(r);
-        if (present.test(page)) {
-            return;  // arrived since the fault; its placement woke the thread
-        }
-        waits_.add(r, page, now, thread_id);
-        if (requests_.request(r, page)) {
-            link_.request_queued();
-        }
-        // Placed between the check above and the wait being recorded: the placer may not have
-        // seen the wait, so complete it here.
-        if (present.test(page)) {
-            waits_.complete(r, page, Clock::now());
+    auto page = addresses_.page_at(address);
+    if (!page) {
+        // Registered memory that is no guest page: what mremap grew a region by. The VMM's
+        // own, not the migration's: a page of zeros, as it would read unregistered.
+        auto base = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+        std::uint64_t at = address & ~(base - 1);
+        if (!uffd_.zeropage(at, base)) {
+            (void)uffd_.wake(at, base);
         }
         return;
     }
+    PageBitmap& present = placer_.present(page->region);
+    if (present.test(page->first)) {
+        return fault_on_present(*page, address, thread_id, now);
+    }
+    if (complete_.load(std::memory_order_relaxed)) {
+        return missing_again(*page);  // discarded after the end, zero-filled since: zeros
+    }
+    waits_.add(page->region, page->first, now, thread_id);
+    if (requests_.request(page->region, page->first)) {
+        link_.request_queued();
+    }
+    // Placed between the check above and the wait being recorded: the placer may not have
+    // seen the wait, so complete it here.
+    if (present.test(page->first)) {
+        waits_.complete(page->region, page->first, Clock::now());
+    }
+}
+
+void FaultServer::fault_on_present(const GuestPages& page, std::uint64_t address,
+                                   std::uint32_t thread_id, Clock::time_point now) {
+    const GuestRegion& region = placer_.regions()[page.region];
+    std::uint64_t at = address & ~(region.page_size - 1);
+    auto seen = uffd::residency(at, 1, region.page_size, region.kind);
+    if (seen && (*seen)[0] == uffd::Residency::Present) {
+        // Placed after the fault was raised: the placement woke the thread (a copy wakes its
+        // range, a failed one is followed by a wake). Another wake costs nothing.
+        (void)uffd_.wake(at, region.page_size);
+        return;
+    }
+    // Gone since it was placed (a discard whose pages went after a copy of them was placed
+    // again), or hugetlbfs, whose page table cannot tell: missing again. A copy of a page
+    // that was there after all fails with EEXIST and wakes the thread all the same.
+    missing_again(page);
+    if (!options_.discarded_pages_read_zero && !complete_.load(std::memory_order_relaxed)) {
+        waits_.add(page.region, page.first, now, thread_id);
+        if (placer_.present(page.region).test(page.first)) {
+            waits_.complete(page.region, page.first, Clock::now());
+        }
+    }
+}
+
+void FaultServer::missing_again(const GuestPages& run) {
+    auto pages = placer_.forget(run);
+    if (options_.discarded_pages_read_zero || complete_.load(std::memory_order_relaxed)) {
+        if (auto zeroed = placer_.place_zeros(run); !zeroed) {
+            link_.fail(zeroed.error());
+        }
+        return;
+    }
+    if (requests_.request_again(run.region, pages)) {
+        link_.request_queued();
+    }
+}
+
+void FaultServer::discarded(std::uint64_t start, std::uint64_t end) {
+    if (complete_.load(std::memory_order_relaxed)) {
+        return;  // after the migration the memory is the guest's like any other: zeros
+    }
+    // The kernel drops the pages after this event is read, not before: a page marked present
+    // here may still be mapped for a while, and a copy of it placed again meanwhile fails with
+    // EEXIST and is lost with the rest. Such a page is found by its next fault
+    // (fault_on_present) or by the check before completing.
+    for (const GuestPages& run : addresses_.pages_in(start, end)) {
+        discarded_pages_.fetch_add(run.count, std::memory_order_relaxed);
+        if (options_.discarded_pages_read_zero) {
+            // Pages still to come are zeros now (the source's copy, arriving later, is a
+            // duplicate); the ones here read zeros once the kernel has dropped them.
+            if (auto zeroed = placer_.place_zeros(run); !zeroed) {
+                return link_.fail(zeroed.error());
+            }
+            continue;
+        }
+        missing_again(run);
+        if (placer_.regions()[run.region].kind != uffd::MemoryKind::Hugetlb) {
+            discarded_runs_.push_back(run);
+        }
+    }
+}
+
+void FaultServer::unmapped(std::uint64_t start, std::uint64_t end) {
+    for (const GuestPages& run : addresses_.unmapped(start, end)) {
+        placer_.drop(run);
+    }
+    // A thread blocked on a page there retries its access, and gets SIGSEGV like any access to
+    // unmapped memory.
+    (void)uffd_.wake(start, end - start);
+}
+
+void FaultServer::confirm_complete(uffd::FaultReader& reader) {
+    // Events queued before this point happened before it: apply them first (a REMOVE among
+    // them makes pages missing again). Any event after it happened after the migration ended.
+    for (;;) {
+        auto batch = reader.next(0);
+        if (!batch || batch->stopped || batch->timed_out) {
+            break;
+        }
+        auto now = Clock::now();
+        for (auto& event : batch->events) {
+            handle(event, now);
+        }
+    }
+    if (!placer_.complete() || !discarded_pages_are_there()) {
+        return;
+    }
+    complete_.store(true, std::memory_order_release);
+    link_.completed();
+}
+
+bool FaultServer::discarded_pages_are_there() {
+    bool all_there = true;
+    for (const GuestPages& run : discarded_runs_) {
+        const GuestRegion& region = placer_.regions()[run.region];
+        for (std::uint64_t p = run.first; p < run.first + run.count;) {
+            auto where = addresses_.locate(run.region, p, run.first + run.count - p);
+            if (!where) {
+                ++p;  // unmapped since
+                continue;
+            }
+            auto seen =
+                uffd::residency(where->address, where->pages, region.page_size, region.kind);
+            for (std::uint64_t i = 0; seen && i < where->pages; ++i) {
+                if ((*seen)[i] == uffd::Residency::Missing &&
+                    placer_.present(run.region).test(p + i)) {
+                    missing_again({run.region, p + i, 1});
+                    all_there = false;
+                }
+            }
+            p += where->pages;
+        }
+    }
+    if (all_there || ++discard_checks_ >= kDiscardChecks) {
+        discarded_runs_.clear();
+    }
+    return all_there;
 }
 
 void FaultServer::hold_stream(bool held) {
@@ -182,14 +347,18 @@ DestinationStats FaultServer::wait() {
                 options_.on_progress(progress());
             }
         });
-        (void)stop_faults_.signal();
-        fault_thread_.join();
-        link_.shutdown();
-        if (placer_.complete()) {
+        if (complete_.load()) {
             // Every page is there: nothing can fault any more. Unregister and close.
+            stop_fault_thread();
+            link_.shutdown();
             registrations_.clear();
             auto closing = std::move(uffd_);
-        } else if (options_.poison_on_failure) {
+        } else {
+            // Failed. The fault thread goes on reading until the destructor: a VMM that
+            // discards or unmaps guest memory now would otherwise wait for its event to be read.
+            link_.shutdown();
+        }
+        if (!complete_.load() && options_.poison_on_failure) {
             // The embedder chose a memory error over a hang for whatever did not arrive.
             poison_missing();
         }
@@ -211,6 +380,8 @@ DestinationStats FaultServer::wait() {
     report.pages_background = pages.background;
     report.pages_zero = pages.zero;
     report.pages_duplicate = pages.duplicate;
+    report.pages_discarded = discarded_pages_.load();
+    report.pages_unmapped = placer_.unmapped_pages();
     report.faults = faults_.load();
     report.requests = requests_.sent();
     report.bytes_received = link_.bytes_received();
@@ -235,16 +406,15 @@ void FaultServer::poison_missing() {
         PageBitmap& present = placer_.present(r);
         for (std::uint64_t p = present.next_clear(0); p < present.size();
              p = present.next_clear(p + 1)) {
-            std::uint64_t end = p + 1;
-            while (end < present.size() && !present.test(end)) {
-                ++end;
+            auto where = addresses_.locate(r, p, 1);
+            if (!where) {
+                continue;  // unmapped since (not yet dropped: the fault thread is behind)
             }
-            auto address = reinterpret_cast<std::uint64_t>(region.data) + p * region.page_size;
-            if (auto poisoned = uffd_.poison(address, (end - p) * region.page_size); !poisoned) {
+            auto poisoned = uffd_.poison(where->address, region.page_size);
+            if (!poisoned && poisoned.error() != Errc::AlreadyPresent) {
                 // No UFFDIO_POISON here: unregistering would hand waiting threads pages of zeros.
                 return keep_blocked_until_exit();
             }
-            p = end;
         }
     }
     registrations_.clear();
@@ -254,10 +424,24 @@ void FaultServer::keep_blocked_until_exit() {
     // The registrations and the descriptor outlive this object on purpose, released to the
     // process: unregistering or closing would let every thread blocked on a missing page read
     // zeros in place of its data. They stay blocked; the VMM decides what to do with the guest.
+    // A thread goes on reading the descriptor, so that a REMOVE, UNMAP or REMAP event (which
+    // blocks its caller until read) does not hang the VMM; the faults it reads stay unanswered.
     // Released once (uffd_ is empty afterwards), so this leaks at most one set per failure.
+    stop_fault_thread();
     static_cast<void>(
         std::make_unique<std::vector<uffd::Registration>>(std::move(registrations_)).release());
-    static_cast<void>(std::make_unique<uffd::UserfaultFd>(std::move(uffd_)).release());
+    auto* kept = std::make_unique<uffd::UserfaultFd>(std::move(uffd_)).release();
+    auto never = uffd::EventFd::create();
+    if (!never) {
+        return;
+    }
+    auto* never_stops = std::make_unique<uffd::EventFd>(std::move(*never)).release();
+    std::thread([kept, never_stops] {
+        name_this_thread("uffdm-kept");
+        uffd::FaultReader reader(*kept, *never_stops);
+        while (reader.next()) {
+        }
+    }).detach();
 }
 
 }  // namespace uffdm::migration

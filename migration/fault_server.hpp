@@ -9,18 +9,22 @@
 #include <vector>
 
 #include "migration/destination_link.hpp"
+#include "migration/guest_addresses.hpp"
 #include "migration/placer.hpp"
 #include "migration/report.hpp"
 #include "migration/request_queue.hpp"
 #include "uffd/event_fd.hpp"
+#include "uffd/fault_reader.hpp"
 #include "uffd/registration.hpp"
 
 namespace uffdm::migration {
 
 // Threads: a fault thread reads the userfaultfd in batches, marks pages requested and queues
-// requests (it never does network I/O); the link (destination_link.hpp) runs the sessions: one
-// data path loop carries requests and their answers on the urgent connection, another receives
-// the background stream (both place pages), and a link thread makes sessions.
+// requests (it never does network I/O), applies what the guest's process did to its memory
+// (REMOVE, UNMAP and REMAP events), and declares the migration complete; the link
+// (destination_link.hpp) runs the sessions: one data path loop carries requests and their
+// answers on the urgent connection, another receives the background stream (both place
+// pages), and a link thread makes sessions.
 class FaultServer {
   public:
     // Takes the open userfaultfd and the guest's memory (mapped, not yet touched). Nothing is
@@ -50,9 +54,26 @@ class FaultServer {
 
   private:
     FaultServer(uffd::UserfaultFd uffd, std::vector<GuestRegion> regions, wire::Layout layout,
-                uffd::EventFd stop_faults, FaultServerOptions options);
+                uffd::EventFd stop_faults, uffd::EventFd nudge_faults, FaultServerOptions options);
     void fault_loop();
+    void handle(uffd::FaultEvent& event, Clock::time_point now);
     void handle_fault(std::uint64_t address, std::uint32_t thread_id, Clock::time_point now);
+    // A page marked present took a MISSING fault: placed since the fault was raised (wake), or
+    // discarded since it was placed (missing again).
+    void fault_on_present(const GuestPages& page, std::uint64_t address, std::uint32_t thread_id,
+                          Clock::time_point now);
+    // Pages missing again: fetched again, or zeros (options_.discarded_pages_read_zero, and
+    // any discard once the migration is complete).
+    void missing_again(const GuestPages& run);
+    void discarded(std::uint64_t start, std::uint64_t end);
+    void unmapped(std::uint64_t start, std::uint64_t end);
+    // Every page is marked present: once the events already queued are applied and the
+    // discarded pages are checked to be there, the migration is complete.
+    void confirm_complete(uffd::FaultReader& reader);
+    // Every discarded run still marked present that the page table (or page cache) no longer
+    // has: a discard whose pages went after a copy of them was placed again. True if none.
+    bool discarded_pages_are_there();
+    void stop_fault_thread();
     // Pages still missing after a failed migration: a memory error for whoever touches one, or
     // (without UFFDIO_POISON) their faulting threads blocked for the life of the process.
     void poison_missing();
@@ -65,14 +86,22 @@ class FaultServer {
     uffd::UserfaultFd uffd_;
     wire::Layout layout_;
     FaultWaits waits_;
+    GuestAddresses addresses_;
     Placer placer_;
     RequestQueue requests_;
     std::vector<uffd::Registration> registrations_;
     uffd::EventFd stop_faults_;
+    uffd::EventFd nudge_faults_;  // the placer made the count whole: confirm it
     DestinationLink link_;
     std::thread fault_thread_;
 
+    // Fault thread only: discarded runs to check before completing (not hugetlbfs: its page
+    // table does not say whether the file has the page), and how many checks found some gone.
+    std::vector<GuestPages> discarded_runs_;
+    int discard_checks_ = 0;
+    std::atomic<bool> complete_{false};  // declared by the fault thread; never undone
     std::atomic<std::uint64_t> faults_{0};
+    std::atomic<std::uint64_t> discarded_pages_{0};
     Clock::time_point started_at_;
     bool started_ = false;  // start() and wait() run on the embedder's one thread
     bool waited_ = false;

@@ -8,10 +8,11 @@
 
 namespace uffdm::migration {
 
-// Bits only ever go from 0 to 1 within a session (a page becomes requested, sent, present),
-// so a set is one fetch_or and a scan needs no lock: a bit seen set stays set. Between sessions
-// a source rewrites its "sent" bits from what the destination says it has (assign_word, clear),
-// while no thread streams.
+// Bits go from 0 to 1 (a page becomes requested, sent, present), so a set is one fetch_or and a
+// scan needs no lock. Two things clear them: between sessions a source rewrites its "sent" bits
+// from what the destination says it has (assign_word, clear), while no thread streams; and on
+// the destination a page the guest discarded is missing again (test_and_clear), which whoever
+// then finds it missing handles as any missing page.
 class PageBitmap {
   public:
     PageBitmap() = default;
@@ -26,6 +27,11 @@ class PageBitmap {
     bool test_and_set(std::uint64_t page) noexcept {
         std::uint64_t mask = std::uint64_t{1} << (page % 64);
         return (words_[page / 64].fetch_or(mask, std::memory_order_acq_rel) & mask) == 0;
+    }
+    // Clears the bit; true when this call cleared it (it was set).
+    bool test_and_clear(std::uint64_t page) noexcept {
+        std::uint64_t mask = std::uint64_t{1} << (page % 64);
+        return (words_[page / 64].fetch_and(~mask, std::memory_order_acq_rel) & mask) != 0;
     }
     [[nodiscard]] std::size_t words() const noexcept { return word_count(); }
     [[nodiscard]] std::uint64_t word(std::size_t index) const noexcept {

@@ -11,7 +11,11 @@ namespace uffdm::migration {
 
 namespace {
 
-constexpr int kRetryLimit = 1000;  // EAGAIN means a REMOVE/UNMAP is being read; it passes
+// EAGAIN: a REMOVE, UNMAP or REMAP event is queued and the kernel refuses placements until the
+// fault thread has read it. ENOENT: it was read (the range moved or went) and the fault thread
+// has yet to apply it to the addresses. Both pass within microseconds; this bounds a fault
+// thread that stopped reading.
+constexpr auto kRetryFor = std::chrono::seconds(5);
 
 transport::Failure kernel_failure(const std::string& what, std::error_code code) {
     return transport::Failure{code, what + ": " + code.message()};
@@ -19,9 +23,13 @@ transport::Failure kernel_failure(const std::string& what, std::error_code code)
 
 }  // namespace
 
-Placer::Placer(const uffd::UserfaultFd& uffd, std::vector<GuestRegion> regions, FaultWaits& waits,
-               bool verify_hashes)
-    : uffd_(uffd), regions_(std::move(regions)), waits_(waits), verify_hashes_(verify_hashes) {
+Placer::Placer(const uffd::UserfaultFd& uffd, std::vector<GuestRegion> regions,
+               const GuestAddresses& addresses, FaultWaits& waits, bool verify_hashes)
+    : uffd_(uffd),
+      regions_(std::move(regions)),
+      addresses_(addresses),
+      waits_(waits),
+      verify_hashes_(verify_hashes) {
     std::uint64_t largest = 0;
     for (const auto& r : regions_) {
         present_.emplace_back(r.length / r.page_size);
@@ -84,11 +92,18 @@ std::expected<void, transport::Failure> Placer::place_span(std::uint32_t region_
     const GuestRegion& region = regions_[region_index];
     const std::uint64_t page_size = region.page_size;
     std::uint64_t done = 0;
-    int retries = 0;
+    bool retrying = false;
+    Clock::time_point retrying_since{};
     while (done < count) {
-        std::uint64_t dst =
-            reinterpret_cast<std::uint64_t>(region.data) + (first + done) * page_size;
-        std::uint64_t len = (count - done) * page_size;
+        auto where = addresses_.locate(region_index, first + done, count - done);
+        if (!where || (retrying && present_[region_index].test(first + done))) {
+            // Unmapped (nothing to place, nobody to wake), or marked present while we retried
+            // (dropped by an UNMAP the fault thread applied, or placed by the other path).
+            ++done;
+            continue;
+        }
+        std::uint64_t dst = where->address;
+        std::uint64_t len = where->pages * page_size;
         std::expected<std::uint64_t, std::error_code> result;
         if (zero && region.zeropage_ioctl) {
             result = uffd_.zeropage(dst, len);
@@ -101,6 +116,7 @@ std::expected<void, transport::Failure> Placer::place_span(std::uint32_t region_
             std::uint64_t pages = *result / page_size;
             placed(region_index, first + done, pages, zero, path);
             done += pages;
+            retrying = false;
             continue;  // a short count: the next call says why that page stopped it
         }
         if (result.error() == Errc::AlreadyPresent) {
@@ -113,9 +129,14 @@ std::expected<void, transport::Failure> Placer::place_span(std::uint32_t region_
             }
             duplicate_.fetch_add(1, std::memory_order_relaxed);
             ++done;
+            retrying = false;
             continue;
         }
-        if (result.error() == Errc::RetryLater && ++retries < kRetryLimit) {
+        bool passing = result.error() == Errc::RetryLater || result.error() == Errc::NotRegistered;
+        auto now = Clock::now();
+        if (passing && (!retrying || now - retrying_since < kRetryFor)) {
+            retrying_since = retrying ? retrying_since : now;
+            retrying = true;
             std::this_thread::yield();
             continue;
         }
@@ -125,6 +146,55 @@ std::expected<void, transport::Failure> Placer::place_span(std::uint32_t region_
                                               result.error()));
     }
     return {};
+}
+
+std::expected<void, transport::Failure> Placer::place_zeros(const GuestPages& run) {
+    PageBitmap& present = present_[run.region];
+    std::uint64_t i = 0;
+    while (i < run.count) {
+        if (present.test(run.first + i)) {
+            ++i;
+            continue;
+        }
+        std::uint64_t start = i;
+        while (i < run.count && !present.test(run.first + i)) {
+            ++i;
+        }
+        if (auto ok =
+                place_span(run.region, run.first + start, i - start, nullptr, true, Path::Local);
+            !ok) {
+            return ok;
+        }
+    }
+    return {};
+}
+
+std::vector<std::uint64_t> Placer::forget(const GuestPages& run) {
+    std::vector<std::uint64_t> missing_again;
+    PageBitmap& present = present_[run.region];
+    for (std::uint64_t p = run.first; p < run.first + run.count; ++p) {
+        if (present.test_and_clear(p)) {
+            // Page by page, so that the count never lags the bits by more than the page a
+            // concurrent placement may be marking right now. Reaching the whole count by this
+            // subtraction calls no one: the fault thread, the one caller, checks afterwards.
+            present_count_.fetch_sub(1, std::memory_order_acq_rel);
+            missing_again.push_back(p);
+        }
+    }
+    return missing_again;
+}
+
+std::uint64_t Placer::drop(const GuestPages& run) {
+    std::uint64_t newly = 0;
+    PageBitmap& present = present_[run.region];
+    for (std::uint64_t p = run.first; p < run.first + run.count; ++p) {
+        if (present.test_and_set(p)) {
+            ++newly;
+        }
+    }
+    unmapped_.fetch_add(run.count, std::memory_order_relaxed);
+    add_present(newly);
+    return newly;
 }
 
 void Placer::placed(std::uint32_t region, std::uint64_t first, std::uint64_t count, bool zero,
@@ -139,8 +209,11 @@ void Placer::placed(std::uint32_t region, std::uint64_t first, std::uint64_t cou
             waits_.complete(region, p, now);
         }
     }
-    (path == Path::Urgent ? urgent_ : background_).fetch_add(count, std::memory_order_relaxed);
-    if (zero) {
+    (path == Path::Urgent       ? urgent_
+     : path == Path::Background ? background_
+                                : local_)
+        .fetch_add(count, std::memory_order_relaxed);
+    if (zero && path != Path::Local) {
         zero_.fetch_add(count, std::memory_order_relaxed);
     }
     add_present(newly);

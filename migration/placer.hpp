@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "migration/fault_waits.hpp"
+#include "migration/guest_addresses.hpp"
 #include "migration/page_bitmap.hpp"
 #include "migration/report.hpp"
 #include "migration/wire.hpp"
@@ -25,19 +26,22 @@ struct GuestRegion {
     bool zeropage_ioctl = true;  // UFFDIO_ZEROPAGE allowed here (not on hugetlbfs)
 };
 
-enum class Path : std::uint8_t { Urgent, Background };
+// Where a placed page came from: an answer, the stream, or this host (zeros for a page the
+// guest discarded).
+enum class Path : std::uint8_t { Urgent, Background, Local };
 
 // Called from the urgent and bulk loop threads at once: every shared count is atomic, and the
 // present bitmap is the single truth of what is there (a page placed by the other thread is
 // found by the bitmap, or by the kernel's EEXIST).
 class Placer {
   public:
-    Placer(const uffd::UserfaultFd& uffd, std::vector<GuestRegion> regions, FaultWaits& waits,
-           bool verify_hashes);
+    Placer(const uffd::UserfaultFd& uffd, std::vector<GuestRegion> regions,
+           const GuestAddresses& addresses, FaultWaits& waits, bool verify_hashes);
 
     // Hashes are checked for every page of the run before any of it is placed: a page whose
-    // content does not match is never placed (Errc::ProtocolViolation naming it). Kernel
-    // errors other than EEXIST and a passing EAGAIN end the migration too.
+    // content does not match is never placed (Errc::ProtocolViolation naming it). EAGAIN (a
+    // REMOVE, UNMAP or REMAP event is queued) and ENOENT (one was read, not yet applied) are
+    // retried for a while; other kernel errors, and those for too long, end the migration.
     [[nodiscard]] std::expected<void, transport::Failure> place(const wire::PagesView& run,
                                                                 Path path);
 
@@ -46,6 +50,16 @@ class Placer {
     [[nodiscard]] PageBitmap& requested(std::uint32_t region) noexcept {
         return requested_[region];
     }
+    // Zeros in place of pages still missing, for whoever waits on them (no wire involved).
+    [[nodiscard]] std::expected<void, transport::Failure> place_zeros(const GuestPages& run);
+    // The guest discarded these pages (a REMOVE event): those marked present are missing
+    // again, and are returned. Their requested bits stay: an answer already on its way is
+    // still one that was asked for.
+    std::vector<std::uint64_t> forget(const GuestPages& run);
+    // These pages were unmapped: nothing will be placed there and nobody can wait on them, so
+    // they count as present. Returns how many were missing.
+    std::uint64_t drop(const GuestPages& run);
+
     [[nodiscard]] std::uint64_t total_pages() const noexcept { return total_; }
     [[nodiscard]] std::uint64_t present_pages() const noexcept {
         return present_count_.load(std::memory_order_acquire);
@@ -54,7 +68,9 @@ class Placer {
     [[nodiscard]] PagesByPath pages() const noexcept;
     [[nodiscard]] std::uint64_t hashes_verified() const noexcept { return hashes_verified_.load(); }
     [[nodiscard]] std::uint64_t bookkeeping_bytes() const noexcept;
-    // Called once, by the thread that placed the last missing page.
+    [[nodiscard]] std::uint64_t unmapped_pages() const noexcept { return unmapped_.load(); }
+    // Called by the thread that made the count whole (placed the last missing page, or dropped
+    // it). Again if the count dropped (a discard) and became whole once more.
     void on_complete(std::function<void()> callback) { on_complete_ = std::move(callback); }
 
   private:
@@ -68,6 +84,7 @@ class Placer {
 
     const uffd::UserfaultFd& uffd_;
     std::vector<GuestRegion> regions_;
+    const GuestAddresses& addresses_;
     FaultWaits& waits_;
     bool verify_hashes_;
     std::vector<PageBitmap> present_;
@@ -82,6 +99,8 @@ class Placer {
     std::atomic<std::uint64_t> zero_{0};
     std::atomic<std::uint64_t> duplicate_{0};
     std::atomic<std::uint64_t> hashes_verified_{0};
+    std::atomic<std::uint64_t> local_{0};
+    std::atomic<std::uint64_t> unmapped_{0};
 };
 
 }  // namespace uffdm::migration

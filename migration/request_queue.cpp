@@ -14,6 +14,15 @@ bool RequestQueue::request(std::uint32_t region, std::uint64_t page) {
     return true;
 }
 
+bool RequestQueue::request_again(std::uint32_t region, const std::vector<std::uint64_t>& pages) {
+    std::lock_guard lock(mutex_);
+    for (std::uint64_t page : pages) {
+        (void)placer_.requested(region).test_and_set(page);  // an answer to it is asked for
+        push(region, page);
+    }
+    return !pages.empty();
+}
+
 // The stream has ended on every bulk connection, so every page it sent is here or on its way on
 // the urgent connection. Whatever is still missing and unrequested would otherwise wait for a
 // fault: ask for it. Normally nothing is; it is the safety net under recovery.

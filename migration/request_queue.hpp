@@ -5,6 +5,7 @@
 #include <deque>
 #include <mutex>
 #include <optional>
+#include <vector>
 
 #include "migration/placer.hpp"
 #include "migration/wire.hpp"
@@ -22,6 +23,9 @@ class RequestQueue {
 
     // A thread waits for `page`: true when this queued its REQUEST (the first wait for it).
     bool request(std::uint32_t region, std::uint64_t page);
+    // Pages missing again (the guest discarded them): asked for once more, whatever was asked
+    // before. True when any was queued.
+    bool request_again(std::uint32_t region, const std::vector<std::uint64_t>& pages);
     // Every page missing and never requested (the stream has ended: nothing else will bring
     // it). True when any was queued.
     bool request_missing();

@@ -37,15 +37,23 @@ FaultReader::FaultReader(const UserfaultFd& uffd, const EventFd& stop, std::size
     events_.reserve(buffer_.size());
 }
 
+FaultReader::FaultReader(const UserfaultFd& uffd, const EventFd& stop, const EventFd& nudge,
+                         std::size_t batch)
+    : FaultReader(uffd, stop, batch) {
+    nudge_ = &nudge;
+}
+
 std::expected<FaultReader::Batch, std::error_code> FaultReader::next(int timeout_ms) {
     events_.clear();
     if (!uffd_.valid() || stop_.fd() < 0) {
         return fail(Errc::Closed);
     }
     for (;;) {
-        pollfd fds[2] = {{.fd = uffd_.fd(), .events = POLLIN, .revents = 0},
-                         {.fd = stop_.fd(), .events = POLLIN, .revents = 0}};
-        int ready = ::poll(fds, 2, timeout_ms);
+        pollfd fds[3] = {
+            {.fd = uffd_.fd(), .events = POLLIN, .revents = 0},
+            {.fd = stop_.fd(), .events = POLLIN, .revents = 0},
+            {.fd = nudge_ != nullptr ? nudge_->fd() : -1, .events = POLLIN, .revents = 0}};
+        int ready = ::poll(fds, nudge_ != nullptr ? 3 : 2, timeout_ms);
         if (ready < 0) {
             if (errno == EINTR) {
                 continue;
@@ -57,6 +65,11 @@ std::expected<FaultReader::Batch, std::error_code> FaultReader::next(int timeout
         }
         if (fds[1].revents & POLLIN) {
             return Batch{.events = {}, .stopped = true, .timed_out = false};
+        }
+        if (nudge_ != nullptr && (fds[2].revents & POLLIN) && !(fds[0].revents & POLLIN)) {
+            // Messages first: a nudge with messages queued is seen on the next call.
+            (void)nudge_->consume();
+            return Batch{.events = {}, .stopped = false, .timed_out = false, .nudged = true};
         }
         if (fds[0].revents & (POLLERR | POLLNVAL)) {
             return fail_errno(fds[0].revents & POLLNVAL ? EBADF : EIO);

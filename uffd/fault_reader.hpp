@@ -71,11 +71,16 @@ class FaultReader {
     static constexpr std::size_t kDefaultBatch = 64;
 
     FaultReader(const UserfaultFd& uffd, const EventFd& stop, std::size_t batch = kDefaultBatch);
+    // Also returns (nudged) when `nudge` is signalled, consuming it: the owner has something to
+    // do between reads.
+    FaultReader(const UserfaultFd& uffd, const EventFd& stop, const EventFd& nudge,
+                std::size_t batch = kDefaultBatch);
 
     struct Batch {
         std::span<FaultEvent> events;  // valid until the next call to next()
         bool stopped = false;          // the stop eventfd was signalled (it stays signalled)
         bool timed_out = false;
+        bool nudged = false;  // the nudge eventfd was signalled (and is consumed)
     };
 
     // Waits until at least one message is queued, the stop eventfd fires, or timeout_ms
@@ -89,6 +94,7 @@ class FaultReader {
   private:
     const UserfaultFd& uffd_;
     const EventFd& stop_;
+    const EventFd* nudge_ = nullptr;
     std::vector<uffd_msg> buffer_;
     std::vector<FaultEvent> events_;
     std::uint64_t messages_read_ = 0;

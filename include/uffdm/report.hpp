@@ -79,6 +79,10 @@ struct DestinationStats {
     std::uint64_t pages_background = 0;
     std::uint64_t pages_zero = 0;
     std::uint64_t pages_duplicate = 0;
+    // Pages the guest discarded while present (each then fetched again, or zero-filled: see
+    // DestinationOptions::discarded_pages_read_zero), and pages unmapped before they arrived.
+    std::uint64_t pages_discarded = 0;
+    std::uint64_t pages_unmapped = 0;
     std::uint64_t faults = 0;
     std::uint64_t requests = 0;
     std::uint64_t bytes_received = 0;

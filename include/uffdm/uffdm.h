@@ -72,6 +72,9 @@ typedef void (*uffdm_complete_fn)(int result, const struct uffdm_destination_sta
 #define UFFDM_DESTINATION_USER_FAULTS_ONLY (1u << 2)  /* do not require kernel-mode faults */
 #define UFFDM_DESTINATION_HOLD_STREAM (1u << 3)       /* no background stream until released */
 #define UFFDM_DESTINATION_POISON_ON_FAILURE (1u << 4) /* failed: missing pages give SIGBUS */
+/* A page discarded during the migration (MADV_DONTNEED/MADV_REMOVE) reads zeros instead of
+ * the source's copy fetched again. */
+#define UFFDM_DESTINATION_DISCARDS_READ_ZERO (1u << 5)
 
 struct uffdm_destination_options {
     uint32_t size; /* sizeof(struct uffdm_destination_options) */

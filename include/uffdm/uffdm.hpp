@@ -224,6 +224,14 @@ struct DestinationOptions {
     // destroyed (the VMM decides); true poisons the missing pages at once (UFFDIO_POISON), so a
     // guest touching one gets a memory error (SIGBUS) instead of a hang.
     bool poison_on_failure = false;
+    // A page the guest or the VMM discards during the migration (MADV_DONTNEED or MADV_REMOVE
+    // on guest memory: a balloon, free page reporting) is missing again. false (the default):
+    // the source's copy is fetched again when it is touched, or before the end: the page reads
+    // as if it had never been discarded. true: it reads zeros, what the kernel gives for a
+    // discarded anonymous page, and the source is not asked (a balloon's semantics). Either
+    // way a thread touching it is served, never left blocked. A discard after the last page
+    // arrived reads zeros, as on any memory.
+    bool discarded_pages_read_zero = false;
     // From a library thread: a break in the connection, and its end (a session resumed).
     std::function<void(const Pause&)> on_pause;
     std::function<void(const Pause&)> on_resume;

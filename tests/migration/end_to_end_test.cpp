@@ -12,6 +12,7 @@
 
 #include "migration/fault_server.hpp"
 #include "migration/page_server.hpp"
+#include "tests/support/loopback_source.hpp"
 #include "tests/support/tcp_relay.hpp"
 #include "tests/support/test_support.hpp"
 #include "transport/frame.hpp"
@@ -146,39 +147,6 @@ INSTANTIATE_TEST_SUITE_P(
 
 namespace uffdm::migration {
 namespace {
-
-// A synthetic guest served on loopback by a thread of its own; stopped if the test ends early.
-struct LoopbackSource {
-    explicit LoopbackSource(const SyntheticSpec& spec,
-                            std::chrono::milliseconds reconnect_timeout = std::chrono::seconds(30))
-        : memory(GuestMemory::synthetic(spec)) {
-        if (!memory) {
-            error = memory.error().detail;
-            return;
-        }
-        PageServerOptions serve;
-        serve.listen = *transport::parse_endpoint("tcp:127.0.0.1:0");
-        serve.reconnect_timeout = reconnect_timeout;
-        auto opened = PageServer::open(*memory, serve);
-        if (!opened) {
-            error = opened.error().detail;
-            return;
-        }
-        server = std::move(*opened);
-        thread = std::thread([this] { report = server->run(); });
-    }
-    ~LoopbackSource() {
-        if (thread.joinable()) {
-            server->stop();
-            thread.join();
-        }
-    }
-    std::expected<GuestMemory, transport::Failure> memory;
-    std::unique_ptr<PageServer> server;
-    std::optional<SourceStats> report;
-    std::thread thread;
-    std::string error;
-};
 
 // receive probes the layout and then connects for real; the source may see the second session
 // before it has noticed the first one end. A destination that never sent START holds nothing:
