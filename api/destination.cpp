@@ -21,7 +21,7 @@ struct Destination::Impl {
     std::function<void(const DestinationStats&)> on_complete;
     // With on_complete, a watcher waits for the end and keeps the stats for wait().
     std::thread watcher;
-    std::mutex mutex;
+    std::mutex mutex;  // guards result; ended says it was set
     std::condition_variable ended;
     std::optional<DestinationStats> result;
 

@@ -241,7 +241,7 @@ class Timeline {
 
   private:
     std::atomic<bool> stop_{false};
-    std::mutex mutex_;
+    std::mutex mutex_;  // guards samples_
     nlohmann::json samples_ = nlohmann::json::array();
     std::thread thread_;
 };

@@ -36,7 +36,7 @@ class FaultWaits {
         return (std::uint64_t{region} << 48) | page;
     }
 
-    mutable std::mutex mutex_;
+    mutable std::mutex mutex_;  // guards waiting_, blocked_ns_ and latency_
     std::unordered_map<std::uint64_t, std::vector<Wait>> waiting_;
     std::unordered_map<std::uint32_t, std::uint64_t> blocked_ns_;
     LatencyHistogram latency_;
