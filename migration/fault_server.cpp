@@ -4,7 +4,6 @@
 #include <unistd.h>
 
 #include "migration/data_paths.hpp"
-#include "uffd/residency.hpp"
 
 namespace uffdm::migration {
 
@@ -198,7 +197,7 @@ void FaultServer::fault_on_present(const GuestPages& page, std::uint64_t address
                                    std::uint32_t thread_id, Clock::time_point now) {
     const GuestRegion& region = placer_.regions()[page.region];
     std::uint64_t at = address & ~(region.page_size - 1);
-    auto seen = uffd::residency(at, 1, region.page_size, region.kind);
+    auto seen = residency_.residency(at, 1, region.page_size, region.kind);
     if (seen && (*seen)[0] == uffd::Residency::Present) {
         // Placed after the fault was raised: the placement woke the thread (a copy wakes its
         // range, a failed one is followed by a wake). Another wake costs nothing.
@@ -295,7 +294,7 @@ bool FaultServer::discarded_pages_are_there() {
                 continue;
             }
             auto seen =
-                uffd::residency(where->address, where->pages, region.page_size, region.kind);
+                residency_.residency(where->address, where->pages, region.page_size, region.kind);
             for (std::uint64_t i = 0; seen && i < where->pages; ++i) {
                 if ((*seen)[i] == uffd::Residency::Missing &&
                     placer_.present(run.region).test(p + i)) {

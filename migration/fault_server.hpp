@@ -16,6 +16,7 @@
 #include "uffd/event_fd.hpp"
 #include "uffd/fault_reader.hpp"
 #include "uffd/registration.hpp"
+#include "uffd/residency.hpp"
 
 namespace uffdm::migration {
 
@@ -90,6 +91,7 @@ class FaultServer {
     Placer placer_;
     RequestQueue requests_;
     std::vector<uffd::Registration> registrations_;
+    uffd::ResidencyProbe residency_ = uffd::ResidencyProbe::open();
     uffd::EventFd stop_faults_;
     uffd::EventFd nudge_faults_;  // the placer made the count whole: confirm it
     DestinationLink link_;

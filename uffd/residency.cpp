@@ -22,10 +22,12 @@ std::unexpected<std::error_code> errno_error() {
 
 }  // namespace
 
-std::expected<std::vector<Residency>, std::error_code> residency(std::uint64_t address,
-                                                                 std::uint64_t pages,
-                                                                 std::uint64_t page_size,
-                                                                 MemoryKind kind) {
+ResidencyProbe ResidencyProbe::open() noexcept {
+    return ResidencyProbe(UniqueFd(::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC)));
+}
+
+std::expected<std::vector<Residency>, std::error_code> ResidencyProbe::residency(
+    std::uint64_t address, std::uint64_t pages, std::uint64_t page_size, MemoryKind kind) const {
     std::vector<Residency> out(pages, Residency::Unknown);
     if (kind == MemoryKind::Hugetlb || pages == 0) {
         return out;
@@ -42,14 +44,13 @@ std::expected<std::vector<Residency>, std::error_code> residency(std::uint64_t a
         }
         return out;
     }
-    UniqueFd pagemap(::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC));
-    if (!pagemap) {
-        return errno_error();
+    if (!pagemap_) {
+        return std::unexpected(make_error_code(std::errc::bad_file_descriptor));
     }
     std::vector<std::uint64_t> entries(pages * per_page);
     auto offset = static_cast<off_t>(address / base * sizeof(std::uint64_t));
     auto want = static_cast<ssize_t>(entries.size() * sizeof(std::uint64_t));
-    ssize_t got = ::pread(pagemap.get(), entries.data(), static_cast<std::size_t>(want), offset);
+    ssize_t got = ::pread(pagemap_.get(), entries.data(), static_cast<std::size_t>(want), offset);
     if (got != want) {
         return got < 0 ? errno_error() : std::unexpected(make_error_code(std::errc::io_error));
     }

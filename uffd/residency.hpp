@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "uffd/mapping.hpp"
+#include "uffd/unique_fd.hpp"
 
 namespace uffdm::uffd {
 
@@ -16,11 +17,23 @@ enum class Residency : std::uint8_t {
     Unknown,  // hugetlbfs: the page table says nothing about the file's pages
 };
 
-// One answer per page of [address, address + pages * page_size). Anonymous memory: the
-// process's page table (/proc/self/pagemap: present or swapped). Shmem: the page cache
-// (mincore), which decides a shmem MISSING fault whatever the page table holds. Hugetlbfs:
-// Unknown (a page zapped from the page table may well be in the file). Never faults.
-[[nodiscard]] std::expected<std::vector<Residency>, std::error_code> residency(
-    std::uint64_t address, std::uint64_t pages, std::uint64_t page_size, MemoryKind kind);
+// Asks about this process's own memory. Keeps /proc/self/pagemap open: the fault thread asks on
+// faults that race a placement.
+class ResidencyProbe {
+  public:
+    // Without /proc, every answer about anonymous memory is an error.
+    [[nodiscard]] static ResidencyProbe open() noexcept;
+
+    // One answer per page of [address, address + pages * page_size). Anonymous memory: the
+    // page table (pagemap: present or swapped). Shmem: the page cache (mincore), which decides
+    // a shmem MISSING fault whatever the page table holds. Hugetlbfs: Unknown (a page zapped
+    // from the page table may well be in the file). Never faults.
+    [[nodiscard]] std::expected<std::vector<Residency>, std::error_code> residency(
+        std::uint64_t address, std::uint64_t pages, std::uint64_t page_size, MemoryKind kind) const;
+
+  private:
+    explicit ResidencyProbe(UniqueFd pagemap) noexcept : pagemap_(std::move(pagemap)) {}
+    UniqueFd pagemap_;
+};
 
 }  // namespace uffdm::uffd

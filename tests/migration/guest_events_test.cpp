@@ -16,6 +16,7 @@
 
 #include "migration/fault_server.hpp"
 #include "tests/support/loopback_source.hpp"
+#include "tests/support/tcp_relay.hpp"
 #include "tests/support/test_support.hpp"
 #include "uffd/mapping.hpp"
 
@@ -88,14 +89,20 @@ struct RawGuest {
 };
 
 // A synthetic source on loopback and a destination serving a guest of its own (stream held
-// unless told otherwise), started. `error` says what could not be made.
+// unless told otherwise), started; through a relay when `through` is given. `error` says what
+// could not be made.
 struct Migration {
     Migration(const SyntheticSpec& spec, uffd::MemoryKind kind, bool events, bool held,
-              bool read_zero = false)
+              bool read_zero = false, test::TcpRelay::Upstream through = {})
         : served(spec), guest(kind, spec.size) {
         if (!served.server || guest.data == nullptr) {
             error = served.server ? "cannot map the guest" : served.error;
             return;
+        }
+        transport::Endpoint source = served.server->local_endpoint();
+        if (through) {
+            relay = std::make_unique<test::TcpRelay>(source.port, std::move(through));
+            source = *transport::parse_endpoint("tcp:127.0.0.1:" + std::to_string(relay->port()));
         }
         auto uffd = uffd::UserfaultFd::open(with_events(events));
         if (!uffd) {
@@ -103,7 +110,7 @@ struct Migration {
             return;
         }
         FaultServerOptions receive;
-        receive.source = served.server->local_endpoint();
+        receive.source = source;
         receive.hold_stream = held;
         receive.discarded_pages_read_zero = read_zero;
         auto created = FaultServer::create(
@@ -126,6 +133,7 @@ struct Migration {
     }
 
     LoopbackSource served;
+    std::unique_ptr<test::TcpRelay> relay;
     RawGuest guest;
     std::unique_ptr<FaultServer> destination;
     std::string error;
@@ -247,6 +255,58 @@ TEST(DiscardedRace, DiscardsDuringTheStreamNeverLeaveAStaleOrZeroPage) {
     EXPECT_EQ(wrong.load(), 0u);
     EXPECT_GE(report.pages_discarded, 20u * 64u) << rounds << " rounds";
     for (std::uint64_t p = 0; p < pages; ++p) {
+        ASSERT_TRUE(page_matches(spec, 0, p, m.page(p))) << "page " << p;
+    }
+}
+
+// The session breaks (a relay resets every connection while `cut` is set) and the guest
+// discards pages while the destination reconnects: after the resume they are fetched again
+// like every page asked for before the break, and the migration completes with each page right.
+TEST(DiscardedAcrossABreak, PagesDiscardedWhileReconnectingAreFetchedAfterTheResume) {
+    SyntheticSpec spec{.size = 8ULL << 20, .seed = 29, .zero_percent = 0};
+    std::atomic<bool> cut{false};
+    Migration m(spec, uffd::MemoryKind::Anonymous, true, true, false,
+                [&](std::span<const std::byte> pending) {
+                    return cut.load() ? test::TcpRelay::Verdict{.forward = 0, .reset = true}
+                                      : test::TcpRelay::Verdict{.forward = pending.size()};
+                });
+    ASSERT_TRUE(m.destination) << m.error;
+    std::vector<std::uint64_t> faulted;
+    for (std::uint64_t p = 0; p < 256; p += 16) {
+        faulted.push_back(p);
+    }
+    std::atomic<std::uint64_t> wrong{0};
+    within(std::chrono::seconds(30), "first touches", [&] {
+        for (std::uint64_t p : faulted) {
+            wrong += page_matches(spec, 0, p, m.page(p)) ? 0 : 1;
+        }
+    });
+
+    cut = true;
+    // A touch of a missing page sends a REQUEST, which the relay answers with a reset; the
+    // thread waits through the break.
+    std::thread waiting([&] { wrong += page_matches(spec, 0, 1000, m.page(1000)) ? 0 : 1; });
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (!m.destination->progress().paused && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    bool paused = m.destination->progress().paused;
+    EXPECT_TRUE(paused) << "the session did not break";
+    ASSERT_EQ(::madvise(m.guest.data, 256 * kPage, MADV_DONTNEED), 0) << std::strerror(errno);
+    cut = false;
+    within(std::chrono::seconds(30), "touches after the resume", [&] {
+        waiting.join();
+        for (std::uint64_t p : faulted) {
+            wrong += page_matches(spec, 0, p, m.page(p)) ? 0 : 1;
+        }
+    });
+    DestinationStats report = m.finish();
+    ASSERT_TRUE(report.ok) << report.error.message;
+    EXPECT_EQ(wrong.load(), 0u);
+    EXPECT_EQ(report.pages_discarded, 256u);
+    ASSERT_GE(report.pauses.size(), 1u);
+    EXPECT_TRUE(report.pauses.back().resumed);
+    for (std::uint64_t p = 0; p < spec.size / kPage; ++p) {
         ASSERT_TRUE(page_matches(spec, 0, p, m.page(p))) << "page " << p;
     }
 }
