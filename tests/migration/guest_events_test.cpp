@@ -131,6 +131,18 @@ struct Migration {
     [[nodiscard]] std::span<const std::byte> page(std::uint64_t p) const {
         return {guest.data + p * kPage, kPage};
     }
+    // Reads each page from a thread of its own (each a fault while the stream is held), bounded;
+    // how many were not the source's.
+    std::uint64_t touch(const SyntheticSpec& spec, const std::vector<std::uint64_t>& pages,
+                        const char* what) const {
+        std::uint64_t wrong = 0;
+        within(std::chrono::seconds(30), what, [&] {
+            for (std::uint64_t p : pages) {
+                wrong += page_matches(spec, 0, p, page(p)) ? 0 : 1;
+            }
+        });
+        return wrong;
+    }
 
     LoopbackSource served;
     std::unique_ptr<test::TcpRelay> relay;
@@ -138,6 +150,15 @@ struct Migration {
     std::unique_ptr<FaultServer> destination;
     std::string error;
 };
+
+// Every 16th of the first 256 pages: faulted in, then discarded with the rest of that range.
+std::vector<std::uint64_t> first_touches() {
+    std::vector<std::uint64_t> pages;
+    for (std::uint64_t p = 0; p < 256; p += 16) {
+        pages.push_back(p);
+    }
+    return pages;
+}
 
 struct Discard {
     uffd::MemoryKind kind;
@@ -158,16 +179,8 @@ TEST_P(Discarded, PagesDiscardedMidMigrationAreServedWhenTouchedAgain) {
     Migration m(spec, c.kind, c.events, true, c.read_zero);
     ASSERT_TRUE(m.destination) << m.error;
 
-    std::vector<std::uint64_t> faulted;
-    for (std::uint64_t p = 0; p < 256; p += 16) {
-        faulted.push_back(p);
-    }
-    std::atomic<std::uint64_t> wrong{0};
-    within(std::chrono::seconds(30), "first touches", [&] {
-        for (std::uint64_t p : faulted) {
-            wrong += page_matches(spec, 0, p, m.page(p)) ? 0 : 1;
-        }
-    });
+    const std::vector<std::uint64_t> faulted = first_touches();
+    std::atomic<std::uint64_t> wrong{m.touch(spec, faulted, "first touches")};
     ASSERT_EQ(wrong.load(), 0u);
     // A thread reads its page once the copy wakes it, a moment before the placer counts it.
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
@@ -271,16 +284,8 @@ TEST(DiscardedAcrossABreak, PagesDiscardedWhileReconnectingAreFetchedAfterTheRes
                                       : test::TcpRelay::Verdict{.forward = pending.size()};
                 });
     ASSERT_TRUE(m.destination) << m.error;
-    std::vector<std::uint64_t> faulted;
-    for (std::uint64_t p = 0; p < 256; p += 16) {
-        faulted.push_back(p);
-    }
-    std::atomic<std::uint64_t> wrong{0};
-    within(std::chrono::seconds(30), "first touches", [&] {
-        for (std::uint64_t p : faulted) {
-            wrong += page_matches(spec, 0, p, m.page(p)) ? 0 : 1;
-        }
-    });
+    const std::vector<std::uint64_t> faulted = first_touches();
+    std::atomic<std::uint64_t> wrong{m.touch(spec, faulted, "first touches")};
 
     cut = true;
     // A touch of a missing page sends a REQUEST, which the relay answers with a reset; the
