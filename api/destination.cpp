@@ -211,6 +211,17 @@ void Destination::stop() {
     impl_->server->stop();
 }
 
+std::expected<void, Error> Destination::wait_until_runnable(std::chrono::milliseconds timeout) {
+    if (impl_->server->wait_runnable(timeout)) {
+        return {};
+    }
+    return std::unexpected(
+        Error{make_error_code(Errc::TimedOut), "the guest may not run yet: no switchover within " +
+                                                   std::to_string(timeout.count()) +
+                                                   " ms, or the migration "
+                                                   "failed (wait() says why)"});
+}
+
 void Destination::set_stream_held(bool held) {
     impl_->server->hold_stream(held);
 }

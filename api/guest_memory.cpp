@@ -80,4 +80,10 @@ bool synthetic_page_matches(const SyntheticGuest& guest, std::uint32_t region, s
                                    {static_cast<const std::byte*>(data), guest.page_size});
 }
 
+void synthetic_page_fill(const SyntheticGuest& guest, std::uint32_t region, std::uint64_t page,
+                         void* data) noexcept {
+    migration::fill_page(spec_of(guest), region, page,
+                         {static_cast<std::byte*>(data), guest.page_size});
+}
+
 }  // namespace uffdm

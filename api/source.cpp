@@ -48,7 +48,16 @@ std::expected<Source, Error> Source::from_memory(Memory memory, SourceOptions op
         .bulk_run_bytes = options.bulk_run_bytes,
         .max_bulk_channels = static_cast<std::uint8_t>(transport::kMaxBulkChannels),
         .reconnect_timeout = options.reconnect_timeout,
-        .on_progress = options.on_progress};
+        .on_progress = options.on_progress,
+        .live = {.enabled = options.live.enabled,
+                 .max_rounds = options.live.max_rounds,
+                 .downtime_budget = options.live.downtime_budget,
+                 .kinds = options.live.kinds,
+                 .dirty_log = options.live.dirty_log,
+                 .pause_guest = options.live.pause_guest,
+                 .resume_guest = options.live.resume_guest,
+                 .on_round = options.live.on_round}};
+
     if (options.on_progress) {
         server_options.on_progress = [callback =
                                           options.on_progress](const migration::SourceProgress& p) {
@@ -78,8 +87,24 @@ std::expected<Source, Error> Source::create(
     return from_memory(std::move(*memory), std::move(options));
 }
 
+namespace {
+
+std::expected<void, Error> not_live(const SourceOptions& options) {
+    if (options.live.enabled) {
+        return std::unexpected(Error{make_error_code(Errc::InvalidArgument),
+                                     "a live migration serves the running guest's own memory "
+                                     "(Source::create), not a synthetic guest or an image"});
+    }
+    return {};
+}
+
+}  // namespace
+
 std::expected<Source, Error> Source::from_image(const std::string& path, std::size_t page_size,
                                                 SourceOptions options) {
+    if (auto ok = not_live(options); !ok) {
+        return std::unexpected(ok.error());
+    }
     auto memory = migration::GuestMemory::image(path, page_size);
     if (!memory) {
         return std::unexpected(api::to_error(memory.error()));
@@ -88,6 +113,9 @@ std::expected<Source, Error> Source::from_image(const std::string& path, std::si
 }
 
 std::expected<Source, Error> Source::synthetic(const SyntheticGuest& guest, SourceOptions options) {
+    if (auto ok = not_live(options); !ok) {
+        return std::unexpected(ok.error());
+    }
     auto memory =
         migration::GuestMemory::synthetic({guest.size, guest.page_size, guest.regions, guest.seed,
                                            guest.zero_percent, guest.repeat_percent});
@@ -107,6 +135,10 @@ SourceStats Source::run() {
 
 void Source::stop() {
     impl_->server->stop();
+}
+
+void Source::switchover_now() {
+    impl_->server->switchover_now();
 }
 
 SourceProgress Source::progress() const {

@@ -155,49 +155,74 @@ nlohmann::json to_json(const DestinationStats& s) {
     for (const auto& [upper_ns, count] : s.latency_buckets) {
         buckets.push_back({upper_ns / 1000.0, count});
     }
-    return {{"ok", s.ok},
-            {"error", s.ok ? "" : s.error.message},
-            {"total_seconds", s.seconds},
-            {"guest_bytes", s.bytes_total},
-            {"pages", s.pages_total},
-            {"pages_present", s.pages_urgent + s.pages_background},
-            {"fault_latency_us", to_json(s.fault_latency)},
-            {"fault_latency_histogram_us", buckets},
-            {"faults", s.faults},
-            {"requests", s.requests},
-            {"fault_threads", s.fault_threads},
-            {"max_thread_blocked_ms", s.max_thread_blocked_ms},
-            {"pages_by_path",
-             {{"urgent", s.pages_urgent},
-              {"background", s.pages_background},
-              {"zero", s.pages_zero},
-              {"duplicate", s.pages_duplicate},
-              {"discarded", s.pages_discarded},
-              {"unmapped", s.pages_unmapped}}},
-            {"bytes_received", s.bytes_received},
-            {"throughput_bytes_per_s",
-             s.seconds > 0 ? static_cast<double>(s.bytes_total) / s.seconds : 0.0},
-            {"hashes_verified", s.hashes_verified},
-            {"bookkeeping_bytes", s.bookkeeping_bytes},
-            {"data_path", s.data_path},
-            {"userfaultfd_grant", s.grant},
-            {"pauses", pauses}};
+    nlohmann::json json = {{"ok", s.ok},
+                           {"error", s.ok ? "" : s.error.message},
+                           {"total_seconds", s.seconds},
+                           {"guest_bytes", s.bytes_total},
+                           {"pages", s.pages_total},
+                           {"pages_present", s.pages_urgent + s.pages_background},
+                           {"fault_latency_us", to_json(s.fault_latency)},
+                           {"fault_latency_histogram_us", buckets},
+                           {"faults", s.faults},
+                           {"requests", s.requests},
+                           {"fault_threads", s.fault_threads},
+                           {"max_thread_blocked_ms", s.max_thread_blocked_ms},
+                           {"pages_by_path",
+                            {{"urgent", s.pages_urgent},
+                             {"background", s.pages_background},
+                             {"zero", s.pages_zero},
+                             {"duplicate", s.pages_duplicate},
+                             {"discarded", s.pages_discarded},
+                             {"unmapped", s.pages_unmapped}}},
+                           {"bytes_received", s.bytes_received},
+                           {"throughput_bytes_per_s",
+                            s.seconds > 0 ? static_cast<double>(s.bytes_total) / s.seconds : 0.0},
+                           {"hashes_verified", s.hashes_verified},
+                           {"bookkeeping_bytes", s.bookkeeping_bytes},
+                           {"data_path", s.data_path},
+                           {"userfaultfd_grant", s.grant},
+                           {"pauses", pauses}};
+    if (s.live_source) {
+        json["live"] = {{"precopy_rounds", s.precopy_rounds},
+                        {"pages_replaced", s.pages_replaced},
+                        {"pages_discarded_at_switchover", s.pages_discarded_at_switchover},
+                        {"faults_after_switchover", s.faults_after_switchover},
+                        {"switchover_seconds", s.switchover_seconds}};
+    }
+    return json;
 }
 
 nlohmann::json to_json(const SourceStats& s) {
-    return {{"ok", s.ok},
-            {"error", s.ok ? "" : s.error.message},
-            {"seconds", s.seconds},
-            {"pages", s.pages_total},
-            {"pages_streamed", s.pages_streamed},
-            {"pages_answered", s.pages_answered},
-            {"pages_resent", s.pages_resent},
-            {"zero_pages", s.zero_pages},
-            {"requests", s.requests},
-            {"bytes_sent", s.bytes_sent},
-            {"bulk_channels", s.bulk_channels},
-            {"pauses", s.pauses},
-            {"resumes", s.resumes}};
+    nlohmann::json json = {{"ok", s.ok},
+                           {"error", s.ok ? "" : s.error.message},
+                           {"seconds", s.seconds},
+                           {"pages", s.pages_total},
+                           {"pages_streamed", s.pages_streamed},
+                           {"pages_answered", s.pages_answered},
+                           {"pages_resent", s.pages_resent},
+                           {"zero_pages", s.zero_pages},
+                           {"requests", s.requests},
+                           {"bytes_sent", s.bytes_sent},
+                           {"bulk_channels", s.bulk_channels},
+                           {"pauses", s.pauses},
+                           {"resumes", s.resumes}};
+    if (s.live) {
+        nlohmann::json rounds = nlohmann::json::array();
+        for (const RoundReport& r : s.rounds) {
+            rounds.push_back({{"round", r.round},
+                              {"pages", r.pages},
+                              {"bytes", r.bytes},
+                              {"seconds", r.seconds},
+                              {"dirty_pages", r.dirty_pages},
+                              {"dirty_pages_per_second", r.dirty_pages_per_second}});
+        }
+        json["live"] = {{"rounds", rounds},
+                        {"switchover_reason", s.switchover_reason},
+                        {"pages_discarded", s.pages_discarded},
+                        {"downtime_seconds", s.downtime_seconds},
+                        {"guest_runnable_here", s.guest_runnable_here}};
+    }
+    return json;
 }
 
 void print_summary(const DestinationStats& s, std::FILE* out) {
@@ -239,6 +264,15 @@ void print_summary(const DestinationStats& s, std::FILE* out) {
                      "first: %s\n",
                      s.pauses.size(), resumed, longest, s.pauses.front().reason.c_str());
     }
+    if (s.live_source) {
+        std::fprintf(out,
+                     "live source   %u precopy rounds, %llu copies replaced; switchover: %llu "
+                     "pages discarded in %.1f ms, %llu faults after it\n",
+                     s.precopy_rounds, static_cast<unsigned long long>(s.pages_replaced),
+                     static_cast<unsigned long long>(s.pages_discarded_at_switchover),
+                     s.switchover_seconds * 1000,
+                     static_cast<unsigned long long>(s.faults_after_switchover));
+    }
 }
 
 void print_summary(const SourceStats& s, std::FILE* out) {
@@ -259,6 +293,13 @@ void print_summary(const SourceStats& s, std::FILE* out) {
         std::fprintf(out, "pauses        %llu (the destination's session broke), %llu resumed\n",
                      static_cast<unsigned long long>(s.pauses),
                      static_cast<unsigned long long>(s.resumes));
+    }
+    if (s.live) {
+        std::fprintf(out,
+                     "live          %zu precopy rounds, switchover (%s): %llu pages discarded, "
+                     "guest paused %.1f ms until the destination ran it\n",
+                     s.rounds.size(), s.switchover_reason.c_str(),
+                     static_cast<unsigned long long>(s.pages_discarded), s.downtime_seconds * 1000);
     }
 }
 

@@ -24,6 +24,7 @@
 
 #include "cli/commands.hpp"
 #include "cli/common_options.hpp"
+#include "cli/live_guest.hpp"
 #include "cli/netns.hpp"
 #include "cli/progress.hpp"
 #include "cli/signals.hpp"
@@ -50,6 +51,10 @@ struct DemoArguments {
     Timeouts timeouts;
     std::chrono::milliseconds reconnect_timeout{30000};
     std::string json;
+    // --precopy: the source's guest runs (writers) during precopy rounds.
+    bool precopy = false;
+    std::uint32_t max_rounds = 10;
+    WriterSpec writers;
 };
 
 // The source: this program's `serve`, as a child process (in namespace A with --netns).
@@ -369,6 +374,14 @@ std::expected<std::string, Stop> spawn(const DemoArguments& args, const DemoPlan
                              std::to_string(args.timeouts.stall.count()) + "ms",
                              "--handshake-timeout",
                              std::to_string(args.timeouts.handshake.count()) + "ms"});
+    if (args.precopy) {
+        argv.insert(argv.end(), {"--live", "--memory", args.memory, "--max-rounds",
+                                 std::to_string(args.max_rounds), "--source-writers",
+                                 std::to_string(args.writers.writers), "--write-rate",
+                                 std::to_string(args.writers.pages_per_second), "--hot-set",
+                                 std::to_string(args.writers.hot_percent), "--versions-file",
+                                 source_json + ".versions"});
+    }
     if (auto started = source.start(argv); !started) {
         return std::unexpected(Stop{started.error()});
     }
@@ -408,6 +421,7 @@ struct Migrated {
     DestinationStats stats;
     VcpuTotals totals;
     nlohmann::json timeline;
+    PageVersions versions;  // --precopy: what the source's writers left in each page
 };
 
 // The migration, with vCPU threads touching the guest from the moment the destination is
@@ -416,7 +430,8 @@ struct Migrated {
 // may wait on pages that will never come, and are not joined.
 std::expected<Migrated, Stop> migrate(const DemoArguments& args, const DemoPlan& plan,
                                       const std::string& endpoint, const std::string& token,
-                                      DestinationGuest& guest, SourceProcess& source) {
+                                      DestinationGuest& guest, SourceProcess& source,
+                                      const std::string& source_versions) {
     ProgressBar bar("migrating");
     DestinationOptions options;
     options.connect = endpoint;
@@ -457,8 +472,29 @@ std::expected<Migrated, Stop> migrate(const DemoArguments& args, const DemoPlan&
            std::chrono::steady_clock::now() < connect_deadline && on_signal.received() == 0) {
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
+    // From a live source the guest runs only after the switchover; its pages are then the
+    // synthetic content with the stamps the source's writers left (their versions file).
+    PageVersions versions;
+    PageCheck check;
+    if (args.precopy) {
+        if (auto runnable = destination->wait_until_runnable(); !runnable) {
+            DestinationStats stats = destination->wait();
+            print_summary(stats, stdout);
+            std::fflush(stdout);
+            source.terminate();
+            std::_Exit(1);
+        }
+        auto read = read_versions(source_versions);
+        if (!read) {
+            return std::unexpected(Stop{read.error()});
+        }
+        versions = std::move(*read);
+        check = [&versions, &plan](std::uint32_t r, std::uint64_t p, const void* data) {
+            return live_page_matches(plan.guest, versions, r, p, data);
+        };
+    }
     Timeline timeline(*destination);
-    Vcpus vcpus(guest.views, plan.guest, plan.workload, args.vcpus, args.touches);
+    Vcpus vcpus(guest.views, plan.guest, plan.workload, args.vcpus, args.touches, check);
     running.store(&vcpus);
     // With --hold-stream every touch is a fault served over an otherwise idle link; the stream
     // brings the rest once the vCPUs are done.
@@ -469,7 +505,8 @@ std::expected<Migrated, Stop> migrate(const DemoArguments& args, const DemoPlan&
             destination->set_stream_held(false);
         });
     }
-    Migrated migrated{.stats = destination->wait(), .totals = {}, .timeline = timeline.finish()};
+    Migrated migrated{
+        .stats = destination->wait(), .totals = {}, .timeline = timeline.finish(), .versions = {}};
     bar.finish();
     if (!migrated.stats.ok) {
         print_summary(migrated.stats, stdout);
@@ -485,6 +522,7 @@ std::expected<Migrated, Stop> migrate(const DemoArguments& args, const DemoPlan&
     }
     migrated.totals = vcpus.join();
     running.store(nullptr);
+    migrated.versions = std::move(versions);
     return migrated;
 }
 
@@ -493,15 +531,18 @@ struct Verified {
     std::uint64_t wrong = 0;
 };
 
-// Every page, now that all are present.
-Verified verify(const DemoPlan& plan, const DestinationGuest& guest, std::uint64_t pages_total) {
+// Every page, now that all are present: bit for bit what the source's guest held when it
+// paused (the synthetic content, and with --precopy the writers' stamps).
+Verified verify(const DemoPlan& plan, const DestinationGuest& guest, std::uint64_t pages_total,
+                const PageVersions& versions) {
     Verified result;
     ProgressBar verifying("verifying");
     std::uint64_t page_size = plan.guest.page_size;
     for (std::uint32_t r = 0; r < guest.memory.size(); ++r) {
         std::uint64_t pages = guest.memory[r].size() / page_size;
         for (std::uint64_t p = 0; p < pages; ++p) {
-            if (!synthetic_page_matches(plan.guest, r, p, guest.memory[r].data() + p * page_size)) {
+            if (!live_page_matches(plan.guest, versions, r, p,
+                                   guest.memory[r].data() + p * page_size)) {
                 ++result.wrong;
             }
             if (++result.checked % 4096 == 0) {
@@ -576,6 +617,11 @@ int report(const DemoArguments& args, const DemoPlan& plan, Migrated& migrated,
         json["guest_resident_bytes"] = guest_resident;
         json["rss_overhead_bytes"] = overhead;
         json["source_exit_status"] = source_status;
+        json["precopy"] = args.precopy;
+        json["bytes_per_guest_byte"] =
+            stats.bytes_total > 0
+                ? static_cast<double>(stats.bytes_received) / static_cast<double>(stats.bytes_total)
+                : 0.0;
         std::ifstream source_report(source_json);
         if (source_report) {
             json["source"] = nlohmann::json::parse(source_report, nullptr, false);
@@ -622,11 +668,12 @@ int demo(const DemoArguments& args) {
                 format_bytes(static_cast<double>(g.page_size)).c_str(), args.vcpus,
                 args.workload.c_str(), endpoint->c_str());
     std::fflush(stdout);
-    auto migrated = migrate(args, *planned, *endpoint, *token, *guest, source);
+    auto migrated =
+        migrate(args, *planned, *endpoint, *token, *guest, source, source_json + ".versions");
     if (!migrated) {
         return stop(migrated.error());
     }
-    Verified checked = verify(*planned, *guest, migrated->stats.pages_total);
+    Verified checked = verify(*planned, *guest, migrated->stats.pages_total, migrated->versions);
     int source_status = source.exit_status(std::chrono::seconds(10));
     return report(args, *planned, *migrated, checked, source_status, source_json);
 }
@@ -664,6 +711,27 @@ std::function<int()> add_demo_command(CLI::App& app) {
     command->add_option("--seed", args->seed, "Synthetic guest content seed")
         ->capture_default_str();
     command->add_option("--zero-percent", args->zero_percent, "Zero pages in the guest")
+        ->capture_default_str()
+        ->check(CLI::Range(0, 100));
+    command->add_flag("--precopy", args->precopy,
+                      "The source's guest runs while it migrates: writer threads stamp its pages "
+                      "during precopy rounds, then the switchover pauses them and postcopy "
+                      "brings the rest");
+    command
+        ->add_option("--max-rounds", args->max_rounds,
+                     "--precopy: rounds before the switchover is forced")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 1000));
+    command->add_option("--source-writers", args->writers.writers, "--precopy: writer threads")
+        ->capture_default_str()
+        ->check(CLI::Range(0, 64));
+    command
+        ->add_option("--write-rate", args->writers.pages_per_second,
+                     "--precopy: pages written per second, all writers (0: as fast as they can)")
+        ->capture_default_str();
+    command
+        ->add_option("--hot-set", args->writers.hot_percent,
+                     "--precopy: percent of the guest's pages the writers write")
         ->capture_default_str()
         ->check(CLI::Range(0, 100));
     add_data_path_option(*command, args->data_path);

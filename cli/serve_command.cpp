@@ -6,6 +6,7 @@
 
 #include "cli/commands.hpp"
 #include "cli/common_options.hpp"
+#include "cli/live_guest.hpp"
 #include "cli/progress.hpp"
 #include "cli/signals.hpp"
 #include "cli/sizes.hpp"
@@ -21,7 +22,36 @@ struct ServeArguments {
     std::string page_size = "4K";
     SyntheticGuest guest;
     std::string json;
+    // --live: the synthetic guest runs here (writers stamp pages) while it migrates.
+    bool live = false;
+    std::string memory = "anonymous";
+    WriterSpec writers;
+    std::string versions_file;
 };
+
+// The running guest's memory, filled with the synthetic content.
+struct LiveGuest {
+    std::vector<GuestMemory> memory;
+    std::vector<std::span<std::byte>> spans;
+};
+
+std::expected<LiveGuest, std::string> map_live_guest(const SyntheticGuest& guest, MemoryKind kind) {
+    LiveGuest live;
+    std::uint32_t region = 0;
+    for (std::uint64_t length : synthetic_region_lengths(guest)) {
+        auto mapped = GuestMemory::allocate(kind, length);
+        if (!mapped) {
+            return std::unexpected(mapped.error().message);
+        }
+        for (std::uint64_t p = 0; p < length / guest.page_size; ++p) {
+            synthetic_page_fill(guest, region, p, mapped->data() + p * guest.page_size);
+        }
+        live.spans.emplace_back(mapped->data(), mapped->size());
+        live.memory.push_back(std::move(*mapped));
+        ++region;
+    }
+    return live;
+}
 
 int serve(const ServeArguments& args) {
     auto page_size = parse_size(args.page_size);
@@ -38,7 +68,52 @@ int serve(const ServeArguments& args) {
         }
     };
     std::expected<Source, Error> source = std::unexpected(Error{});
-    if (!args.image.empty()) {
+    std::optional<LiveGuest> live;
+    std::unique_ptr<SourceWriters> writers;
+    if (args.live) {
+        auto size = parse_size(args.synthetic);
+        auto kind = parse_memory_kind(args.memory);
+        if (!size || !kind || args.synthetic.empty()) {
+            std::fprintf(stderr,
+                         "uffd-migrate serve: --live needs --synthetic SIZE and --memory: %s\n",
+                         !size   ? size.error().c_str()
+                         : !kind ? kind.error().message.c_str()
+                                 : "");
+            return 2;
+        }
+        SyntheticGuest guest = args.guest;
+        guest.size = *size;
+        guest.page_size = *page_size;
+        auto mapped = map_live_guest(guest, *kind);
+        if (!mapped) {
+            std::fprintf(stderr, "uffd-migrate serve: %s\n", mapped.error().c_str());
+            return 1;
+        }
+        live = std::move(*mapped);
+        writers = std::make_unique<SourceWriters>(live->spans, guest, args.writers);
+        options.live.enabled = true;
+        options.live.kinds.assign(live->spans.size(), *kind);
+        options.live.pause_guest = [&writers, &args] {
+            writers->pause();
+            if (!args.versions_file.empty()) {
+                if (auto written = write_versions(args.versions_file, writers->versions());
+                    !written) {
+                    std::fprintf(stderr, "uffd-migrate serve: %s\n", written.error().c_str());
+                }
+            }
+        };
+        options.live.on_round = [](const RoundReport& r) {
+            std::fprintf(stderr,
+                         "round %u       %llu pages, %.3f s; %llu written meanwhile (%.0f/s)\n",
+                         r.round, static_cast<unsigned long long>(r.pages), r.seconds,
+                         static_cast<unsigned long long>(r.dirty_pages), r.dirty_pages_per_second);
+        };
+        std::vector<std::pair<const void*, std::size_t>> regions;
+        for (auto span : live->spans) {
+            regions.emplace_back(span.data(), span.size());
+        }
+        source = Source::create(regions, *page_size, options);
+    } else if (!args.image.empty()) {
         source = Source::from_image(args.image, *page_size, options);
     } else {
         auto size = parse_size(args.synthetic);
@@ -58,6 +133,9 @@ int serve(const ServeArguments& args) {
     // The first line on stdout is where to connect (scripts and `demo` read it).
     std::printf("listening on %s\n", source->endpoint().c_str());
     std::fflush(stdout);
+    if (writers) {
+        writers->start();  // the guest runs while it migrates
+    }
     StopOnSignal on_signal([&source](int) { source->stop(); });
     SourceStats stats = source->run();
     bar.finish();
@@ -127,6 +205,28 @@ std::function<int()> add_serve_command(CLI::App& app) {
     add_data_path_option(*command, args->options.data_path);
     add_timeout_options(*command, args->options.timeouts, &args->options.reconnect_timeout);
     command->add_option("--json", args->json, "Write a JSON report to this file");
+    command->add_flag("--live", args->live,
+                      "The synthetic guest runs here while it migrates: writer threads stamp its "
+                      "pages (precopy rounds, then the switchover and postcopy)");
+    command->add_option("--memory", args->memory, "--live: anonymous, shmem or hugetlb")
+        ->capture_default_str();
+    command
+        ->add_option("--max-rounds", args->options.live.max_rounds,
+                     "--live: precopy rounds before the switchover is forced")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 1000));
+    command->add_option("--source-writers", args->writers.writers, "--live: writer threads")
+        ->capture_default_str()
+        ->check(CLI::Range(0, 64));
+    command
+        ->add_option("--write-rate", args->writers.pages_per_second,
+                     "--live: pages written per second, all writers (0: as fast as they can)")
+        ->capture_default_str();
+    command->add_option("--hot-set", args->writers.hot_percent, "--live: percent of pages written")
+        ->capture_default_str()
+        ->check(CLI::Range(0, 100));
+    command->add_option("--versions-file", args->versions_file,
+                        "--live: where to write each page's version when the guest pauses");
     return [command, args]() -> int {
         if (args->image.empty() && args->synthetic.empty()) {
             std::fprintf(stderr, "uffd-migrate serve: give --image FILE or --synthetic SIZE\n");

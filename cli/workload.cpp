@@ -96,9 +96,10 @@ std::string_view to_string(Workload workload) noexcept {
 }
 
 Vcpus::Vcpus(std::vector<std::pair<std::byte*, std::size_t>> regions, const SyntheticGuest& guest,
-             Workload workload, unsigned count, std::uint64_t touches)
+             Workload workload, unsigned count, std::uint64_t touches, PageCheck check)
     : regions_(std::move(regions)),
       guest_(guest),
+      check_(std::move(check)),
       workload_(workload),
       count_(count),
       finished_(count, started_),
@@ -189,7 +190,8 @@ void Vcpus::run(unsigned index, std::uint64_t touches) {
             (void)*reinterpret_cast<volatile const std::byte*>(address);
             record(samples, touch_start);
         }
-        if (!synthetic_page_matches(guest_, region, page, address)) {
+        if (check_ ? !check_(region, page, address)
+                   : !synthetic_page_matches(guest_, region, page, address)) {
             wrong_.fetch_add(1);
         }
         touches_.fetch_add(1, std::memory_order_relaxed);

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdint>
 #include <expected>
+#include <functional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -33,12 +34,15 @@ struct VcpuTotals {
     double seconds = 0;  // from the start until the last vCPU finished
 };
 
+// Whether a touched page holds what it should (default: the synthetic guest's bytes).
+using PageCheck = std::function<bool(std::uint32_t region, std::uint64_t page, const void* data)>;
+
 class Vcpus {
   public:
     // Starts count threads at once. Each touches up to touches pages (0: until stop()), checking
     // the whole page against the synthetic guest each time.
     Vcpus(std::vector<std::pair<std::byte*, std::size_t>> regions, const SyntheticGuest& guest,
-          Workload workload, unsigned count, std::uint64_t touches);
+          Workload workload, unsigned count, std::uint64_t touches, PageCheck check = {});
     Vcpus(const Vcpus&) = delete;
     Vcpus& operator=(const Vcpus&) = delete;
     ~Vcpus();
@@ -54,6 +58,7 @@ class Vcpus {
 
     std::vector<std::pair<std::byte*, std::size_t>> regions_;
     SyntheticGuest guest_;
+    PageCheck check_;
     Workload workload_;
     unsigned count_;
     std::atomic<bool> stop_{false};

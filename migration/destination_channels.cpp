@@ -37,11 +37,19 @@ void DestinationUrgentChannel::on_frame(ChannelId channel, const FrameView& fram
                                    "guest layouts differ: the source has " + layout->describe() +
                                        "; this destination has " + link_.layout().describe()));
         }
+        if (auto refusal = link_.precopy().on_layout(*layout); !refusal.empty()) {
+            return link_.refuse_urgent(channel, violation(refusal));
+        }
         state_ = State::Starting;
         return;
     }
     if (type == wire::MessageType::Pages && state_ != State::AwaitLayout) {
         return on_pages(channel, frame);
+    }
+    if ((type == wire::MessageType::RoundEnd || type == wire::MessageType::Discard ||
+         type == wire::MessageType::Switchover) &&
+        state_ != State::AwaitLayout) {
+        return on_precopy(channel, type, frame);
     }
     link_.refuse_urgent(channel, violation("the source sent " + wire::to_string(type) +
                                            (state_ == State::AwaitLayout ? " before LAYOUT" : "") +
@@ -71,6 +79,12 @@ void DestinationUrgentChannel::on_pages(ChannelId channel, const FrameView& fram
                                    std::to_string(*unasked)));
         }
     }
+    if (!answer) {
+        if (auto refusal = link_.precopy().may_stream(); !refusal.empty()) {
+            return link_.refuse_urgent(channel, violation(refusal));
+        }
+        round_pages_ += run->header.count;
+    }
     // Without bulk connections the stream shares this connection: only answers count as urgent.
     if (auto placed = link_.placer().place(*run, answer ? Path::Urgent : Path::Background);
         !placed) {
@@ -79,12 +93,58 @@ void DestinationUrgentChannel::on_pages(ChannelId channel, const FrameView& fram
     link_.progressed(generation_);
 }
 
+void DestinationUrgentChannel::on_precopy(ChannelId channel, wire::MessageType type,
+                                          const FrameView& frame) {
+    if (state_ == State::Starting) {
+        return link_.refuse_urgent(
+            channel, violation("the source sent " + wire::to_string(type) + " before " +
+                               (resuming_ ? "RESUME" : "START")));
+    }
+    PrecopyReceiver& precopy = link_.precopy();
+    std::string refusal;
+    if (type == wire::MessageType::RoundEnd) {
+        if ((start_flags_ & wire::Start::kStreamOnUrgent) == 0) {
+            return link_.refuse_urgent(
+                channel, violation("ROUND_END on the urgent connection while bulk connections "
+                                   "carry the stream"));
+        }
+        auto end = wire::decode_round_end(frame.payload);
+        if (!end) {
+            return link_.refuse_urgent(channel, end.error());
+        }
+        refusal = precopy.on_round_end(generation_, *end, round_pages_);
+        round_pages_ = 0;
+    } else if (type == wire::MessageType::Discard) {
+        auto chunk = wire::decode_discard(frame.payload, link_.layout());
+        if (!chunk) {
+            return link_.refuse_urgent(channel, chunk.error());
+        }
+        refusal = precopy.on_discard(*chunk);
+    } else {
+        auto switchover = wire::decode_switchover(frame.payload);
+        if (!switchover) {
+            return link_.refuse_urgent(channel, switchover.error());
+        }
+        refusal = precopy.on_switchover(*switchover);
+    }
+    if (!refusal.empty()) {
+        return link_.refuse_urgent(channel, violation(refusal));
+    }
+    link_.request_queued();  // a ROUND_DONE or RUNNING to send
+}
+
 std::optional<OutgoingFrame> DestinationUrgentChannel::next_frame(ChannelId) {
     if (state_ == State::AwaitLayout || state_ == State::DoneSent || link_.failed()) {
         return std::nullopt;  // (failed: not even START, while the abort is on its way)
     }
     if (state_ == State::Starting) {
         return start_frame();
+    }
+    if (auto done = link_.precopy().next_round_done(link_.placer().present_pages())) {
+        return message_frame(wire::MessageType::RoundDone, wire::encode(*done));
+    }
+    if (auto running = link_.precopy().next_running()) {
+        return message_frame(wire::MessageType::Running, wire::encode(*running));
     }
     if (link_.complete()) {
         state_ = State::DoneSent;
@@ -119,7 +179,9 @@ std::optional<OutgoingFrame> DestinationUrgentChannel::start_frame() {
     // Every page still wanted is asked for again, behind the RESUME.
     link_.resumed(generation_);
     return message_frame(wire::MessageType::Resume,
-                         wire::encode(wire::Resume{start_flags_, bits_sent_}));
+                         wire::encode(wire::Resume{.flags = start_flags_,
+                                                   .phase = link_.precopy().resume_phase(),
+                                                   .pages_present = bits_sent_}));
 }
 
 std::optional<OutgoingFrame> DestinationUrgentChannel::next_bitmap() {
@@ -166,7 +228,14 @@ void DestinationBulkChannel::on_frame(ChannelId channel, const FrameView& frame)
     // The source streams only once it has this session's START or RESUME (a later session
     // having started means this one did too: its late frames are still honest).
     bool running = link_.session_running(generation_);
-    bool known = type == wire::MessageType::Pages || type == wire::MessageType::StreamEnd;
+    bool known = type == wire::MessageType::Pages || type == wire::MessageType::StreamEnd ||
+                 type == wire::MessageType::RoundEnd;
+    // A live source's late copy from a session that broke may be older than one sent since:
+    // dropped (the source sends again what the new session's bitmap lacks).
+    if (type == wire::MessageType::Pages && link_.precopy().live() &&
+        generation_ != link_.generation()) {
+        return;
+    }
     if (known && running && stream_ended_) {
         return link_.refuse_bulk(channel, violation("the source sent " + wire::to_string(type) +
                                                     " after the STREAM_END of that bulk "
@@ -182,11 +251,28 @@ void DestinationBulkChannel::on_frame(ChannelId channel, const FrameView& frame)
                                      violation("the source sent an answer to a REQUEST on a "
                                                "bulk connection (answers go on the urgent one)"));
         }
+        if (auto refusal = link_.precopy().may_stream(); !refusal.empty()) {
+            return link_.refuse_bulk(channel, violation(refusal));
+        }
         if (auto placed = link_.placer().place(*run, Path::Background); !placed) {
             return link_.refuse_bulk(channel, placed.error());
         }
         pages_received_ += run->header.count;
+        round_pages_ += run->header.count;
         link_.progressed(generation_);
+        return;
+    }
+    if (type == wire::MessageType::RoundEnd && running) {
+        auto end = wire::decode_round_end(frame.payload);
+        if (!end) {
+            return link_.refuse_bulk(channel, end.error());
+        }
+        if (auto refusal = link_.precopy().on_round_end(generation_, *end, round_pages_);
+            !refusal.empty()) {
+            return link_.refuse_bulk(channel, violation(refusal));
+        }
+        round_pages_ = 0;
+        link_.request_queued();  // ROUND_DONE, if this was the last connection to end it
         return;
     }
     if (type == wire::MessageType::StreamEnd && running) {

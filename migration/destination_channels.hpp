@@ -5,6 +5,7 @@
 #include <deque>
 #include <vector>
 
+#include "migration/wire.hpp"
 #include "transport/data_path.hpp"
 
 namespace uffdm::migration {
@@ -32,6 +33,9 @@ class DestinationUrgentChannel final : public transport::ChannelHandler {
 
   private:
     void on_pages(transport::ChannelId channel, const transport::FrameView& frame);
+    // ROUND_END, DISCARD and SWITCHOVER: a live source (precopy_receive.hpp).
+    void on_precopy(transport::ChannelId channel, wire::MessageType type,
+                    const transport::FrameView& frame);
     // START, or RESUME behind the present bitmaps (which go first, one frame at a time).
     std::optional<transport::OutgoingFrame> start_frame();
     // The present bitmaps, region by region, at most kMaxBitmapPages pages a frame. A page
@@ -47,6 +51,7 @@ class DestinationUrgentChannel final : public transport::ChannelHandler {
     std::uint32_t bitmap_region_ = 0;
     std::uint64_t bitmap_page_ = 0;
     std::uint64_t bits_sent_ = 0;
+    std::uint64_t round_pages_ = 0;  // streamed here since the last ROUND_END (no bulk)
     std::deque<std::vector<std::byte>> bitmaps_;  // kept until the handler goes: frames borrow
 };
 
@@ -63,6 +68,7 @@ class DestinationBulkChannel final : public transport::ChannelHandler {
     DestinationLink& link_;
     std::uint64_t generation_;
     std::uint64_t pages_received_ = 0;  // what STREAM_END must count
+    std::uint64_t round_pages_ = 0;     // what ROUND_END must count
     bool stream_ended_ = false;         // STREAM_END arrived: nothing more may
 };
 

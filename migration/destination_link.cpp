@@ -70,11 +70,12 @@ const char* DestinationLink::name(State state) noexcept {
 }
 
 DestinationLink::DestinationLink(const FaultServerOptions& options, const wire::Layout& layout,
-                                 Placer& placer, RequestQueue& requests)
+                                 Placer& placer, RequestQueue& requests, PrecopyReceiver& precopy)
     : options_(options),
       layout_(layout),
       placer_(placer),
       requests_(requests),
+      precopy_(precopy),
       pauses_(options.reconnect_timeout),
       stream_held_(options.hold_stream) {}
 
@@ -131,7 +132,8 @@ std::expected<transport::Session, transport::SessionFailure> DestinationLink::co
                                       .secret = options_.secret,
                                       .tls = options_.tls,
                                       .bulk_channels = options_.bulk_channels,
-                                      .liveness = options_.liveness};
+                                      .liveness = options_.liveness,
+                                      .max_version = options_.max_version};
     // One io_context for every attempt: the sockets it makes belong to its services, so it
     // outlives the connections it hands over. An abandoned attempt may finish when it runs again;
     // its session then closes unused (the shared result keeps that harmless).
@@ -177,6 +179,8 @@ bool DestinationLink::attach(transport::Session joined) {
                                    : s);  // (no other state makes sessions: enter() stops there)
     streams_ended_ = 0;
     bulk_in_session_ = joined.bulk.size();
+    // The connections that stream: its bulk ones, or the urgent one when there are none.
+    precopy_.begin_session(generation_, joined.bulk.empty() ? 1 : joined.bulk.size());
     open_channels_ += 1 + static_cast<std::int64_t>(joined.bulk.size());
     urgent_.push_back(
         std::make_unique<DestinationUrgentChannel>(*this, generation_, generation_ > 1));
@@ -343,7 +347,9 @@ void DestinationLink::lost(std::uint64_t generation, const transport::Failure& w
     }
     // Bad data from the source (a different layout included), our own stop, or no recovery
     // wanted: the end.
-    fail(transport::Failure{why.code == Errc::ProtocolViolation || why.code == Errc::InvalidArgument
+    fail(transport::Failure{why.code == Errc::ProtocolViolation ||
+                                    why.code == Errc::InvalidArgument ||
+                                    why.code == Errc::Unsupported
                                 ? why.code
                                 : make_error_code(Errc::PeerLost),
                             "the source went away before every page arrived (" + why.detail + ")"});
@@ -425,16 +431,24 @@ void DestinationLink::completed() {
 }
 
 void DestinationLink::fail(transport::Failure why) {
+    {
+        std::lock_guard lock(mutex_);
+        if (failure_ || complete()) {
+            return;
+        }
+        failure_ = why;
+        enter(State::Failed);
+        if (channels_) {  // (none when open() failed)
+            channels_->abort(why);
+        }
+        connect_io_.stop();
+    }
+    precopy_.wake();  // whoever waits to run the guest learns it never will
+}
+
+std::uint64_t DestinationLink::generation() const {
     std::lock_guard lock(mutex_);
-    if (failure_ || complete()) {
-        return;
-    }
-    failure_ = why;
-    enter(State::Failed);
-    if (channels_) {  // (none when open() failed)
-        channels_->abort(why);
-    }
-    connect_io_.stop();
+    return generation_;
 }
 
 void DestinationLink::refuse_urgent(transport::ChannelId channel, const transport::Failure& why) {

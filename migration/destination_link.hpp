@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "migration/placer.hpp"
+#include "migration/precopy_receive.hpp"
 #include "migration/report.hpp"
 #include "migration/request_queue.hpp"
 #include "migration/session_link.hpp"
@@ -47,6 +48,8 @@ struct FaultServerOptions {
     // Called from the link thread when a session breaks, and when a new one has resumed.
     std::function<void(const Pause&)> on_pause;
     std::function<void(const Pause&)> on_resume;
+    // The newest protocol version offered (tests: a destination built before version 2).
+    std::uint16_t max_version = transport::kMaxVersion;
 };
 
 class DestinationUrgentChannel;
@@ -71,7 +74,7 @@ class DestinationLink {
     [[nodiscard]] static const char* name(State state) noexcept;
 
     DestinationLink(const FaultServerOptions& options, const wire::Layout& layout, Placer& placer,
-                    RequestQueue& requests);
+                    RequestQueue& requests, PrecopyReceiver& precopy);
     DestinationLink(const DestinationLink&) = delete;
     DestinationLink& operator=(const DestinationLink&) = delete;
     ~DestinationLink();
@@ -106,6 +109,8 @@ class DestinationLink {
     [[nodiscard]] const wire::Layout& layout() const noexcept { return layout_; }
     [[nodiscard]] Placer& placer() noexcept { return placer_; }
     [[nodiscard]] RequestQueue& requests() noexcept { return requests_; }
+    [[nodiscard]] PrecopyReceiver& precopy() noexcept { return precopy_; }
+    [[nodiscard]] std::uint64_t generation() const;
     [[nodiscard]] bool stream_held() const noexcept {
         return stream_held_.load(std::memory_order_acquire);
     }
@@ -146,6 +151,7 @@ class DestinationLink {
     const wire::Layout& layout_;
     Placer& placer_;
     RequestQueue& requests_;
+    PrecopyReceiver& precopy_;
 
     // Every session's handlers, kept until the end (declared before the data paths that call
     // them): a data path may report a closed channel of an old session late.

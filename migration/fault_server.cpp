@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include "migration/data_paths.hpp"
+#include "migration/switchover.hpp"
 
 namespace uffdm::migration {
 
@@ -27,7 +28,16 @@ FaultServer::FaultServer(uffd::UserfaultFd uffd, std::vector<GuestRegion> region
       requests_(placer_, layout_),
       stop_faults_(std::move(stop_faults)),
       nudge_faults_(std::move(nudge_faults)),
-      link_(options_, layout_, placer_, requests_) {}
+      precopy_(
+          layout_,
+          [this](const std::vector<PageBitmap>& pages) {
+              faults_at_switchover_.store(faults_.load());
+              return discard_stale_pages(uffd_, registrations_, placer_, addresses_, pages);
+          },
+          [this] { (void)nudge_faults_.signal(); }),  // complete already, maybe
+      link_(options_, layout_, placer_, requests_, precopy_) {
+    placer_.replace_while([this] { return precopy_.replacing(); });
+}
 
 std::expected<std::unique_ptr<FaultServer>, transport::Failure> FaultServer::create(
     uffd::UserfaultFd uffd, std::vector<GuestRegion> regions, FaultServerOptions options) {
@@ -276,7 +286,10 @@ void FaultServer::confirm_complete(uffd::FaultReader& reader) {
             handle(event, now);
         }
     }
-    if (!placer_.complete() || !discarded_pages_are_there()) {
+    // A live source's guest still runs: its later rounds and the switchover's discards are to
+    // come, whatever is present now.
+    if (!placer_.complete() || precopy_.phase() != PrecopyReceiver::Phase::Running ||
+        !discarded_pages_are_there()) {
         return;
     }
     complete_.store(true, std::memory_order_release);
@@ -393,7 +406,21 @@ DestinationStats FaultServer::wait() {
     waits_.latency().for_each_bucket(
         [&](double upper, std::uint64_t n) { report.latency_buckets.emplace_back(upper, n); });
     report.pauses = link_.pauses(end);
+    if (precopy_.live()) {
+        PrecopyReceiver::Stats live = precopy_.stats();
+        report.live_source = true;
+        report.precopy_rounds = live.rounds;
+        report.pages_replaced = placer_.replaced_pages();
+        report.pages_discarded_at_switchover = live.discarded;
+        report.switchover_seconds = live.switchover_seconds;
+        report.faults_after_switchover =
+            live.running_at ? report.faults - faults_at_switchover_.load() : 0;
+    }
     return report;
+}
+
+bool FaultServer::wait_runnable(std::chrono::milliseconds timeout) {
+    return precopy_.wait_runnable(Clock::now() + timeout, [this] { return link_.failed(); });
 }
 
 void FaultServer::poison_missing() {

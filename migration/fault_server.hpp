@@ -11,6 +11,7 @@
 #include "migration/destination_link.hpp"
 #include "migration/guest_addresses.hpp"
 #include "migration/placer.hpp"
+#include "migration/precopy_receive.hpp"
 #include "migration/report.hpp"
 #include "migration/request_queue.hpp"
 #include "uffd/event_fd.hpp"
@@ -51,6 +52,10 @@ class FaultServer {
     // answered). Frames already on their way still arrive.
     void hold_stream(bool held);
     [[nodiscard]] DestinationProgress progress() const;
+    // Until the guest may run: at once for a source whose guest is paused (once its LAYOUT
+    // came), after the switchover for a live one. False: the migration failed first, or
+    // `timeout` passed.
+    [[nodiscard]] bool wait_runnable(std::chrono::milliseconds timeout);
     [[nodiscard]] const wire::Layout& layout() const noexcept { return layout_; }
 
   private:
@@ -94,6 +99,8 @@ class FaultServer {
     uffd::ResidencyProbe residency_ = uffd::ResidencyProbe::open();
     uffd::EventFd stop_faults_;
     uffd::EventFd nudge_faults_;  // the placer made the count whole: confirm it
+    PrecopyReceiver precopy_;     // a live source's rounds and switchover (uses the above)
+    std::atomic<std::uint64_t> faults_at_switchover_{0};
     DestinationLink link_;
     std::thread fault_thread_;
 

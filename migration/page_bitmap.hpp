@@ -40,6 +40,10 @@ class PageBitmap {
     void assign_word(std::size_t index, std::uint64_t bits) noexcept {
         words_[index].store(bits, std::memory_order_release);
     }
+    // Clears the bits of `mask` in word `index` (a live source's re-sent pages).
+    void clear_bits(std::size_t index, std::uint64_t mask) noexcept {
+        words_[index].fetch_and(~mask, std::memory_order_acq_rel);
+    }
     void clear() noexcept {
         for (std::size_t i = 0; i < word_count(); ++i) {
             words_[i].store(0, std::memory_order_release);

@@ -11,11 +11,30 @@ PageServer::PageServer(const GuestMemory& memory, PageServerOptions options)
 
 PageServer::~PageServer() {
     stop();
+    if (precopy_) {
+        precopy_->stop();
+    }
+}
+
+void PageServer::switchover_now() {
+    if (precopy_) {
+        precopy_->switchover_now();
+    }
 }
 
 std::expected<std::unique_ptr<PageServer>, transport::Failure> PageServer::open(
     const GuestMemory& memory, PageServerOptions options) {
     std::unique_ptr<PageServer> server(new PageServer(memory, std::move(options)));
+    if (server->options_.live.enabled) {
+        auto precopy =
+            PrecopySource::start(server->options_.live, server->pages_,
+                                 [raw = server.get()] { return raw->link_.bytes_sent(); });
+        if (!precopy) {
+            return std::unexpected(precopy.error());
+        }
+        server->precopy_ = std::move(*precopy);
+        server->link_.set_precopy(server->precopy_.get());
+    }
     if (auto opened = server->link_.open(); !opened) {
         return std::unexpected(opened.error());
     }
@@ -38,6 +57,10 @@ SourceProgress PageServer::progress() const {
 }
 
 SourceStats PageServer::run() {
+    if (precopy_) {
+        precopy_->launch([this] { link_.wake_streams(); }, [this] { link_.wake_urgent(); },
+                         [this](transport::Failure why) { link_.fail(std::move(why)); });
+    }
     SourceLink::Span span = link_.serve([this] {
         if (options_.on_progress) {
             options_.on_progress(progress());
@@ -62,6 +85,9 @@ SourceStats PageServer::run() {
     report.zero_pages = counts.zero.load();
     report.requests = counts.requests.load();
     report.bytes_sent = link_.bytes_sent();
+    if (precopy_) {
+        precopy_->finish(!report.ok, report);
+    }
     return report;
 }
 

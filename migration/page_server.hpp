@@ -30,6 +30,8 @@ class PageServer {
     // Thread-safe.
     void stop();
     [[nodiscard]] SourceProgress progress() const;
+    // A live source: the switchover at the end of the current round (thread-safe).
+    void switchover_now();
 
   private:
     PageServer(const GuestMemory& memory, PageServerOptions options);
@@ -39,6 +41,7 @@ class PageServer {
     PageServerOptions options_;
     SentPages pages_;
     SourceLink link_;
+    std::unique_ptr<PrecopySource> precopy_;  // a live source's rounds (its thread uses link_)
 };
 
 }  // namespace uffdm::migration

@@ -3,6 +3,7 @@
 
 #include <sys/mman.h>
 
+#include <cstring>
 #include <thread>
 
 #include "migration/page_hash.hpp"
@@ -65,10 +66,16 @@ std::expected<void, transport::Failure> Placer::place(const wire::PagesView& run
     }
     // Sub-runs of pages still missing: present ones are duplicates (the other path won).
     PageBitmap& present = present_[h.region];
+    bool replacing = replacing_ && replacing_();
     std::uint64_t i = 0;
     while (i < h.count) {
         if (present.test(h.first_page + i)) {
-            duplicate_.fetch_add(1, std::memory_order_relaxed);
+            if (replacing) {
+                replace(h.region, h.first_page + i,
+                        zero ? nullptr : run.data.data() + i * region.page_size);
+            } else {
+                duplicate_.fetch_add(1, std::memory_order_relaxed);
+            }
             ++i;
             continue;
         }
@@ -217,6 +224,21 @@ void Placer::placed(std::uint32_t region, std::uint64_t first, std::uint64_t cou
         zero_.fetch_add(count, std::memory_order_relaxed);
     }
     add_present(newly);
+}
+
+void Placer::replace(std::uint32_t region, std::uint64_t page, const std::byte* data) {
+    auto where = addresses_.locate(region, page, 1);
+    if (!where) {
+        return;  // unmapped since
+    }
+    std::uint64_t page_size = regions_[region].page_size;
+    auto* to = reinterpret_cast<std::byte*>(where->address);
+    if (data == nullptr) {
+        std::memset(to, 0, page_size);
+    } else {
+        std::memcpy(to, data, page_size);
+    }
+    replaced_.fetch_add(1, std::memory_order_relaxed);
 }
 
 void Placer::add_present(std::uint64_t pages) {

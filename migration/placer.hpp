@@ -72,6 +72,11 @@ class Placer {
     // Called by the thread that made the count whole (placed the last missing page, or dropped
     // it). Again if the count dropped (a discard) and became whole once more.
     void on_complete(std::function<void()> callback) { on_complete_ = std::move(callback); }
+    // A live source's precopy, while the guest has not run: a page already present gets the
+    // newer copy written over it (the source sends a page again only when it was written
+    // after it was sent). Asked per run; never once the guest may run.
+    void replace_while(std::function<bool()> precopy) { replacing_ = std::move(precopy); }
+    [[nodiscard]] std::uint64_t replaced_pages() const noexcept { return replaced_.load(); }
 
   private:
     std::expected<void, transport::Failure> place_span(std::uint32_t region, std::uint64_t first,
@@ -81,6 +86,8 @@ class Placer {
                 Path path);
     // Counts pages newly marked present; the one that makes the count whole calls on_complete.
     void add_present(std::uint64_t pages);
+    // Precopy: the newer copy over a present page (the guest is not running).
+    void replace(std::uint32_t region, std::uint64_t page, const std::byte* data);
 
     const uffd::UserfaultFd& uffd_;
     std::vector<GuestRegion> regions_;
@@ -92,6 +99,7 @@ class Placer {
     std::uint64_t total_ = 0;
     std::vector<std::byte> zeros_;  // the source of zero runs where ZEROPAGE is not allowed
     std::function<void()> on_complete_;
+    std::function<bool()> replacing_;
 
     std::atomic<std::uint64_t> present_count_{0};
     std::atomic<std::uint64_t> urgent_{0};
@@ -101,6 +109,7 @@ class Placer {
     std::atomic<std::uint64_t> hashes_verified_{0};
     std::atomic<std::uint64_t> local_{0};
     std::atomic<std::uint64_t> unmapped_{0};
+    std::atomic<std::uint64_t> replaced_{0};
 };
 
 }  // namespace uffdm::migration

@@ -40,7 +40,8 @@ void ChannelSet::close_bulk() const {
 bool recoverable_break(const transport::Failure& why, Peer peer,
                        std::chrono::milliseconds reconnect_timeout) {
     if (reconnect_timeout.count() <= 0 || why.code == Errc::ProtocolViolation ||
-        why.code == Errc::InvalidArgument || why.code == Errc::Closed) {
+        why.code == Errc::InvalidArgument || why.code == Errc::Closed ||
+        why.code == Errc::Unsupported) {
         return false;
     }
     if (!why.code || why.code == Errc::PeerAborted) {

@@ -10,6 +10,20 @@ using transport::ChannelId;
 using transport::FrameView;
 using transport::OutgoingFrame;
 
+namespace {
+
+// A live source between rounds, pausing, or switching over: nothing streams.
+bool stream_waits(const SourceLink& link) {
+    return link.precopy() != nullptr && link.precopy()->stream_waits();
+}
+
+// The guest may write a page while its frame waits in the send window.
+bool guest_running(const SourceLink& link) {
+    return link.precopy() != nullptr && link.precopy()->guest_running();
+}
+
+}  // namespace
+
 SourceUrgentChannel::SourceUrgentChannel(SourceLink& link, std::size_t window,
                                          std::uint64_t session)
     : link_(link), builder_(link.pages().memory(), window), session_(session) {}
@@ -27,11 +41,19 @@ void SourceUrgentChannel::on_frame(ChannelId channel, const FrameView& frame) {
                 return violation(channel,
                                  "START after BITMAP (a resuming destination sends RESUME)");
             }
+            if (PrecopySource* precopy = link_.precopy()) {
+                if (auto refusal = precopy->on_start(session_); !refusal.empty()) {
+                    return violation(channel, refusal);
+                }
+            }
             state_ = State::Serving;
             link_.pages().start_fresh();
             link_.started(start->flags, session_);
             return;
         }
+        case wire::MessageType::RoundDone:
+        case wire::MessageType::Running:
+            return on_precopy(channel, type, frame);
         case wire::MessageType::Bitmap:
             return on_bitmap(channel, frame);
         case wire::MessageType::Resume:
@@ -58,6 +80,10 @@ void SourceUrgentChannel::on_frame(ChannelId channel, const FrameView& frame) {
             auto done = wire::decode_done(frame.payload);
             if (state_ != State::Serving || !done) {
                 return violation(channel, done ? "DONE before START" : done.error().detail);
+            }
+            if (PrecopySource* precopy = link_.precopy();
+                precopy != nullptr && precopy->phase() != PrecopySource::Phase::Postcopy) {
+                return violation(channel, "DONE before the destination's guest ran (no RUNNING)");
             }
             if (done->pages_present != layout.total_pages()) {
                 // A destination says DONE only with every page: this one lies or is broken.
@@ -109,9 +135,60 @@ void SourceUrgentChannel::on_resume(ChannelId channel, const FrameView& frame) {
     if (auto claim = link_.pages().unsent_claim(received_); !claim.empty()) {
         return violation(channel, claim);
     }
+    if (PrecopySource* precopy = link_.precopy()) {
+        if (auto refusal = precopy->on_resume(session_, resume->phase, received_);
+            !refusal.empty()) {
+            return violation(channel, refusal);
+        }
+    } else if (resume->phase != 0) {
+        return violation(channel, "RESUME phase " + std::to_string(resume->phase) +
+                                      " from a destination of a source that is not live");
+    } else {
+        link_.pages().resume_from(received_);
+    }
     state_ = State::Serving;
-    link_.pages().resume_from(received_);
     link_.started(resume->flags, session_);
+}
+
+void SourceUrgentChannel::on_precopy(ChannelId channel, wire::MessageType type,
+                                     const FrameView& frame) {
+    PrecopySource* precopy = link_.precopy();
+    if (precopy == nullptr || state_ != State::Serving) {
+        return violation(
+            channel, wire::to_string(type) + (precopy == nullptr ? " to a source that is not live"
+                                                                 : " before START or RESUME"));
+    }
+    std::string refusal;
+    if (type == wire::MessageType::RoundDone) {
+        auto done = wire::decode_round_done(frame.payload);
+        if (!done) {
+            return violation(channel, done.error().detail);
+        }
+        refusal = precopy->on_round_done(session_, *done);
+    } else {
+        auto running = wire::decode_running(frame.payload);
+        if (!running) {
+            return violation(channel, running.error().detail);
+        }
+        refusal = precopy->on_running(session_, *running);
+    }
+    if (!refusal.empty()) {
+        violation(channel, refusal);
+    }
+}
+
+std::optional<OutgoingFrame> RoundCounter::end_of_round(const SourceLink& link) {
+    PrecopySource* precopy = link.precopy();
+    if (precopy == nullptr || !precopy->in_rounds()) {
+        return std::nullopt;
+    }
+    std::uint32_t round = precopy->round();
+    if (ended == round) {
+        return std::nullopt;
+    }
+    ended = round;
+    std::uint64_t carried = std::exchange(pages, 0);
+    return message_frame(wire::MessageType::RoundEnd, wire::encode(wire::RoundEnd{round, carried}));
 }
 
 std::optional<OutgoingFrame> SourceUrgentChannel::next_frame(ChannelId) {
@@ -124,6 +201,11 @@ std::optional<OutgoingFrame> SourceUrgentChannel::next_frame(ChannelId) {
     if (state_ != State::Serving) {
         return std::nullopt;
     }
+    if (PrecopySource* precopy = link_.precopy()) {
+        if (auto frame = precopy->next_switchover_frame(session_)) {
+            return frame;
+        }
+    }
     if (answers_.empty()) {
         return stream_frame();
     }
@@ -134,18 +216,19 @@ std::optional<OutgoingFrame> SourceUrgentChannel::next_frame(ChannelId) {
     if (request.count == 0) {
         answers_.pop_front();
     }
-    return builder_.pages(run, link_.want_hashes(), true);
+    return builder_.pages(run, link_.want_hashes(), true, guest_running(link_));
 }
 
 std::optional<OutgoingFrame> SourceUrgentChannel::stream_frame() {
-    if (!link_.stream_on_urgent() || link_.stream_held()) {
+    if (!link_.stream_on_urgent() || link_.stream_held() || stream_waits(link_)) {
         return std::nullopt;
     }
     auto run = link_.pages().next_stream_run();
     if (!run) {
-        return std::nullopt;
+        return rounds_.end_of_round(link_);
     }
-    return builder_.pages(*run, link_.want_hashes(), false);
+    rounds_.pages += run->count;
+    return builder_.pages(*run, link_.want_hashes(), false, guest_running(link_));
 }
 
 void SourceUrgentChannel::on_closed(ChannelId, const transport::Failure& why) {
@@ -178,16 +261,22 @@ void SourceBulkChannel::on_frame(ChannelId channel, const FrameView& frame) {
 std::optional<OutgoingFrame> SourceBulkChannel::next_frame(ChannelId) {
     // A held stream resumes through want_send; a stream on the urgent connection never comes
     // here (the stream has one caller at a time).
-    if (!link_.serving(session_) || ended_ || link_.stream_on_urgent() || link_.stream_held()) {
+    if (!link_.serving(session_) || ended_ || link_.stream_on_urgent() || link_.stream_held() ||
+        stream_waits(link_)) {
         return std::nullopt;
     }
     auto run = link_.pages().next_stream_run();
+    if (!run && link_.precopy() != nullptr &&
+        link_.precopy()->phase() != PrecopySource::Phase::Postcopy) {
+        return rounds_.end_of_round(link_);  // (and then nothing until the next round)
+    }
     if (!run) {
         ended_ = true;
         return message_frame(wire::MessageType::StreamEnd, wire::encode(wire::StreamEnd{sent_}));
     }
     sent_ += run->count;
-    return builder_.pages(*run, link_.want_hashes(), false);
+    rounds_.pages += run->count;
+    return builder_.pages(*run, link_.want_hashes(), false, guest_running(link_));
 }
 
 void SourceBulkChannel::on_closed(ChannelId, const transport::Failure& why) {

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <optional>
 #include <vector>
 
 #include "migration/page_bitmap.hpp"
@@ -13,6 +14,16 @@
 namespace uffdm::migration {
 
 class SourceLink;
+
+// A streaming connection's part of a live source's rounds: the pages it carried in the round,
+// and ROUND_END once it has nothing more for that round.
+struct RoundCounter {
+    std::optional<std::uint32_t> ended;  // the last round this connection ended
+    std::uint64_t pages = 0;             // in the current round
+    // The ROUND_END to send when the stream has no page left, or none (a source that is not
+    // live, or this round ended here already).
+    std::optional<transport::OutgoingFrame> end_of_round(const SourceLink& link);
+};
 
 // The urgent connection: LAYOUT first, then START (or BITMAP* and RESUME), then every REQUEST
 // answered at once. Urgent loop thread only.
@@ -34,6 +45,9 @@ class SourceUrgentChannel final : public transport::ChannelHandler {
   private:
     void on_bitmap(transport::ChannelId channel, const transport::FrameView& frame);
     void on_resume(transport::ChannelId channel, const transport::FrameView& frame);
+    // ROUND_DONE and RUNNING: a live source's precopy (precopy_source.hpp).
+    void on_precopy(transport::ChannelId channel, wire::MessageType type,
+                    const transport::FrameView& frame);
     // With no bulk connections the stream fills what the answers leave of this connection:
     // an answer then waits behind the stream frames already in the send window.
     std::optional<transport::OutgoingFrame> stream_frame();
@@ -46,6 +60,7 @@ class SourceUrgentChannel final : public transport::ChannelHandler {
     bool layout_sent_ = false;
     std::deque<wire::Request> answers_;
     std::vector<PageBitmap> received_;  // BITMAPs of a resuming destination, per region
+    RoundCounter rounds_;               // with no bulk connections, this one streams
 };
 
 // One bulk connection: pulls runs from the shared stream while the window has room.
@@ -63,6 +78,7 @@ class SourceBulkChannel final : public transport::ChannelHandler {
     std::uint64_t session_;
     std::uint64_t sent_ = 0;
     bool ended_ = false;
+    RoundCounter rounds_;
 };
 
 }  // namespace uffdm::migration

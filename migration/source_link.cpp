@@ -64,7 +64,11 @@ const char* SourceLink::name(State state) noexcept {
 SourceLink::SourceLink(const PageServerOptions& options, SentPages& pages)
     : options_(options),
       pages_(pages),
-      layout_bytes_(wire::encode(pages.memory().layout())),
+      layout_bytes_(wire::encode([&] {
+          wire::Layout layout = pages.memory().layout();
+          layout.flags = options.live.enabled ? wire::Layout::kLive : 0U;
+          return layout;
+      }())),
       pauses_(options.reconnect_timeout),
       opened_at_(Clock::now()) {}
 
@@ -120,6 +124,20 @@ void SourceLink::on_joined(transport::Connection connection) {
     const transport::Joined joined = connection.joined();
     std::lock_guard lock(mutex_);
     if (joined.role == transport::Role::Urgent) {
+        if (precopy_ != nullptr && joined.version < wire::kLiveVersion) {
+            // Refused by name, before anything else: a version 1 destination would let its
+            // guest run at once, on pages the running guest here still writes.
+            auto refusal = transport::frame_of(
+                transport::FrameType::Error,
+                transport::ErrorMessage{
+                    transport::ErrorCode::VersionMismatch,
+                    "this source migrates a running guest (precopy, protocol version " +
+                        std::to_string(wire::kLiveVersion) + "); the destination speaks version " +
+                        std::to_string(joined.version)});
+            (void)::send(connection.socket().native_handle(), refusal.data(), refusal.size(),
+                         MSG_DONTWAIT | MSG_NOSIGNAL);
+            return;
+        }
         if (state() == State::AwaitStart) {
             // The current destination has not sent START, so nothing has moved: the newer one
             // replaces it (a destination that probed the layout and came back, or retried).
@@ -217,6 +235,16 @@ void SourceLink::ended_before_start(std::uint64_t session) {
     session_ = 0;
     // The reconnect deadline still runs for a destination that broke and has not resumed.
     enter(pauses_.active() ? State::Waiting : State::Listening);
+}
+
+void SourceLink::wake_streams() {
+    std::lock_guard lock(mutex_);
+    channels_->want_send_all();
+}
+
+void SourceLink::wake_urgent() {
+    std::lock_guard lock(mutex_);
+    channels_->want_send_urgent();
 }
 
 void SourceLink::hold_stream(bool held) {

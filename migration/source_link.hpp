@@ -11,6 +11,7 @@
 #include <optional>
 #include <vector>
 
+#include "migration/precopy_source.hpp"
 #include "migration/session_link.hpp"
 #include "migration/source_pages.hpp"
 #include "transport/data_path.hpp"
@@ -35,6 +36,8 @@ struct PageServerOptions {
     std::chrono::milliseconds reconnect_timeout{30000};
     // Called from run()'s thread about ten times a second.
     std::function<void(const SourceProgress&)> on_progress;
+    // A guest that still runs: precopy rounds, then the switchover (protocol version 2).
+    LiveSourceOptions live;
 };
 
 class SourceUrgentChannel;
@@ -83,6 +86,11 @@ class SourceLink {
 
     // For the session's channels (source_channels.cpp), from the data path loops.
     [[nodiscard]] SentPages& pages() noexcept { return pages_; }
+    // The live source's rounds (nullptr for a guest that no longer runs). Set before open().
+    void set_precopy(PrecopySource* precopy) noexcept { precopy_ = precopy; }
+    [[nodiscard]] PrecopySource* precopy() const noexcept { return precopy_; }
+    void wake_streams();
+    void wake_urgent();
     [[nodiscard]] std::span<const std::byte> layout_bytes() const noexcept { return layout_bytes_; }
     // START or RESUME's flags for the session, and its stream being held by STREAM.
     [[nodiscard]] bool want_hashes() const noexcept {
@@ -120,6 +128,7 @@ class SourceLink {
 
     const PageServerOptions& options_;
     SentPages& pages_;
+    PrecopySource* precopy_ = nullptr;
     std::vector<std::byte> layout_bytes_;
     std::size_t window_ = 16;  // the data paths' send window: hash slots per channel
 

@@ -31,16 +31,37 @@ void SentPages::start_fresh() {
     started_here_ = true;
 }
 
-void SentPages::resume_from(const std::vector<PageBitmap>& received) {
+void SentPages::resume_from(const std::vector<PageBitmap>& received,
+                            const std::vector<PageBitmap>* stale) {
     for (std::size_t r = 0; r < sent_.size(); ++r) {
         PageBitmap& sent = sent_[r];
         PageBitmap& delivered = delivered_[r];
         for (std::size_t w = 0; w < sent.words(); ++w) {
             delivered.assign_word(w, delivered.word(w) | sent.word(w));
-            sent.assign_word(w, received.empty() ? 0 : received[r].word(w));
+            std::uint64_t has = received.empty() ? 0 : received[r].word(w);
+            if (stale != nullptr && !stale->empty()) {
+                has &= ~(*stale)[r].word(w);
+            }
+            sent.assign_word(w, has);
         }
     }
     counts_.resumes.fetch_add(1, std::memory_order_relaxed);
+    rewind();
+}
+
+void SentPages::mark_unsent(const std::vector<PageBitmap>& written) {
+    for (std::size_t r = 0; r < sent_.size() && r < written.size(); ++r) {
+        for (std::size_t w = 0; w < sent_[r].words(); ++w) {
+            if (std::uint64_t bits = written[r].word(w); bits != 0) {
+                sent_[r].clear_bits(w, bits);
+            }
+        }
+    }
+}
+
+void SentPages::rewind() {
+    hint_.store(0, std::memory_order_relaxed);
+    hint_seq_.fetch_add(1, std::memory_order_release);
 }
 
 std::string SentPages::unsent_claim(const std::vector<PageBitmap>& received) const {
@@ -133,7 +154,8 @@ PageRun SentPages::grow(PageBitmap& sent, std::uint64_t first) {
     return {region_, first, count, zero};
 }
 
-transport::OutgoingFrame FrameBuilder::pages(const PageRun& run, bool hashes, bool answer) {
+transport::OutgoingFrame FrameBuilder::pages(const PageRun& run, bool hashes, bool answer,
+                                             bool live) {
     wire::PagesHeader header{
         .region = run.region,
         .encoding = run.zero ? wire::Encoding::Zero : wire::Encoding::Raw,
@@ -148,7 +170,13 @@ transport::OutgoingFrame FrameBuilder::pages(const PageRun& run, bool hashes, bo
     }
     auto data = memory_.pages(run.region, run.first, run.count);
     if (hashes) {
-        auto& slot = slots_[next_++ % slots_.size()];
+        std::size_t index = next_++ % slots_.size();
+        if (live) {
+            auto& copy = copies_[index];
+            copy.assign(data.begin(), data.end());
+            data = copy;
+        }
+        auto& slot = slots_[index];
         slot.resize(run.count * 8);
         std::uint64_t page_size = data.size() / run.count;
         for (std::uint64_t i = 0; i < run.count; ++i) {

@@ -44,7 +44,15 @@ class SentPages {
     // What a resuming destination says it has (its BITMAPs, per region; empty: nothing) is
     // exactly what need not be sent again: every page requested or in flight when the last
     // session broke goes again. Urgent loop, while no loop streams.
-    void resume_from(const std::vector<PageBitmap>& received);
+    // `stale` (per region, or nullptr): pages whose copy there may be older than one sent
+    // since (a live source's round in progress), sent again whatever the bitmap says.
+    void resume_from(const std::vector<PageBitmap>& received,
+                     const std::vector<PageBitmap>* stale = nullptr);
+    // A live source: these pages were written since they were sent; they go again (the next
+    // round, or postcopy after the switchover). While no loop streams.
+    void mark_unsent(const std::vector<PageBitmap>& written);
+    // The stream starts again from the guest's first page (a new round).
+    void rewind();
     // A resuming destination's BITMAPs may claim only pages this source sent in this migration
     // (when it has seen the migration's START: a source restarted on its image cannot know what
     // its predecessor sent). "" or the refusal naming the first page claimed and never sent.
@@ -88,13 +96,19 @@ class SentPages {
 // reused only after the frame that borrowed it has been sent. One per channel.
 class FrameBuilder {
   public:
-    FrameBuilder(const GuestMemory& memory, std::size_t window) : memory_(memory), slots_(window) {}
+    FrameBuilder(const GuestMemory& memory, std::size_t window)
+        : memory_(memory), slots_(window), copies_(window) {}
 
-    [[nodiscard]] transport::OutgoingFrame pages(const PageRun& run, bool hashes, bool answer);
+    // `live`: the guest may write these pages while the frame waits to be sent. Its bytes
+    // are then copied with the hashes, so that each hash matches the bytes it travels with
+    // (without hashes a torn page is harmless: the write is tracked, the page goes again).
+    [[nodiscard]] transport::OutgoingFrame pages(const PageRun& run, bool hashes, bool answer,
+                                                 bool live = false);
 
   private:
     const GuestMemory& memory_;
     std::vector<std::vector<std::byte>> slots_;
+    std::vector<std::vector<std::byte>> copies_;  // the copied pages, slot for slot
     std::size_t next_ = 0;
 };
 

@@ -92,6 +92,16 @@ std::string to_string(MessageType type) {
             return "BITMAP";
         case MessageType::Resume:
             return "RESUME";
+        case MessageType::RoundEnd:
+            return "ROUND_END";
+        case MessageType::RoundDone:
+            return "ROUND_DONE";
+        case MessageType::Discard:
+            return "DISCARD";
+        case MessageType::Switchover:
+            return "SWITCHOVER";
+        case MessageType::Running:
+            return "RUNNING";
         case MessageType::Invalid:
             break;
     }
@@ -153,6 +163,7 @@ std::expected<void, transport::Failure> validate(const Layout& layout) {
 std::vector<std::byte> encode(const Layout& layout) {
     std::vector<std::byte> out(16 + 32 * layout.regions.size());
     store_le<std::uint32_t>(out, 0, static_cast<std::uint32_t>(layout.regions.size()));
+    store_le<std::uint32_t>(out, 4, layout.flags);
     store_le<std::uint64_t>(out, 8, layout.total_pages());
     for (std::size_t i = 0; i < layout.regions.size(); ++i) {
         std::size_t at = 16 + 32 * i;
@@ -176,10 +187,11 @@ std::expected<Layout, transport::Failure> decode_layout(std::span<const std::byt
     if (auto ok = exact_size(p, 16 + 32 * std::size_t{count}, "LAYOUT"); !ok) {
         return std::unexpected(ok.error());
     }
-    if (load_le<std::uint32_t>(p, 4) != 0) {
+    Layout layout;
+    layout.flags = load_le<std::uint32_t>(p, 4);
+    if ((layout.flags & ~Layout::kLive) != 0) {
         return std::unexpected(violation("LAYOUT flags have reserved bits set"));
     }
-    Layout layout;
     for (std::uint32_t i = 0; i < count; ++i) {
         std::size_t at = 16 + 32 * std::size_t{i};
         if (load_le<std::uint32_t>(p, at + 4) != 0 || load_le<std::uint64_t>(p, at + 24) != 0) {
@@ -246,10 +258,13 @@ std::vector<std::byte> encode(const BitmapChunk& chunk) {
     return out;
 }
 
-std::expected<BitmapChunk, transport::Failure> decode_bitmap(std::span<const std::byte> p,
-                                                             const Layout& layout) {
+namespace {
+
+std::expected<BitmapChunk, transport::Failure> decode_bits(std::span<const std::byte> p,
+                                                           const Layout& layout,
+                                                           const std::string& name) {
     if (p.size() < kBitmapHeaderSize) {
-        return std::unexpected(violation("BITMAP of " + std::to_string(p.size()) +
+        return std::unexpected(violation(name + " of " + std::to_string(p.size()) +
                                          " bytes is shorter than its 32-byte descriptor"));
     }
     BitmapChunk chunk{load_le<std::uint32_t>(p, 0),
@@ -257,10 +272,10 @@ std::expected<BitmapChunk, transport::Failure> decode_bitmap(std::span<const std
                       load_le<std::uint64_t>(p, 16),
                       {}};
     if (load_le<std::uint32_t>(p, 4) != 0 || load_le<std::uint64_t>(p, 24) != 0) {
-        return std::unexpected(violation("BITMAP has reserved bytes set"));
+        return std::unexpected(violation(name + " has reserved bytes set"));
     }
     if (chunk.region >= layout.regions.size()) {
-        return std::unexpected(violation("BITMAP region " + std::to_string(chunk.region) +
+        return std::unexpected(violation(name + " region " + std::to_string(chunk.region) +
                                          " does not exist (" +
                                          std::to_string(layout.regions.size()) + " regions)"));
     }
@@ -268,14 +283,14 @@ std::expected<BitmapChunk, transport::Failure> decode_bitmap(std::span<const std
     if (chunk.count == 0 || chunk.count > kMaxBitmapPages || chunk.first_page % 64 != 0 ||
         chunk.first_page >= pages || chunk.count > pages - chunk.first_page) {
         return std::unexpected(violation(
-            "BITMAP pages " + std::to_string(chunk.first_page) + " +" +
+            name + " pages " + std::to_string(chunk.first_page) + " +" +
             std::to_string(chunk.count) + " do not fit region " + std::to_string(chunk.region) +
             " (" + std::to_string(pages) + " pages; start a multiple of 64, at most " +
             std::to_string(kMaxBitmapPages) + " a frame)"));
     }
     std::uint64_t words = (chunk.count + 63) / 64;
     if (p.size() != kBitmapHeaderSize + words * 8) {
-        return std::unexpected(violation("BITMAP of " + std::to_string(chunk.count) +
+        return std::unexpected(violation(name + " of " + std::to_string(chunk.count) +
                                          " pages must be " +
                                          std::to_string(kBitmapHeaderSize + words * 8) +
                                          " bytes, not " + std::to_string(p.size())));
@@ -285,14 +300,112 @@ std::expected<BitmapChunk, transport::Failure> decode_bitmap(std::span<const std
         chunk.words[i] = load_le<std::uint64_t>(p, kBitmapHeaderSize + i * 8);
     }
     if (chunk.count % 64 != 0 && (chunk.words.back() >> (chunk.count % 64)) != 0) {
-        return std::unexpected(violation("BITMAP sets bits past its last page"));
+        return std::unexpected(violation(name + " sets bits past its last page"));
     }
     return chunk;
+}
+
+// The 16-byte messages whose fields are a u32, a reserved u32 and a u64.
+std::expected<std::pair<std::uint32_t, std::uint64_t>, transport::Failure> decode_u32_u64(
+    std::span<const std::byte> p, const char* name) {
+    if (auto ok = exact_size(p, 16, name); !ok) {
+        return std::unexpected(ok.error());
+    }
+    if (load_le<std::uint32_t>(p, 4) != 0) {
+        return std::unexpected(violation(std::string(name) + " has reserved bytes set"));
+    }
+    return std::pair{load_le<std::uint32_t>(p, 0), load_le<std::uint64_t>(p, 8)};
+}
+
+std::vector<std::byte> encode_u32_u64(std::uint32_t a, std::uint64_t b) {
+    std::vector<std::byte> out(16);
+    store_le<std::uint32_t>(out, 0, a);
+    store_le<std::uint64_t>(out, 8, b);
+    return out;
+}
+
+}  // namespace
+
+std::expected<BitmapChunk, transport::Failure> decode_bitmap(std::span<const std::byte> p,
+                                                             const Layout& layout) {
+    return decode_bits(p, layout, "BITMAP");
+}
+
+std::expected<BitmapChunk, transport::Failure> decode_discard(std::span<const std::byte> p,
+                                                              const Layout& layout) {
+    return decode_bits(p, layout, "DISCARD");
+}
+
+std::vector<std::byte> encode(const RoundEnd& end) {
+    return encode_u32_u64(end.round, end.pages_sent);
+}
+
+std::vector<std::byte> encode(const RoundDone& done) {
+    return encode_u32_u64(done.round, done.pages_present);
+}
+
+std::vector<std::byte> encode(const Switchover& switchover) {
+    return encode_u32_u64(switchover.rounds, switchover.pages_discarded);
+}
+
+std::vector<std::byte> encode(const Running& running) {
+    std::vector<std::byte> out(16);
+    store_le<std::uint64_t>(out, 0, running.pages_missing);
+    return out;
+}
+
+std::expected<RoundEnd, transport::Failure> decode_round_end(std::span<const std::byte> p) {
+    auto fields = decode_u32_u64(p, "ROUND_END");
+    if (!fields) {
+        return std::unexpected(fields.error());
+    }
+    if (fields->first >= kMaxRounds) {
+        return std::unexpected(violation("ROUND_END round " + std::to_string(fields->first) +
+                                         " is past the last (" + std::to_string(kMaxRounds - 1) +
+                                         ")"));
+    }
+    return RoundEnd{fields->first, fields->second};
+}
+
+std::expected<RoundDone, transport::Failure> decode_round_done(std::span<const std::byte> p) {
+    auto fields = decode_u32_u64(p, "ROUND_DONE");
+    if (!fields) {
+        return std::unexpected(fields.error());
+    }
+    if (fields->first >= kMaxRounds) {
+        return std::unexpected(violation("ROUND_DONE round " + std::to_string(fields->first) +
+                                         " is past the last (" + std::to_string(kMaxRounds - 1) +
+                                         ")"));
+    }
+    return RoundDone{fields->first, fields->second};
+}
+
+std::expected<Switchover, transport::Failure> decode_switchover(std::span<const std::byte> p) {
+    auto fields = decode_u32_u64(p, "SWITCHOVER");
+    if (!fields) {
+        return std::unexpected(fields.error());
+    }
+    if (fields->first > kMaxRounds) {
+        return std::unexpected(violation("SWITCHOVER after " + std::to_string(fields->first) +
+                                         " rounds; at most " + std::to_string(kMaxRounds)));
+    }
+    return Switchover{fields->first, fields->second};
+}
+
+std::expected<Running, transport::Failure> decode_running(std::span<const std::byte> p) {
+    if (auto ok = exact_size(p, 16, "RUNNING"); !ok) {
+        return std::unexpected(ok.error());
+    }
+    if (!all_zero(p.subspan(8))) {
+        return std::unexpected(violation("RUNNING has reserved bytes set"));
+    }
+    return Running{load_le<std::uint64_t>(p, 0)};
 }
 
 std::vector<std::byte> encode(const Resume& resume) {
     std::vector<std::byte> out(16);
     store_le<std::uint32_t>(out, 0, resume.flags);
+    store_le<std::uint32_t>(out, 4, resume.phase);
     store_le<std::uint64_t>(out, 8, resume.pages_present);
     return out;
 }
@@ -301,9 +414,14 @@ std::expected<Resume, transport::Failure> decode_resume(std::span<const std::byt
     if (auto ok = exact_size(p, 16, "RESUME"); !ok) {
         return std::unexpected(ok.error());
     }
-    Resume resume{load_le<std::uint32_t>(p, 0), load_le<std::uint64_t>(p, 8)};
-    if ((resume.flags & ~Start::kKnownFlags) != 0 || load_le<std::uint32_t>(p, 4) != 0) {
+    Resume resume{load_le<std::uint32_t>(p, 0), load_le<std::uint32_t>(p, 4),
+                  load_le<std::uint64_t>(p, 8)};
+    if ((resume.flags & ~Start::kKnownFlags) != 0) {
         return std::unexpected(violation("RESUME has reserved bits set"));
+    }
+    if (resume.phase > Resume::kSwitchedOver) {
+        return std::unexpected(
+            violation("RESUME phase " + std::to_string(resume.phase) + " is unknown (0 or 1)"));
     }
     return resume;
 }

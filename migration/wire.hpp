@@ -13,8 +13,11 @@
 
 namespace uffdm::migration::wire {
 
-// See protocol.md beside this file for the sequence and both state machines.
-inline constexpr std::uint16_t kVersion = 1;
+// See protocol.md beside this file for the sequence and both state machines. Version 2 added a
+// live source's precopy rounds and switchover (ROUND_END .. RUNNING, LAYOUT's live flag and
+// RESUME's phase); version 1 peers still migrate a guest that no longer runs.
+inline constexpr std::uint16_t kVersion = 2;
+inline constexpr std::uint16_t kLiveVersion = 2;  // the first version with precopy
 
 // Transport frame types 0x40..0x7f belong to this layer.
 enum class MessageType : std::uint8_t {
@@ -28,6 +31,12 @@ enum class MessageType : std::uint8_t {
     Stream = 0x46,     // destination -> source (urgent): hold or resume the background stream
     Bitmap = 0x47,     // destination -> source (urgent, before RESUME): pages it already has
     Resume = 0x48,     // destination -> source (urgent): START for a session that continues
+    // Version 2: a live source (precopy rounds, then the switchover).
+    RoundEnd = 0x49,    // source -> destination (each streaming connection): a round's last page
+    RoundDone = 0x4a,   // destination -> source (urgent): every page of the round is placed
+    Discard = 0x4b,     // source -> destination (urgent, switchover): pages written since sent
+    Switchover = 0x4c,  // source -> destination (urgent): the source's guest is paused; run yours
+    Running = 0x4d,     // destination -> source (urgent): the discards applied, the guest runs
 };
 
 [[nodiscard]] std::string to_string(MessageType type);
@@ -58,13 +67,20 @@ struct RegionInfo {
 };
 
 struct Layout {
+    // flags bit 0 (version 2): the source's guest runs; precopy rounds come first, and the
+    // destination's guest waits for SWITCHOVER.
+    static constexpr std::uint32_t kLive = 1U << 0;
     std::vector<RegionInfo> regions;
+    std::uint32_t flags = 0;
+
+    [[nodiscard]] bool live() const noexcept { return (flags & kLive) != 0; }
 
     [[nodiscard]] std::uint64_t total_pages() const noexcept;
     [[nodiscard]] std::uint64_t total_bytes() const noexcept;
     // "2 regions: #0 1 GiB of 4 KiB pages, #1 64 MiB of 2 MiB pages"
     [[nodiscard]] std::string describe() const;
-    bool operator==(const Layout&) const = default;
+    // The guest's shape: the regions (whether the source runs is not part of it).
+    bool operator==(const Layout& other) const { return regions == other.regions; }
 };
 
 // Every region well formed, ids 0..n-1 in order, at most kMaxRegions.
@@ -114,10 +130,13 @@ inline constexpr std::uint64_t kMaxBitmapPages = kMaxRunBytes * 8;  // pages per
 [[nodiscard]] std::expected<BitmapChunk, transport::Failure> decode_bitmap(
     std::span<const std::byte> payload, const Layout& layout);
 
-// ---- RESUME (16): u32 flags (START's), u32 reserved, u64 pages_present (the bits set in the
-// BITMAPs before it: a check that none was lost).
+// ---- RESUME (16): u32 flags (START's), u32 phase, u64 pages_present (the bits set in the
+// BITMAPs before it: a check that none was lost). phase (version 2, a live source only): 0 the
+// destination's guest has not run (no SWITCHOVER applied), 1 it runs (SWITCHOVER applied).
 struct Resume {
+    static constexpr std::uint32_t kSwitchedOver = 1;
     std::uint32_t flags = 0;
+    std::uint32_t phase = 0;
     std::uint64_t pages_present = 0;
 };
 [[nodiscard]] std::vector<std::byte> encode(const Resume& resume);
@@ -177,5 +196,48 @@ struct Done {
 [[nodiscard]] std::expected<StreamEnd, transport::Failure> decode_stream_end(
     std::span<const std::byte> p);
 [[nodiscard]] std::expected<Done, transport::Failure> decode_done(std::span<const std::byte> p);
+
+// ---- Version 2: a live source.
+// ROUND_END (16), on every connection that streams, after its last page of the round:
+//   u32 round, u32 reserved, u64 pages_sent (this round, on this connection, in this session)
+struct RoundEnd {
+    std::uint32_t round = 0;
+    std::uint64_t pages_sent = 0;
+};
+// ROUND_DONE (16): u32 round, u32 reserved, u64 pages_present (the destination's count).
+struct RoundDone {
+    std::uint32_t round = 0;
+    std::uint64_t pages_present = 0;
+};
+// DISCARD: BITMAP's layout; a set bit: the page was written after it was sent, so the
+// destination's copy is stale and must go before its guest runs. Only before SWITCHOVER.
+// SWITCHOVER (16): u32 rounds (precopy rounds sent), u32 reserved, u64 pages_discarded (the bits
+// set in the DISCARDs before it).
+struct Switchover {
+    std::uint32_t rounds = 0;
+    std::uint64_t pages_discarded = 0;
+};
+// RUNNING (16): u64 pages_missing (after the discards), u64 reserved.
+struct Running {
+    std::uint64_t pages_missing = 0;
+};
+// The most rounds a source may run (the field is 32 bits; no real convergence needs more).
+inline constexpr std::uint32_t kMaxRounds = 1000;
+
+[[nodiscard]] std::vector<std::byte> encode(const RoundEnd& end);
+[[nodiscard]] std::vector<std::byte> encode(const RoundDone& done);
+[[nodiscard]] std::vector<std::byte> encode(const Switchover& switchover);
+[[nodiscard]] std::vector<std::byte> encode(const Running& running);
+[[nodiscard]] std::expected<RoundEnd, transport::Failure> decode_round_end(
+    std::span<const std::byte> p);
+[[nodiscard]] std::expected<RoundDone, transport::Failure> decode_round_done(
+    std::span<const std::byte> p);
+// A DISCARD chunk: BITMAP's checks, under its own name.
+[[nodiscard]] std::expected<BitmapChunk, transport::Failure> decode_discard(
+    std::span<const std::byte> payload, const Layout& layout);
+[[nodiscard]] std::expected<Switchover, transport::Failure> decode_switchover(
+    std::span<const std::byte> p);
+[[nodiscard]] std::expected<Running, transport::Failure> decode_running(
+    std::span<const std::byte> p);
 
 }  // namespace uffdm::migration::wire

@@ -41,10 +41,11 @@ class AsioDataPath final : public DataPath {
         auto buffered = connection.take_buffered();
         auto protocol = connection.socket().local_endpoint().protocol();
         auto tls = connection.take_tls();
+        std::uint16_t version = connection.joined().version;
         int fd = connection.socket().release();
         asio::post(io_, [this, id, fd, protocol, &handler, buffered = std::move(buffered),
-                         tls = std::move(tls)]() mutable {
-            open_channel(id, fd, protocol, handler, buffered, std::move(tls));
+                         tls = std::move(tls), version]() mutable {
+            open_channel(id, fd, protocol, handler, buffered, std::move(tls), version);
         });
         return id;
     }
@@ -102,7 +103,7 @@ class AsioDataPath final : public DataPath {
 
     void open_channel(ChannelId id, int fd, asio::generic::stream_protocol protocol,
                       ChannelHandler& handler, const std::vector<std::byte>& buffered,
-                      std::unique_ptr<TlsSession> tls) {
+                      std::unique_ptr<TlsSession> tls, std::uint16_t version) {
         auto now = Clock::now();
         auto ring = MirrorRing::create(
             std::max<std::size_t>(options_.receive_ring_bytes, kHeaderSize + options_.max_payload));
@@ -122,6 +123,7 @@ class AsioDataPath final : public DataPath {
         }
         auto channel = std::make_unique<AsioChannel>(
             id, handler, std::move(*ring), std::move(socket), options_, now, std::move(tls));
+        channel->core.set_version(version);
         channel->core.preload(buffered, now);
         channels_.emplace(id, std::move(channel));
         drive(id);

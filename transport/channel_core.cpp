@@ -148,7 +148,11 @@ void ChannelCore::handle_transport_frame(const FrameHeader& header,
             auto error = decode_error(payload);
             bool deliberate =
                 error && error->code != ErrorCode::Internal && error->code != ErrorCode::Timeout;
-            fail(failure(deliberate ? Errc::PeerAborted : Errc::PeerLost,
+            // A peer that cannot speak our version never will: no reconnection helps.
+            bool unsupported = error && error->code == ErrorCode::VersionMismatch;
+            fail(failure(unsupported  ? Errc::Unsupported
+                         : deliberate ? Errc::PeerAborted
+                                      : Errc::PeerLost,
                          "peer ended the connection: " + describe_error(payload)));
             return;
         }
@@ -205,7 +209,7 @@ bool ChannelCore::push(const OutgoingFrame& frame, bool from_handler) {
         return false;
     }
     Slot& slot = slots_[(front_ + count_) % slots_.size()];
-    auto header = encode_header({.version = kMaxVersion,
+    auto header = encode_header({.version = version_,
                                  .type = frame.type,
                                  .length = static_cast<std::uint32_t>(frame.payload_size())});
     std::memcpy(slot.head.data(), header.data(), kHeaderSize);

@@ -38,6 +38,11 @@ class ChannelCore {
                 std::unique_ptr<TlsSession> tls = nullptr);
 
     [[nodiscard]] ChannelId id() const noexcept { return id_; }
+    // The version the handshake agreed on, stamped on every frame sent (0: the newest, for
+    // a connection made without a handshake).
+    void set_version(std::uint16_t version) noexcept {
+        version_ = version == 0 ? kMaxVersion : version;
+    }
     [[nodiscard]] ChannelHandler& handler() const noexcept { return handler_; }
     [[nodiscard]] State state() const noexcept { return state_; }
     [[nodiscard]] bool done() const noexcept { return state_ == State::Done; }
@@ -109,6 +114,7 @@ class ChannelCore {
     void protocol_violation(std::string detail);
 
     ChannelId id_;
+    std::uint16_t version_ = kMaxVersion;
     ChannelHandler& handler_;
     MirrorRing ring_;
     const DataPathOptions& options_;

@@ -132,7 +132,7 @@ std::expected<FrameHeader, FrameError> decode_header(std::span<const std::byte, 
 }
 
 std::vector<std::byte> encode_frame(FrameType type, std::span<const std::byte> payload) {
-    auto header = encode_header({.version = kMaxVersion,
+    auto header = encode_header({.version = kMinVersion,
                                  .type = type,
                                  .length = static_cast<std::uint32_t>(payload.size())});
     std::vector<std::byte> out(kHeaderSize + payload.size());

@@ -116,7 +116,7 @@ HandshakeStep ServerHandshake::on_response(const Frame& frame) {
 
 std::vector<std::byte> ClientHandshake::start() {
     hello_ = Hello{.min_version = kMinVersion,
-                   .max_version = kMaxVersion,
+                   .max_version = config_.max_version,
                    .role = config_.role,
                    .bulk_index = config_.role == Role::Bulk ? config_.bulk_index : std::uint8_t{0},
                    .auth = mode_of(config_.secret),

@@ -70,6 +70,8 @@ struct ClientHandshakeConfig {
     Role role = Role::Urgent;
     std::uint64_t session_id = 0;  // the session a bulk connection joins
     std::uint8_t bulk_index = 0;
+    // The newest version offered (a peer built before a later one is kMaxVersion's past).
+    std::uint16_t max_version = kMaxVersion;
 };
 
 class ClientHandshake {

@@ -17,9 +17,10 @@ asio::awaitable<std::expected<Session, SessionFailure>> connect_session(SessionO
     if (!socket) {
         co_return std::unexpected(SessionFailure{socket.error(), false});
     }
-    auto urgent = co_await client_handshake(std::move(*socket),
-                                            {.secret = options.secret, .role = Role::Urgent},
-                                            options.liveness, options.tls);
+    auto urgent = co_await client_handshake(
+        std::move(*socket),
+        {.secret = options.secret, .role = Role::Urgent, .max_version = options.max_version},
+        options.liveness, options.tls);
     if (!urgent) {
         co_return std::unexpected(SessionFailure{urgent.error(), true});
     }
@@ -36,7 +37,8 @@ asio::awaitable<std::expected<Session, SessionFailure>> connect_session(SessionO
                                               {.secret = options.secret,
                                                .role = Role::Bulk,
                                                .session_id = id,
-                                               .bulk_index = static_cast<std::uint8_t>(index)},
+                                               .bulk_index = static_cast<std::uint8_t>(index),
+                                               .max_version = options.max_version},
                                               options.liveness, options.tls);
         if (!bulk) {
             co_return std::unexpected(SessionFailure{

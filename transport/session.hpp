@@ -13,6 +13,7 @@ struct SessionOptions {
     std::shared_ptr<TlsContext> tls;  // TLS 1.3 on every connection of the session (or none)
     std::size_t bulk_channels = 1;    // 0..16; capped by what the server's ACCEPT allows
     LivenessOptions liveness;
+    std::uint16_t max_version = kMaxVersion;  // the newest protocol version offered
 };
 
 // The urgent connection carries only fault requests and the pages that answer them; the bulk

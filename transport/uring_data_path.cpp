@@ -117,7 +117,8 @@ class UringDataPath final : public DataPath {
         int flags = ::fcntl(fd, F_GETFL);
         ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
         std::lock_guard lock(mutex_);
-        requests_.adds.push_back(Add{id, fd, &handler, std::move(buffered), std::move(tls)});
+        requests_.adds.push_back(Add{id, fd, &handler, std::move(buffered), std::move(tls),
+                                     connection.joined().version});
         wake_locked();
         return id;
     }
@@ -207,6 +208,7 @@ class UringDataPath final : public DataPath {
         ChannelHandler* handler;
         std::vector<std::byte> buffered;
         std::unique_ptr<TlsSession> tls;
+        std::uint16_t version;
     };
     struct Requests {
         std::vector<Add> adds;
@@ -277,6 +279,7 @@ class UringDataPath final : public DataPath {
         }
         auto channel = std::make_unique<UringChannel>(add.id, *add.handler, std::move(*ring),
                                                       add.fd, options_, now, std::move(add.tls));
+        channel->core.set_version(add.version);
         if (buffers_registered_ && channel->core.reads_into_ring()) {
             for (unsigned slot = 0; slot < kFixedBufferSlots; ++slot) {
                 if (slot_used_[slot]) {

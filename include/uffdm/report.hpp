@@ -32,6 +32,17 @@ struct SourceProgress {
     bool connected = false;
 };
 
+// One precopy round of a live source: what it sent, and what the guest wrote meanwhile (the
+// next round's pages).
+struct RoundReport {
+    std::uint32_t round = 0;            // 0: every page once
+    std::uint64_t pages = 0;            // sent in the round (stream and answers)
+    std::uint64_t bytes = 0;            // on the wire, every connection
+    double seconds = 0;                 // from its first page to the destination's ROUND_DONE
+    std::uint64_t dirty_pages = 0;      // written during the round
+    double dirty_pages_per_second = 0;  // the guest's write rate, as tracked
+};
+
 struct SourceStats {
     bool ok = false;
     Error error;
@@ -46,6 +57,18 @@ struct SourceStats {
     std::uint64_t bulk_channels = 0;
     std::uint64_t pauses = 0;   // sessions that broke and were waited for
     std::uint64_t resumes = 0;  // destinations that came back with RESUME
+    // A live source (precopy rounds, then the switchover); empty and zero otherwise.
+    bool live = false;
+    std::vector<RoundReport> rounds;
+    std::string switchover_reason;      // converged, not-shrinking, max-rounds, asked
+    std::uint64_t pages_discarded = 0;  // written since sent when the guest paused: discarded there
+    // The guest paused here until the destination said its guest runs (RUNNING): the
+    // downtime, plus half a round trip.
+    double downtime_seconds = 0;
+    // A failed live migration: whether this guest may run here again. True only when the
+    // destination cannot be running it (SWITCHOVER was never sent, or the destination came
+    // back and said it had not applied it); the VMM was then told to resume it.
+    bool guest_runnable_here = false;
 };
 
 // ---- Destination --------------------------------------------------------------------------
@@ -96,6 +119,15 @@ struct DestinationStats {
     // Fault latency histogram: (bucket upper bound in ns, faults), for plots.
     std::vector<std::pair<double, std::uint64_t>> latency_buckets;
     std::vector<Pause> pauses;  // every break in the connection, in order
+    // From a live source: precopy rounds placed before the guest ran, copies that replaced an
+    // earlier one, pages discarded at the switchover (written on the source after they were
+    // sent), faults after it, and the time from SWITCHOVER to the guest being allowed to run.
+    bool live_source = false;
+    std::uint32_t precopy_rounds = 0;
+    std::uint64_t pages_replaced = 0;
+    std::uint64_t pages_discarded_at_switchover = 0;
+    std::uint64_t faults_after_switchover = 0;
+    double switchover_seconds = 0;
 };
 
 }  // namespace uffdm

@@ -7,6 +7,7 @@
 #include <expected>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -121,6 +122,9 @@ struct SyntheticGuest {
 // The page's bytes are what the synthetic guest holds there.
 [[nodiscard]] bool synthetic_page_matches(const SyntheticGuest& guest, std::uint32_t region,
                                           std::uint64_t page, const void* data) noexcept;
+// Writes the page's bytes (page_size of them) at `data`: a running guest's starting content.
+void synthetic_page_fill(const SyntheticGuest& guest, std::uint32_t region, std::uint64_t page,
+                         void* data) noexcept;
 
 // ---- Both sides ---------------------------------------------------------------------------
 
@@ -151,6 +155,35 @@ struct Timeouts {
 
 // ---- Source -------------------------------------------------------------------------------
 
+// A guest that still runs while it migrates (hybrid migration, protocol version 2): memory is
+// sent in precopy rounds while the guest writes it (round 0 every page once, each later round
+// what was written since), then the guest pauses here (the switchover), the destination
+// discards the pages written after they were sent, its guest runs, and postcopy brings those.
+// Writes are tracked with userfaultfd asynchronous write-protection and PAGEMAP_SCAN (Linux
+// 6.7+), which needs no privilege and sees every write: a vCPU's through KVM (EPT) too.
+struct LiveMigration {
+    bool enabled = false;
+    // Rounds before the switchover is forced (1 .. 1000); it comes earlier when what a round
+    // found written would take less than `downtime_budget` at the link rate that round
+    // measured, or when a round found no fewer written pages than the one before.
+    std::uint32_t max_rounds = 10;
+    std::chrono::milliseconds downtime_budget{50};
+    // Per region (default anonymous): shmem and hugetlbfs need write-protection of their own.
+    std::vector<MemoryKind> kinds;
+    // Optional, instead of the tracker: the VMM's own dirty log (KVM_GET_DIRTY_LOG, the dirty
+    // ring). Sets in `bits` (bit i of word w: page 64 w + i of the region) the pages written
+    // since its last call for that region (the first call: since create()). False fails the
+    // migration.
+    std::function<bool(std::uint32_t region, std::span<std::uint64_t> bits)> dirty_log;
+    // Required: pause the vCPUs; return once they are paused (from a library thread).
+    std::function<void()> pause_guest;
+    // The migration failed while no destination can be running the guest: run it again here
+    // (called as run() ends). Never called once SWITCHOVER may have reached a destination.
+    std::function<void()> resume_guest;
+    // Each round's figures, after the destination has placed every page of it.
+    std::function<void(const RoundReport&)> on_round;
+};
+
 struct SourceOptions {
     std::string listen = "tcp:127.0.0.1:0";  // tcp:HOST:PORT, tcp:[IPV6]:PORT or unix:PATH
     // A destination whose session broke (without ending it on purpose) may come back and
@@ -161,6 +194,7 @@ struct SourceOptions {
     Timeouts timeouts;
     std::size_t bulk_run_bytes = 256U << 10;
     std::function<void(const SourceProgress&)> on_progress;  // ~10 Hz, from run()'s thread
+    LiveMigration live;  // only with Source::create (memory the running guest writes)
 };
 
 // The page server: serves one migration of a guest's memory.
@@ -186,6 +220,8 @@ class Source {
     [[nodiscard]] SourceStats run();
     void stop();  // thread-safe
     [[nodiscard]] SourceProgress progress() const;
+    // A live migration: switch over at the end of the current round (thread-safe).
+    void switchover_now();
 
   private:
     struct Impl;
@@ -264,8 +300,15 @@ class Destination {
     Destination& operator=(Destination&&) noexcept;
     ~Destination();
 
-    // Registers the regions and connects in the background; the guest may run from here on.
+    // Registers the regions and connects in the background. The guest may run from here on
+    // when the source's guest is paused (a plain postcopy); from a live source, only once
+    // wait_until_runnable() says so.
     [[nodiscard]] std::expected<void, Error> start();
+    // Until the guest may run: as soon as the source's LAYOUT says its guest is paused, or,
+    // from a live source, after the switchover (the precopy rounds placed, the stale pages
+    // discarded). Errc::TimedOut after `timeout`; the migration's error if it failed first.
+    [[nodiscard]] std::expected<void, Error> wait_until_runnable(
+        std::chrono::milliseconds timeout = std::chrono::minutes(10));
     // Until every page is present or the migration failed.
     [[nodiscard]] DestinationStats wait();
     void stop();  // thread-safe

@@ -417,6 +417,71 @@ TEST_F(Migrate, DemoWithUnboundedTouchesEndsWhenTheMigrationEnds) {
     EXPECT_GT(report["vcpu_touches"].get<std::uint64_t>(), 0u) << "the vCPUs ran";
 }
 
+// ---- A live source: precopy rounds while its guest's writers stamp pages, then postcopy ----
+
+struct PrecopyCase {
+    const char* memory;
+    const char* size;
+};
+
+class Precopy : public Migrate, public ::testing::WithParamInterface<PrecopyCase> {};
+
+// The destination's memory must equal, bit for bit, the source's as its writers left it when
+// paused: every page is checked against the synthetic content plus the stamp of the version the
+// source wrote last (its versions file). A page written after it was sent and not discarded at
+// the switchover, or a late precopy copy landing after the discard, would fail this.
+TEST_P(Precopy, ConvergentWritersEndBitForBitWithTheSourceAtThePause) {
+    const PrecopyCase c = GetParam();
+    std::string json = scratch_.path("precopy.json");
+    Process demo({cli_path(), "demo", "--size", c.size, "--memory", c.memory, "--precopy",
+                  "--source-writers", "2", "--write-rate", "2000", "--hot-set", "5", "--touches",
+                  "500", "--json", json});
+    ASSERT_EQ(demo.wait(std::chrono::seconds(120)), 0) << demo.output();
+    auto report = read_json(json);
+    ASSERT_TRUE(report.is_object()) << demo.output();
+    EXPECT_TRUE(report["verified"].get<bool>()) << demo.output();
+    EXPECT_EQ(report["wrong_pages"].get<std::uint64_t>(), 0u);
+    const auto& live = report["live"];
+    const auto& source = report["source"]["live"];
+    ASSERT_TRUE(live.is_object() && source.is_object()) << demo.output();
+    EXPECT_GE(live["precopy_rounds"].get<std::uint64_t>(), 1u);
+    EXPECT_EQ(live["precopy_rounds"].get<std::uint64_t>(), source["rounds"].size());
+    // What the source found written after sending is what the destination discarded.
+    EXPECT_EQ(live["pages_discarded_at_switchover"].get<std::uint64_t>(),
+              source["pages_discarded"].get<std::uint64_t>());
+    EXPECT_LE(live["faults_after_switchover"].get<std::uint64_t>(),
+              report["faults"].get<std::uint64_t>());
+    EXPECT_FALSE(source["guest_runnable_here"].get<bool>()) << "the destination runs it";
+    EXPECT_GT(source["rounds"][0]["pages"].get<std::uint64_t>(), 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Kinds, Precopy,
+                         ::testing::Values(PrecopyCase{"anonymous", "64M"},
+                                           PrecopyCase{"shmem", "64M"},
+                                           PrecopyCase{"hugetlb", "16M"}),
+                         [](const auto& info) { return std::string(info.param.memory); });
+
+TEST_F(Migrate, WritersThatNeverConvergeAreSwitchedOverAtMaxRoundsAndStillMatch) {
+    // Writers as fast as they can over 60 % of the guest: every round finds the hot set written
+    // again, so rounds stop at --max-rounds (or sooner, when they stop shrinking).
+    std::string json = scratch_.path("forced.json");
+    Process demo({cli_path(), "demo", "--size", "128M", "--precopy", "--source-writers", "2",
+                  "--write-rate", "0", "--hot-set", "60", "--max-rounds", "2", "--touches", "500",
+                  "--json", json});
+    ASSERT_EQ(demo.wait(std::chrono::seconds(120)), 0) << demo.output();
+    auto report = read_json(json);
+    ASSERT_TRUE(report.is_object()) << demo.output();
+    EXPECT_TRUE(report["verified"].get<bool>()) << demo.output();
+    const auto& source = report["source"]["live"];
+    ASSERT_TRUE(source.is_object()) << demo.output();
+    EXPECT_LE(source["rounds"].size(), 2u);
+    if (source["switchover_reason"] == "max-rounds") {
+        EXPECT_EQ(source["rounds"].size(), 2u);
+    }
+    EXPECT_GT(source["pages_discarded"].get<std::uint64_t>(), 0u) << "the writers never stopped";
+    EXPECT_EQ(report["live"]["pages_discarded_at_switchover"], source["pages_discarded"]);
+}
+
 class DemoSignal : public Migrate, public ::testing::WithParamInterface<int> {};
 
 TEST_P(DemoSignal, EndsADemoWhoseVcpusTouchUntilTheEnd) {

@@ -325,9 +325,10 @@ INSTANTIATE_TEST_SUITE_P(
                       "STREAM has reserved bits"},
         HostileStream{{{MessageType::Start, kStart}, {MessageType::Stream, stream_payload(0, 8)}},
                       "8 bytes, not 16"},
-        HostileStream{{{MessageType::Bitmap, kBitmap},
-                       {MessageType::Resume, wire::encode(wire::Resume{0, 65})}},
-                      "RESUME says 65 pages are present but its BITMAPs hold 64"},
+        HostileStream{
+            {{MessageType::Bitmap, kBitmap},
+             {MessageType::Resume, wire::encode(wire::Resume{.flags = 0, .pages_present = 65})}},
+            "RESUME says 65 pages are present but its BITMAPs hold 64"},
         HostileStream{{{MessageType::Start, kStart}, {MessageType::Bitmap, kBitmap}},
                       "BITMAP after START or RESUME"},
         HostileStream{{{MessageType::Bitmap, kBitmap}, {MessageType::Start, kStart}},
@@ -446,7 +447,8 @@ TEST(ResumingDestination, ABitmapClaimingAPageThisSourceNeverSentIsRefused) {
         served.server->local_endpoint(),
         {.frames = {
              {MessageType::Bitmap, bitmap_of({3, 10})},
-             {MessageType::Resume, wire::encode(wire::Resume{wire::Start::kStreamHeld, 2})}}});
+             {MessageType::Resume,
+              wire::encode(wire::Resume{.flags = wire::Start::kStreamHeld, .pages_present = 2})}}});
     served.thread.join();
     ASSERT_TRUE(served.report.has_value());
     EXPECT_FALSE(served.report->ok);
@@ -465,7 +467,8 @@ void expect_resumed_and_page_10_answered(LoopbackSource& served, const Synthetic
         run_script(served.server->local_endpoint(),
                    {.frames = {{MessageType::Bitmap, std::move(bitmap)},
                                {MessageType::Resume,
-                                wire::encode(wire::Resume{wire::Start::kStreamHeld, claimed})},
+                                wire::encode(wire::Resume{.flags = wire::Start::kStreamHeld,
+                                                          .pages_present = claimed})},
                                {MessageType::Request, wire::encode(wire::Request{0, 1, 10})}},
                     .enough = is_pages});
     ASSERT_EQ(session.received.size(), 1U) << (session.ended ? session.ended->detail : "");

@@ -41,7 +41,7 @@ TEST(Wire, LayoutRejectsEveryBadField) {
     expect_refused(with(0, std::uint32_t{0}), "region_count 0");
     expect_refused(with(0, std::uint32_t{65}), "region_count 65");
     expect_refused(with(0, std::uint32_t{3}), "payload is");  // count says 3, two follow
-    expect_refused(with(4, std::uint32_t{1}), "reserved");
+    expect_refused(with(4, std::uint32_t{2}), "reserved");    // bit 0 is kLive (version 2)
     expect_refused(with(8, std::uint64_t{7}), "total_pages 7");
     expect_refused(with(16, std::uint32_t{5}), "id 5");
     expect_refused(with(20, std::uint32_t{1}), "reserved");
@@ -116,7 +116,8 @@ TEST(Wire, BitmapRoundTripsAndMustFitItsRegion) {
 }
 
 TEST(Wire, ResumeRoundTripsAndRejectsReservedBits) {
-    auto decoded = decode_resume(encode(Resume{Start::kWantHashes, 12345}));
+    auto decoded =
+        decode_resume(encode(Resume{.flags = Start::kWantHashes, .pages_present = 12345}));
     ASSERT_TRUE(decoded) << decoded.error().detail;
     EXPECT_EQ(decoded->flags, Start::kWantHashes);
     EXPECT_EQ(decoded->pages_present, 12345u);
@@ -124,8 +125,11 @@ TEST(Wire, ResumeRoundTripsAndRejectsReservedBits) {
     bytes[0] = std::byte{0x10};
     expect_refused(decode_resume(bytes), "reserved");
     bytes = encode(Resume{});
-    bytes[5] = std::byte{1};
-    expect_refused(decode_resume(bytes), "reserved");
+    bytes[4] = std::byte{2};
+    expect_refused(decode_resume(bytes), "phase 2 is unknown");
+    auto switched = decode_resume(encode(Resume{.flags = 0, .phase = Resume::kSwitchedOver}));
+    ASSERT_TRUE(switched);
+    EXPECT_EQ(switched->phase, Resume::kSwitchedOver);
     expect_refused(decode_resume(std::span(bytes).first(15)), "15 bytes, not 16");
 }
 
@@ -239,11 +243,13 @@ TEST(Wire, StreamEndAndDoneRoundTripAndRejectReservedBytes) {
 TEST(Wire, EveryMessageTypeIsAnApplicationFrameAndHasAName) {
     // Every type protocol.md lists, by its number there and its name.
     const std::vector<std::tuple<MessageType, std::uint8_t, std::string>> table{
-        {MessageType::Layout, 0x40, "LAYOUT"},        {MessageType::Start, 0x41, "START"},
-        {MessageType::Request, 0x42, "REQUEST"},      {MessageType::Pages, 0x43, "PAGES"},
-        {MessageType::StreamEnd, 0x44, "STREAM_END"}, {MessageType::Done, 0x45, "DONE"},
-        {MessageType::Stream, 0x46, "STREAM"},        {MessageType::Bitmap, 0x47, "BITMAP"},
-        {MessageType::Resume, 0x48, "RESUME"},
+        {MessageType::Layout, 0x40, "LAYOUT"},         {MessageType::Start, 0x41, "START"},
+        {MessageType::Request, 0x42, "REQUEST"},       {MessageType::Pages, 0x43, "PAGES"},
+        {MessageType::StreamEnd, 0x44, "STREAM_END"},  {MessageType::Done, 0x45, "DONE"},
+        {MessageType::Stream, 0x46, "STREAM"},         {MessageType::Bitmap, 0x47, "BITMAP"},
+        {MessageType::Resume, 0x48, "RESUME"},         {MessageType::RoundEnd, 0x49, "ROUND_END"},
+        {MessageType::RoundDone, 0x4a, "ROUND_DONE"},  {MessageType::Discard, 0x4b, "DISCARD"},
+        {MessageType::Switchover, 0x4c, "SWITCHOVER"}, {MessageType::Running, 0x4d, "RUNNING"},
     };
     for (const auto& [type, number, name] : table) {
         EXPECT_TRUE(transport::is_application(frame_type(type))) << name;
@@ -251,9 +257,58 @@ TEST(Wire, EveryMessageTypeIsAnApplicationFrameAndHasAName) {
         EXPECT_EQ(to_string(type), name);
     }
     // The next number is no message: a peer's frame of that type is refused, not misread.
-    EXPECT_EQ(to_string(static_cast<MessageType>(0x49)), "message 73");
+    EXPECT_EQ(to_string(static_cast<MessageType>(0x4e)), "message 78");
     EXPECT_EQ(max_pages_per_frame(4096), 256u);
     EXPECT_EQ(max_pages_per_frame(2 << 20), 1u);
+}
+
+TEST(Wire, LayoutCarriesTheLiveFlagOutsideTheGuestsShape) {
+    Layout live = two_regions();
+    live.flags = Layout::kLive;
+    auto back = decode_layout(encode(live));
+    ASSERT_TRUE(back) << back.error().detail;
+    EXPECT_TRUE(back->live());
+    EXPECT_EQ(*back, two_regions());  // the same guest, whether or not it runs
+}
+
+TEST(Wire, RoundMessagesRoundTripAndRejectBadFields) {
+    auto end = decode_round_end(encode(RoundEnd{3, 77}));
+    ASSERT_TRUE(end);
+    EXPECT_EQ(end->round, 3u);
+    EXPECT_EQ(end->pages_sent, 77u);
+    auto done = decode_round_done(encode(RoundDone{4, 1234}));
+    ASSERT_TRUE(done);
+    EXPECT_EQ(done->round, 4u);
+    EXPECT_EQ(done->pages_present, 1234u);
+    expect_refused(decode_round_end(encode(RoundEnd{kMaxRounds, 0})), "past the last");
+    expect_refused(decode_round_done(encode(RoundDone{kMaxRounds, 0})), "past the last");
+    auto bytes = encode(RoundEnd{1, 1});
+    bytes[4] = std::byte{1};
+    expect_refused(decode_round_end(bytes), "reserved");
+    expect_refused(decode_round_done(std::span(bytes).first(12)), "12 bytes, not 16");
+}
+
+TEST(Wire, SwitchoverRunningAndDiscardRoundTripAndRejectBadFields) {
+    auto switchover = decode_switchover(encode(Switchover{5, 999}));
+    ASSERT_TRUE(switchover);
+    EXPECT_EQ(switchover->rounds, 5u);
+    EXPECT_EQ(switchover->pages_discarded, 999u);
+    expect_refused(decode_switchover(encode(Switchover{kMaxRounds + 1, 0})), "at most");
+    auto running = decode_running(encode(Running{42}));
+    ASSERT_TRUE(running);
+    EXPECT_EQ(running->pages_missing, 42u);
+    auto bytes = encode(Running{1});
+    bytes[9] = std::byte{1};
+    expect_refused(decode_running(bytes), "reserved");
+    // DISCARD is BITMAP's layout under its own name, with the same checks.
+    BitmapChunk chunk{.region = 0, .first_page = 0, .count = 64, .words = {0x5}};
+    auto discard = decode_discard(encode(chunk), two_regions());
+    ASSERT_TRUE(discard) << discard.error().detail;
+    EXPECT_EQ(discard->words, chunk.words);
+    chunk.region = 7;
+    expect_refused(decode_discard(encode(chunk), two_regions()), "DISCARD region 7");
+    chunk = {.region = 0, .first_page = 0, .count = 3, .words = {0xF}};
+    expect_refused(decode_discard(encode(chunk), two_regions()), "DISCARD sets bits past");
 }
 
 }  // namespace
