@@ -354,30 +354,36 @@ std::vector<std::byte> encode(const Running& running) {
     return out;
 }
 
+namespace {
+
+// ROUND_END and ROUND_DONE: a round number below kMaxRounds and a count.
+std::expected<std::pair<std::uint32_t, std::uint64_t>, transport::Failure> decode_round(
+    std::span<const std::byte> p, const char* name) {
+    auto fields = decode_u32_u64(p, name);
+    if (fields && fields->first >= kMaxRounds) {
+        return std::unexpected(violation(std::string(name) + " round " +
+                                         std::to_string(fields->first) + " is past the last (" +
+                                         std::to_string(kMaxRounds - 1) + ")"));
+    }
+    return fields;
+}
+
+}  // namespace
+
 std::expected<RoundEnd, transport::Failure> decode_round_end(std::span<const std::byte> p) {
-    auto fields = decode_u32_u64(p, "ROUND_END");
-    if (!fields) {
-        return std::unexpected(fields.error());
+    auto f = decode_round(p, "ROUND_END");
+    if (!f) {
+        return std::unexpected(f.error());
     }
-    if (fields->first >= kMaxRounds) {
-        return std::unexpected(violation("ROUND_END round " + std::to_string(fields->first) +
-                                         " is past the last (" + std::to_string(kMaxRounds - 1) +
-                                         ")"));
-    }
-    return RoundEnd{fields->first, fields->second};
+    return RoundEnd{f->first, f->second};
 }
 
 std::expected<RoundDone, transport::Failure> decode_round_done(std::span<const std::byte> p) {
-    auto fields = decode_u32_u64(p, "ROUND_DONE");
-    if (!fields) {
-        return std::unexpected(fields.error());
+    auto f = decode_round(p, "ROUND_DONE");
+    if (!f) {
+        return std::unexpected(f.error());
     }
-    if (fields->first >= kMaxRounds) {
-        return std::unexpected(violation("ROUND_DONE round " + std::to_string(fields->first) +
-                                         " is past the last (" + std::to_string(kMaxRounds - 1) +
-                                         ")"));
-    }
-    return RoundDone{fields->first, fields->second};
+    return RoundDone{f->first, f->second};
 }
 
 std::expected<Switchover, transport::Failure> decode_switchover(std::span<const std::byte> p) {
