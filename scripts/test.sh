@@ -58,7 +58,7 @@ for i in "${!flavours[@]}"; do
     [[ $flavour == release ]] || suites=(--no-suite long --no-suite install --no-suite chaos)
     # Sanitizers: fail on the first report; SIGBUS tests restore the default action themselves.
     ASAN_OPTIONS=abort_on_error=0:detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-    TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+    TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/scripts/tsan.supp \
       meson test -C "build/$flavour" --print-errorlogs --num-processes 2 "${suites[@]}" || status=1
   fi
   built=1
