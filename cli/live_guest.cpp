@@ -9,9 +9,9 @@ namespace uffdm::cli {
 
 namespace {
 
-constexpr std::uint64_t kStampMagic = 0x5053544d44464655ULL;  // "UFFDMTSP"
+constexpr std::uint64_t kLiveStampMagic = 0x5053544d44464655ULL;  // "UFFDMTSP"
 
-std::uint64_t mix(std::uint64_t x) {
+std::uint64_t stamp_mix(std::uint64_t x) {
     x ^= x >> 33;
     x *= 0xff51afd7ed558ccdULL;
     x ^= x >> 33;
@@ -19,8 +19,8 @@ std::uint64_t mix(std::uint64_t x) {
     return x ^ (x >> 33);
 }
 
-void stamp(std::byte* page, std::uint32_t region, std::uint64_t index, std::uint32_t version) {
-    std::uint64_t words[2] = {kStampMagic ^ (std::uint64_t{region} << 48) ^ index, version};
+void stamp_page(std::byte* page, std::uint32_t region, std::uint64_t index, std::uint32_t version) {
+    std::uint64_t words[2] = {kLiveStampMagic ^ (std::uint64_t{region} << 48) ^ index, version};
     std::memcpy(page, words, sizeof words);
 }
 
@@ -36,7 +36,7 @@ bool live_page_matches(const SyntheticGuest& guest, const PageVersions& versions
     thread_local std::vector<std::byte> expected;
     expected.resize(guest.page_size);
     synthetic_page_fill(guest, region, page, expected.data());
-    stamp(expected.data(), region, page, version);
+    stamp_page(expected.data(), region, page, version);
     return std::memcmp(expected.data(), data, guest.page_size) == 0;
 }
 
@@ -85,7 +85,8 @@ SourceWriters::SourceWriters(std::vector<std::span<std::byte>> regions, const Sy
         std::uint64_t pages = regions_[r].size() / guest.page_size;
         versions_.emplace_back(pages, 0);
         for (std::uint64_t p = 0; p < pages; ++p) {
-            if (mix(guest.seed ^ (std::uint64_t{r} << 40) ^ (p * 0x9e3779b97f4a7c15ULL)) % 100 <
+            if (stamp_mix(guest.seed ^ (std::uint64_t{r} << 40) ^ (p * 0x9e3779b97f4a7c15ULL)) %
+                    100 <
                 spec.hot_percent) {
                 hot_.emplace_back(r, p);
             }
@@ -114,7 +115,7 @@ void SourceWriters::pause() {
 // stamps one of them at random, at its share of the rate.
 void SourceWriters::run(unsigned index) {
     using clock = std::chrono::steady_clock;
-    std::uint64_t state = mix(guest_.seed + index + 1);
+    std::uint64_t state = stamp_mix(guest_.seed + index + 1);
     std::uint64_t mine = (hot_.size() + spec_.writers - 1 - index) / spec_.writers;
     if (mine == 0) {
         return;
@@ -130,10 +131,10 @@ void SourceWriters::run(unsigned index) {
                 continue;
             }
         }
-        state = mix(state);
+        state = stamp_mix(state);
         auto [region, page] = hot_[index + (state % mine) * spec_.writers];
         std::uint32_t version = ++versions_[region][page];
-        stamp(regions_[region].data() + page * guest_.page_size, region, page, version);
+        stamp_page(regions_[region].data() + page * guest_.page_size, region, page, version);
         ++done;
         writes_.fetch_add(1, std::memory_order_relaxed);
     }

@@ -84,6 +84,7 @@ void DestinationUrgentChannel::on_pages(ChannelId channel, const FrameView& fram
             return link_.refuse_urgent(channel, violation(refusal));
         }
         round_pages_ += run->header.count;
+        link_.precopy().on_stream_pages(generation_, run->header.count);
     }
     // Without bulk connections the stream shares this connection: only answers count as urgent.
     if (auto placed = link_.placer().place(*run, answer ? Path::Urgent : Path::Background);
@@ -130,6 +131,8 @@ void DestinationUrgentChannel::on_precopy(ChannelId channel, wire::MessageType t
     if (!refusal.empty()) {
         return link_.refuse_urgent(channel, violation(refusal));
     }
+    // The source is back and serving, even when no page is left to send (a pause ends).
+    link_.progressed(generation_);
     link_.request_queued();  // a ROUND_DONE or RUNNING to send
 }
 
@@ -259,6 +262,7 @@ void DestinationBulkChannel::on_frame(ChannelId channel, const FrameView& frame)
         }
         pages_received_ += run->header.count;
         round_pages_ += run->header.count;
+        link_.precopy().on_stream_pages(generation_, run->header.count);
         link_.progressed(generation_);
         return;
     }
@@ -272,6 +276,7 @@ void DestinationBulkChannel::on_frame(ChannelId channel, const FrameView& frame)
             return link_.refuse_bulk(channel, violation(refusal));
         }
         round_pages_ = 0;
+        link_.progressed(generation_);
         link_.request_queued();  // ROUND_DONE, if this was the last connection to end it
         return;
     }

@@ -32,7 +32,7 @@ FaultServer::FaultServer(uffd::UserfaultFd uffd, std::vector<GuestRegion> region
           layout_,
           [this](const std::vector<PageBitmap>& pages) {
               faults_at_switchover_.store(faults_.load());
-              return discard_stale_pages(uffd_, registrations_, placer_, addresses_, pages);
+              return discard_at_switchover(pages);
           },
           [this] { (void)nudge_faults_.signal(); }),  // complete already, maybe
       link_(options_, layout_, placer_, requests_, precopy_) {
@@ -147,6 +147,21 @@ void FaultServer::fault_loop() {
         for (auto& event : batch->events) {
             handle(event, now);
         }
+        std::function<void()> task;
+        {
+            std::lock_guard lock(task_mutex_);
+            task = std::move(task_);
+            task_ = nullptr;
+        }
+        if (task) {
+            apply_queued_events(reader);
+            task();
+            {
+                std::lock_guard lock(task_mutex_);
+                task_ran_ = true;
+            }
+            task_done_.notify_all();
+        }
         // Also after a batch that dropped the count and made it whole again (forget() calls
         // no one), not only when nudged.
         if (!complete_.load(std::memory_order_relaxed) && placer_.complete()) {
@@ -243,6 +258,9 @@ void FaultServer::discarded(std::uint64_t start, std::uint64_t end) {
     if (complete_.load(std::memory_order_relaxed)) {
         return;  // after the migration the memory is the guest's like any other: zeros
     }
+    if (switching_.load(std::memory_order_acquire)) {
+        return;  // the switchover's own discard: those pages are forgotten already
+    }
     // The kernel drops the pages after this event is read, not before: a page marked present
     // here may still be mapped for a while, and a copy of it placed again meanwhile fails with
     // EEXIST and is lost with the rest. Such a page is found by its next fault
@@ -273,9 +291,7 @@ void FaultServer::unmapped(std::uint64_t start, std::uint64_t end) {
     (void)uffd_.wake(start, end - start);
 }
 
-void FaultServer::confirm_complete(uffd::FaultReader& reader) {
-    // Events queued before this point happened before it: apply them first (a REMOVE among
-    // them makes pages missing again). Any event after it happened after the migration ended.
+void FaultServer::apply_queued_events(uffd::FaultReader& reader) {
     for (;;) {
         auto batch = reader.next(0);
         if (!batch || batch->stopped || batch->timed_out) {
@@ -286,6 +302,52 @@ void FaultServer::confirm_complete(uffd::FaultReader& reader) {
             handle(event, now);
         }
     }
+}
+
+std::expected<std::uint64_t, transport::Failure> FaultServer::discard_at_switchover(
+    const std::vector<PageBitmap>& pages) {
+    // On the fault thread, after every event already queued: with every page present no
+    // thread can be blocked on one (a fault needs a missing page; a REMOVE raised from now on
+    // waits, pages and all, until this thread reads it), so unregistering wakes nobody.
+    std::optional<std::expected<std::uint64_t, transport::Failure>> fast;
+    {
+        std::lock_guard lock(task_mutex_);
+        task_ran_ = false;
+        task_ = [&] {
+            if (placer_.complete()) {
+                fast = discard_stale_pages(uffd_, registrations_, placer_, addresses_, pages, true);
+            }
+        };
+    }
+    (void)nudge_faults_.signal();
+    {
+        // Until it ran. Once taken it runs to its end (it uses this frame); one never taken
+        // (the fault thread ended with a failure) is withdrawn.
+        std::unique_lock lock(task_mutex_);
+        while (
+            !task_done_.wait_for(lock, std::chrono::milliseconds(100), [&] { return task_ran_; })) {
+            if (task_ && (link_.failed() || !fault_thread_.joinable())) {
+                task_ = nullptr;
+                return std::unexpected(transport::failure(
+                    Errc::Closed, "the fault thread ended before the switchover's discard"));
+            }
+        }
+    }
+    if (fast) {
+        return *fast;
+    }
+    // Some page is missing (the guest's process discarded it, or a fault waits on it): the
+    // ranges stay registered, and the fault thread reads our REMOVE events as ours.
+    switching_.store(true);
+    auto slow = discard_stale_pages(uffd_, registrations_, placer_, addresses_, pages, false);
+    switching_.store(false);
+    return slow;
+}
+
+void FaultServer::confirm_complete(uffd::FaultReader& reader) {
+    // Events queued before this point happened before it: apply them first (a REMOVE among
+    // them makes pages missing again). Any event after it happened after the migration ended.
+    apply_queued_events(reader);
     // A live source's guest still runs: its later rounds and the switchover's discards are to
     // come, whatever is present now.
     if (!placer_.complete() || precopy_.phase() != PrecopyReceiver::Phase::Running ||

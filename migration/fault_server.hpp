@@ -2,9 +2,12 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <expected>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -80,6 +83,13 @@ class FaultServer {
     // has: a discard whose pages went after a copy of them was placed again. True if none.
     bool discarded_pages_are_there();
     void stop_fault_thread();
+    // Applies every event already queued (a REMOVE among them makes pages missing again).
+    // Fault thread.
+    void apply_queued_events(uffd::FaultReader& reader);
+    // The switchover's discard (switchover.hpp): the fast way on the fault thread when no
+    // thread can be blocked on a page, else with REMOVE events from the caller's thread.
+    std::expected<std::uint64_t, transport::Failure> discard_at_switchover(
+        const std::vector<PageBitmap>& pages);
     // Pages still missing after a failed migration: a memory error for whoever touches one, or
     // (without UFFDIO_POISON) their faulting threads blocked for the life of the process.
     void poison_missing();
@@ -101,6 +111,13 @@ class FaultServer {
     uffd::EventFd nudge_faults_;  // the placer made the count whole: confirm it
     PrecopyReceiver precopy_;     // a live source's rounds and switchover (uses the above)
     std::atomic<std::uint64_t> faults_at_switchover_{0};
+    // A task for the fault thread (the switchover's discard), and its end. Guarded by
+    // task_mutex_; the REMOVE events of our own discard are not the guest's (switching_).
+    std::mutex task_mutex_;
+    std::condition_variable task_done_;
+    std::function<void()> task_;
+    bool task_ran_ = false;
+    std::atomic<bool> switching_{false};
     DestinationLink link_;
     std::thread fault_thread_;
 

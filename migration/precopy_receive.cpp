@@ -9,17 +9,17 @@ namespace uffdm::migration {
 
 namespace {
 
-using Phase = PrecopyReceiver::Phase;
+using ReceiverPhase = PrecopyReceiver::Phase;
 
-constexpr bool allowed(Phase from, Phase to) {
+constexpr bool receiver_phase_allowed(ReceiverPhase from, ReceiverPhase to) {
     switch (from) {
-        case Phase::Waiting:
-            return to == Phase::Precopy || to == Phase::Running;
-        case Phase::Precopy:
-            return to == Phase::Switching;
-        case Phase::Switching:
-            return to == Phase::Running;
-        case Phase::Running:
+        case ReceiverPhase::Waiting:
+            return to == ReceiverPhase::Precopy || to == ReceiverPhase::Running;
+        case ReceiverPhase::Precopy:
+            return to == ReceiverPhase::Switching;
+        case ReceiverPhase::Switching:
+            return to == ReceiverPhase::Running;
+        case ReceiverPhase::Running:
             return false;
     }
     return false;
@@ -51,7 +51,7 @@ PrecopyReceiver::PrecopyReceiver(const wire::Layout& layout, Discard discard,
 
 void PrecopyReceiver::enter(Phase next) {
     Phase from = phase_.load(std::memory_order_relaxed);
-    if (!allowed(from, next)) {
+    if (!receiver_phase_allowed(from, next)) {
         std::fprintf(stderr, "uffdm: destination precopy phase %s -> %s is not in protocol.md\n",
                      name(from), name(next));
         std::abort();
@@ -79,6 +79,7 @@ void PrecopyReceiver::begin_session(std::uint64_t generation, std::size_t stream
     generation_ = generation;
     streams_ = streams;
     ended_ = 0;
+    open_pages_ = 0;
     round_.reset();
     done_pending_ = false;
     // DISCARD* and SWITCHOVER come again in full if the switchover had not been applied.
@@ -120,6 +121,7 @@ std::string PrecopyReceiver::on_round_end(std::uint64_t generation, const wire::
                " on one connection and round " + std::to_string(*round_) + " on another";
     }
     round_ = end.round;
+    open_pages_ -= std::min(open_pages_, pages);
     if (++ended_ > streams_) {
         return "ROUND_END twice on one connection in round " + std::to_string(end.round);
     }
@@ -131,6 +133,16 @@ std::string PrecopyReceiver::on_round_end(std::uint64_t generation, const wire::
         round_.reset();
     }
     return {};
+}
+
+void PrecopyReceiver::on_stream_pages(std::uint64_t generation, std::uint64_t pages) {
+    if (!live()) {
+        return;
+    }
+    std::lock_guard lock(mutex_);
+    if (generation == generation_ && phase() == Phase::Precopy) {
+        open_pages_ += pages;
+    }
 }
 
 std::optional<wire::RoundDone> PrecopyReceiver::next_round_done(std::uint64_t present) {
@@ -179,11 +191,16 @@ std::string PrecopyReceiver::on_switchover(const wire::Switchover& switchover) {
             return "SWITCHOVER says " + std::to_string(switchover.pages_discarded) +
                    " pages are discarded but its DISCARDs name " + std::to_string(discard_bits_);
         }
+        // Every page streamed so far belongs to a round this destination acknowledged: none
+        // of them can still be on its way.
         std::uint32_t acknowledged = last_done_ ? *last_done_ + 1 : 0;
-        if (switchover.rounds != acknowledged || ended_ != 0) {
+        if (acknowledged == 0 || switchover.rounds != acknowledged || ended_ != 0 ||
+            open_pages_ != 0) {
             return "SWITCHOVER after " + std::to_string(switchover.rounds) +
                    " rounds while this destination acknowledged " + std::to_string(acknowledged) +
-                   (ended_ != 0 ? " and a round had not ended on every connection" : "");
+                   (ended_ != 0 || open_pages_ != 0
+                        ? " and a round had not ended on every connection"
+                        : "");
         }
         // From here on nothing streams until RUNNING: what is placed now is final.
         enter(Phase::Switching);

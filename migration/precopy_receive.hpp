@@ -53,6 +53,8 @@ class PrecopyReceiver {
     // ROUND_END: "" or the refusal.
     [[nodiscard]] std::string on_round_end(std::uint64_t generation, const wire::RoundEnd& end,
                                            std::uint64_t pages);
+    // Stream pages of session `generation` placed, not yet counted by a ROUND_END.
+    void on_stream_pages(std::uint64_t generation, std::uint64_t pages);
     // Pages may be placed over an earlier copy (precopy) — the placer asks per run.
     [[nodiscard]] bool replacing() const noexcept { return phase() == Phase::Precopy; }
     // PAGES on a streaming connection now: "" or the refusal (between SWITCHOVER and RUNNING
@@ -90,6 +92,7 @@ class PrecopyReceiver {
     std::uint64_t generation_ = 0;
     std::size_t streams_ = 0;
     std::size_t ended_ = 0;                   // connections that sent ROUND_END for `round_`
+    std::uint64_t open_pages_ = 0;            // stream pages no ROUND_END has counted yet
     std::optional<std::uint32_t> round_;      // the round being ended in this session
     std::optional<std::uint32_t> last_done_;  // the last round acknowledged
     bool done_pending_ = false;

@@ -11,26 +11,28 @@ namespace uffdm::migration {
 
 namespace {
 
-using Phase = PrecopySource::Phase;
+using SourcePhase = PrecopySource::Phase;
 
 // The transitions of protocol.md's "Live source", and only those.
-constexpr bool allowed(Phase from, Phase to) {
+constexpr bool source_phase_allowed(SourcePhase from, SourcePhase to) {
     switch (from) {
-        case Phase::Rounds:
-            return to == Phase::Deciding || to == Phase::Rounds;  // Rounds: a fresh destination
-        case Phase::Deciding:
-            return to == Phase::Rounds || to == Phase::Pausing;
-        case Phase::Pausing:
-            return to == Phase::Switching;
-        case Phase::Switching:
-            return to == Phase::Postcopy || to == Phase::Rounds;  // Rounds: see on_start
-        case Phase::Postcopy:
+        case SourcePhase::Rounds:
+            return to == SourcePhase::Deciding ||
+                   to == SourcePhase::Rounds;  // Rounds: a fresh destination
+        case SourcePhase::Deciding:
+            return to == SourcePhase::Rounds || to == SourcePhase::Pausing;
+        case SourcePhase::Pausing:
+            return to == SourcePhase::Switching;
+        case SourcePhase::Switching:
+            return to == SourcePhase::Postcopy ||
+                   to == SourcePhase::Rounds;  // Rounds: see on_start
+        case SourcePhase::Postcopy:
             return false;
     }
     return false;
 }
 
-std::uint64_t count_of(const std::vector<PageBitmap>& bits) {
+std::uint64_t bits_set_in(const std::vector<PageBitmap>& bits) {
     std::uint64_t n = 0;
     for (const PageBitmap& b : bits) {
         n += b.count();
@@ -128,7 +130,7 @@ void PrecopySource::stop() {
 
 void PrecopySource::enter(Phase next) {
     Phase from = phase_.load(std::memory_order_relaxed);
-    if (!allowed(from, next)) {
+    if (!source_phase_allowed(from, next)) {
         std::fprintf(stderr, "uffdm: live source phase %s -> %s is not in protocol.md\n",
                      name(from), name(next));
         std::abort();
@@ -355,7 +357,7 @@ void PrecopySource::decide(std::unique_lock<std::mutex>& lock) {
     if (phase() != Phase::Deciding) {
         return;  // a fresh destination started round 0 meanwhile (what was written goes too)
     }
-    report.dirty_pages = count_of(*written);
+    report.dirty_pages = bits_set_in(*written);
     report.dirty_pages_per_second =
         report.seconds > 0 ? static_cast<double>(report.dirty_pages) / report.seconds : 0.0;
     rounds_.push_back(report);
@@ -425,7 +427,7 @@ void PrecopySource::switch_over(std::unique_lock<std::mutex>& lock, std::vector<
             discard_[r].assign_word(w, dirty[r].word(w) | (*last)[r].word(w));
         }
     }
-    discard_count_ = count_of(discard_);
+    discard_count_ = bits_set_in(discard_);
     pages_.mark_unsent(discard_);
     discard_region_ = 0;
     discard_page_ = 0;

@@ -148,6 +148,9 @@ void SourceUrgentChannel::on_resume(ChannelId channel, const FrameView& frame) {
     }
     state_ = State::Serving;
     link_.started(resume->flags, session_);
+    if (link_.precopy() != nullptr) {
+        link_.wake_urgent();  // DISCARD* and SWITCHOVER again, if the switchover was under way
+    }
 }
 
 void SourceUrgentChannel::on_precopy(ChannelId channel, wire::MessageType type,

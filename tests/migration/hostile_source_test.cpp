@@ -142,7 +142,27 @@ INSTANTIATE_TEST_SUITE_P(
              "STREAM_END says 5 pages were streamed on this bulk connection; 4 arrived",
              "FalseStreamEnd"},
         Case{Misbehaviour::PagesAfterStreamEnd, false, Errc::ProtocolViolation,
-             "PAGES after the STREAM_END of that bulk connection", "PagesAfterStreamEnd"}),
+             "PAGES after the STREAM_END of that bulk connection", "PagesAfterStreamEnd"},
+        // A live source: its rounds and switchover are checked as closely as its pages. The
+        // two after a true switchover also show that a thread blocked on a missing page stays
+        // blocked across it (the discard then keeps the ranges registered).
+        Case{Misbehaviour::LiveFalseRoundEnd, false, Errc::ProtocolViolation,
+             "ROUND_END says 5 pages were sent on this connection in round 0; 4 arrived",
+             "LiveFalseRoundEnd"},
+        Case{Misbehaviour::LiveSwitchoverBeforeRoundEnd, false, Errc::ProtocolViolation,
+             "SWITCHOVER after 0 rounds while this destination acknowledged 0",
+             "LiveSwitchoverBeforeRoundEnd"},
+        Case{Misbehaviour::LiveSwitchoverMiscounted, false, Errc::ProtocolViolation,
+             "SWITCHOVER says 2 pages are discarded but its DISCARDs name 1",
+             "LiveSwitchoverMiscounted"},
+        Case{Misbehaviour::LiveDiscardOutOfRange, false, Errc::ProtocolViolation,
+             "DISCARD region 5 does not exist", "LiveDiscardOutOfRange"},
+        Case{Misbehaviour::LiveDiscardAfterSwitchover, false, Errc::ProtocolViolation,
+             "DISCARD after SWITCHOVER", "LiveDiscardAfterSwitchover"},
+        Case{Misbehaviour::LiveRoundEndAfterSwitchover, false, Errc::ProtocolViolation,
+             "ROUND_END from a source after SWITCHOVER", "LiveRoundEndAfterSwitchover"},
+        Case{Misbehaviour::RoundEndFromPausedSource, false, Errc::ProtocolViolation,
+             "whose LAYOUT said its guest is paused", "RoundEndFromPausedSource"}),
     [](const auto& info) { return std::string(info.param.name); });
 
 // A destination of kPages anonymous pages against the source at `endpoint`, started; the

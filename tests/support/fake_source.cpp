@@ -13,6 +13,9 @@ namespace asio = transport::asio;
 
 FakeSource::FakeSource(wire::Layout layout, std::uint64_t honest_pages, Misbehaviour what)
     : layout_(std::move(layout)), honest_pages_(honest_pages), what_(what) {
+    if (is_live(what)) {
+        layout_.flags = wire::Layout::kLive;
+    }
     transport::ListenerOptions options;
     options.endpoint = *transport::parse_endpoint("tcp:127.0.0.1:0");
     auto listener = transport::Listener::open(io_, options, [this](transport::Connection c) {
@@ -110,6 +113,44 @@ asio::awaitable<void> FakeSource::serve(std::shared_ptr<transport::Connection> u
             co_await timer.async_wait(asio::use_awaitable);
         }
     }
+    // Round 0 ended honestly and acknowledged; then, for a true switchover, page 0 discarded
+    // (the destination still lacks pages a thread waits on, so it keeps its ranges
+    // registered) and RUNNING awaited.
+    auto await_frame = [&](wire::MessageType type) -> asio::awaitable<bool> {
+        for (int i = 0; i < 1000; ++i) {
+            auto frame = co_await urgent->read_frame();
+            if (!frame) {
+                co_return false;
+            }
+            if (frame->header.type == wire::frame_type(type)) {
+                co_return true;
+            }
+        }
+        co_return false;
+    };
+    auto discard = [&](std::uint32_t region, std::uint64_t words) {
+        return wire::encode(
+            wire::BitmapChunk{.region = region, .first_page = 0, .count = 64, .words = {words}});
+    };
+    bool acknowledged_round = what_ == Misbehaviour::LiveSwitchoverMiscounted ||
+                              what_ == Misbehaviour::LiveDiscardAfterSwitchover ||
+                              what_ == Misbehaviour::LiveRoundEndAfterSwitchover;
+    if (acknowledged_round) {
+        (void)co_await send_on(stream, wire::MessageType::RoundEnd,
+                               wire::encode(wire::RoundEnd{0, honest_pages_}));
+        if (!co_await await_frame(wire::MessageType::RoundDone)) {
+            co_return;
+        }
+    }
+    if (what_ == Misbehaviour::LiveDiscardAfterSwitchover ||
+        what_ == Misbehaviour::LiveRoundEndAfterSwitchover) {
+        (void)co_await send_on(urgent, wire::MessageType::Discard, discard(0, 1));
+        (void)co_await send_on(urgent, wire::MessageType::Switchover,
+                               wire::encode(wire::Switchover{1, 1}));
+        if (!co_await await_frame(wire::MessageType::Running)) {
+            co_return;
+        }
+    }
     misbehaved_.store(true);
     const std::uint64_t last = layout_.regions[0].pages() - 1;
     switch (what_) {
@@ -161,6 +202,33 @@ asio::awaitable<void> FakeSource::serve(std::shared_ptr<transport::Connection> u
                                    wire::encode(wire::StreamEnd{honest_pages_}));
             (void)co_await send_on(stream, wire::MessageType::Pages,
                                    pages_frame(last, page_size, false, false));
+            break;
+        case Misbehaviour::LiveFalseRoundEnd:
+            (void)co_await send_on(stream, wire::MessageType::RoundEnd,
+                                   wire::encode(wire::RoundEnd{0, honest_pages_ + 1}));
+            break;
+        case Misbehaviour::LiveSwitchoverBeforeRoundEnd:
+            (void)co_await send_on(urgent, wire::MessageType::Switchover,
+                                   wire::encode(wire::Switchover{0, 0}));
+            break;
+        case Misbehaviour::LiveSwitchoverMiscounted:
+            (void)co_await send_on(urgent, wire::MessageType::Discard, discard(0, 1));
+            (void)co_await send_on(urgent, wire::MessageType::Switchover,
+                                   wire::encode(wire::Switchover{1, 2}));
+            break;
+        case Misbehaviour::LiveDiscardOutOfRange:
+            (void)co_await send_on(urgent, wire::MessageType::Discard, discard(5, 1));
+            break;
+        case Misbehaviour::LiveDiscardAfterSwitchover:
+            (void)co_await send_on(urgent, wire::MessageType::Discard, discard(0, 2));
+            break;
+        case Misbehaviour::LiveRoundEndAfterSwitchover:
+            (void)co_await send_on(stream, wire::MessageType::RoundEnd,
+                                   wire::encode(wire::RoundEnd{1, 0}));
+            break;
+        case Misbehaviour::RoundEndFromPausedSource:
+            (void)co_await send_on(stream, wire::MessageType::RoundEnd,
+                                   wire::encode(wire::RoundEnd{0, honest_pages_}));
             break;
     }
     while (co_await urgent->read_frame()) {

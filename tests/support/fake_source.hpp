@@ -25,7 +25,20 @@ enum class Misbehaviour {
     AnswerOnBulk,         // an answer on a bulk connection
     FalseStreamEnd,       // STREAM_END counting one page more than the bulk connection carried
     PagesAfterStreamEnd,  // a true STREAM_END, then more PAGES on that bulk connection
+    // A live source (LAYOUT's live flag): the honest pages are precopy round 0.
+    LiveFalseRoundEnd,             // ROUND_END counting one page more than the round carried
+    LiveSwitchoverBeforeRoundEnd,  // SWITCHOVER while round 0's pages were never ended
+    LiveSwitchoverMiscounted,      // after ROUND_DONE: DISCARD one page, SWITCHOVER says two
+    LiveDiscardOutOfRange,         // DISCARD naming a region the guest does not have
+    LiveDiscardAfterSwitchover,    // a true switchover (one page discarded), RUNNING, DISCARD
+    LiveRoundEndAfterSwitchover,   // a true switchover, RUNNING, then ROUND_END again
+    RoundEndFromPausedSource,      // ROUND_END from a source whose LAYOUT said it is not live
 };
+
+[[nodiscard]] constexpr bool is_live(Misbehaviour what) {
+    return what >= Misbehaviour::LiveFalseRoundEnd &&
+           what <= Misbehaviour::LiveRoundEndAfterSwitchover;
+}
 
 // Listens on loopback (no authentication) and serves one destination on its own thread: LAYOUT,
 // then after START `honest_pages` pages of region 0 on the first bulk connection (the urgent
