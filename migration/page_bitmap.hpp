@@ -44,6 +44,10 @@ class PageBitmap {
     void clear_bits(std::size_t index, std::uint64_t mask) noexcept {
         words_[index].fetch_and(~mask, std::memory_order_acq_rel);
     }
+    // Sets the bits of `mask` in word `index`.
+    void set_bits(std::size_t index, std::uint64_t mask) noexcept {
+        words_[index].fetch_or(mask, std::memory_order_acq_rel);
+    }
     void clear() noexcept {
         for (std::size_t i = 0; i < word_count(); ++i) {
             words_[i].store(0, std::memory_order_release);

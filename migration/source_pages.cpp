@@ -53,6 +53,8 @@ void SentPages::mark_unsent(const std::vector<PageBitmap>& written) {
     for (std::size_t r = 0; r < sent_.size() && r < written.size(); ++r) {
         for (std::size_t w = 0; w < sent_[r].words(); ++w) {
             if (std::uint64_t bits = written[r].word(w); bits != 0) {
+                // Sent once: the destination may hold that copy (a BITMAP may claim it).
+                delivered_[r].set_bits(w, sent_[r].word(w) & bits);
                 sent_[r].clear_bits(w, bits);
             }
         }

@@ -77,9 +77,9 @@ class SentPages {
     const GuestMemory& memory_;
     std::uint64_t stream_run_bytes_;
     std::vector<PageBitmap> sent_;  // per region: the page has been sent (by either path)
-    // Per region: sent in an earlier session of this migration (since its START), so a
-    // destination may hold it. Only what this process sent. Urgent loop only, like
-    // started_here_.
+    // Per region: sent before this session or before a live source's later round sent it
+    // again (since the migration's START), so a destination may hold it. Only what this
+    // process sent. Set at a resume (urgent loop) and by mark_unsent (the precopy thread).
     std::vector<PageBitmap> delivered_;
     bool started_here_ = false;  // this process has seen the migration's START
     SourceCounts counts_;

@@ -7,6 +7,7 @@
     chaos.py stop-peer        --cli PATH (--which source|destination)
     chaos.py slow-source      --cli PATH
     chaos.py soak             --cli PATH [--seconds 60] [--kill-every 0.3]
+    chaos.py precopy-kills    --cli PATH [--kills N] [--size 1G]
 
 Every case runs real processes over real sockets (loopback, or a veth link between two network
 namespaces for partition) while "vCPU" threads fault on random pages, and passes only when the
@@ -266,6 +267,55 @@ def case_slow_source(args):
         f"every page verified, worst fault p99 {worst_p99:.0f} us")
 
 
+def case_precopy_kills(args):
+    """A live source (demo --precopy: writer threads stamp the source's guest during precopy):
+    ss -K on the source's port every 20-80 ms, and at once each time the source reports a
+    round's end (so kills also land while it decides, pauses its guest and switches over).
+    The demo then checks every page bit for bit against the source's pages as its writers left
+    them. Bounded at three migrations and five minutes."""
+    rng = random.Random(args.seed)
+    kills = migrations = 0
+    deadline = time.monotonic() + 300
+    while kills < args.kills and migrations < 3 and time.monotonic() < deadline:
+        with tempfile.TemporaryDirectory() as scratch:
+            demo = Demo(args.cli, ["--size", args.size, "--precopy", "--source-writers", "2",
+                                   "--write-rate", "20000", "--hot-set", "5", "--max-rounds", "6",
+                                   "--touches", "20000", "--verify"] + FAST,
+                        os.path.join(scratch, "demo.json"))
+            landed = at_round_end = 0
+            seen_rounds = 0
+            try:
+                while demo.running() and time.monotonic() < deadline:
+                    rounds = sum(1 for line in list(demo.output) if line.startswith("round "))
+                    if rounds > seen_rounds:
+                        seen_rounds = rounds
+                        if kill_connections(demo.port) > 0:
+                            landed += 1
+                            at_round_end += 1
+                        continue
+                    time.sleep(rng.uniform(0.02, 0.08))
+                    if demo.running() and kill_connections(demo.port) > 0:
+                        landed += 1
+                status = demo.wait(120)
+            finally:
+                demo.kill()
+            report = check_demo(demo, status, 1 if landed > 0 else 0)
+        migrations += 1
+        kills += landed
+        live = report.get("live", {})
+        source = report.get("source", {}).get("live", {})
+        log(f"precopy-kills: migration {migrations}: {landed} kills ({at_round_end} at a "
+            f"round's end), {len(report['pauses'])} pauses, {live.get('precopy_rounds')} "
+            f"rounds, switchover {source.get('switchover_reason')}, "
+            f"{live.get('pages_discarded_at_switchover')} pages discarded, {report['pages']} "
+            f"pages verified bit for bit")
+        if not report.get("live"):
+            raise Failed("the demo's report has no live source: " + demo.text())
+    if kills < args.kills:
+        raise Failed(f"only {kills} kills landed in {migrations} migrations (wanted "
+                     f"{args.kills})")
+
+
 def make_image(path, size_mib):
     """Random data in the first half, a hole in the second (the source never reads holes)."""
     with open(path, "wb") as f:
@@ -401,7 +451,7 @@ def case_soak(args):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("case", choices=["kill-connections", "restart-source", "partition",
-                                         "stop-peer", "slow-source", "soak"])
+                                         "stop-peer", "slow-source", "soak", "precopy-kills"])
     parser.add_argument("--cli", required=True)
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--size", default="2G")
@@ -420,7 +470,8 @@ def main():
     try:
         {"kill-connections": case_kill_connections, "restart-source": case_restart_source,
          "partition": case_partition, "stop-peer": case_stop_peer,
-         "slow-source": case_slow_source, "soak": case_soak}[args.case](args)
+         "slow-source": case_slow_source, "soak": case_soak,
+         "precopy-kills": case_precopy_kills}[args.case](args)
     except Failed as e:
         print(f"chaos: FAILED {args.case} (seed {args.seed}): {e}")
         return 1
