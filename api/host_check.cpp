@@ -6,6 +6,7 @@
 #include <fstream>
 #include <uffdm/uffdm.hpp>
 
+#include "uffd/dirty_tracker.hpp"
 #include "uffd/mapping.hpp"
 #include "uffd/privilege_probe.hpp"
 #include "uffd/userfault_fd.hpp"
@@ -24,6 +25,39 @@ std::vector<std::string> ioctls_for(const uffd::UserfaultFd& fd, const uffd::Map
         return {};
     }
     return reg->ioctls().names();
+}
+
+// Tracks a write to a page of this kind for real: the features, the registration, the
+// protection and PAGEMAP_SCAN all have to work.
+DirtyTrackingReport check_dirty_tracking(uffd::MemoryKind kind) {
+    DirtyTrackingReport report{std::string(to_string(kind)), false, {}};
+    if (auto supported = uffd::DirtyTracker::supported(kind); !supported) {
+        report.note = "no asynchronous write-protection here (" + supported.error().message() +
+                      "; Linux 6.7+): a source can migrate a paused guest only (postcopy)";
+        return report;
+    }
+    auto mapping = kind == uffd::MemoryKind::Anonymous ? uffd::Mapping::anonymous(4096)
+                   : kind == uffd::MemoryKind::Shmem   ? uffd::Mapping::shmem(4096)
+                                                       : uffd::Mapping::hugetlb(2U << 20);
+    if (!mapping) {
+        report.note = "cannot map " + report.kind + " memory to try: " + mapping.error().message();
+        return report;
+    }
+    auto tracker = uffd::DirtyTracker::start(reinterpret_cast<std::uint64_t>(mapping->data()),
+                                             mapping->size(), kind);
+    if (!tracker) {
+        report.note = "tracking failed: " + tracker.error().message();
+        return report;
+    }
+    mapping->data()[0] = std::byte{1};
+    auto written = tracker->collect();
+    if (!written || written->size() != 1) {
+        report.note = written ? "PAGEMAP_SCAN did not see a write"
+                              : "PAGEMAP_SCAN failed: " + written.error().message();
+        return report;
+    }
+    report.available = true;
+    return report;
 }
 
 MemoryKindReport check_kind(const uffd::UserfaultFd& fd, uffd::MemoryKind kind) {
@@ -161,6 +195,10 @@ HostReport check_host(const CheckOptions& options) {
     report.huge_pages_total = meminfo("HugePages_Total");
     report.huge_pages_free = meminfo("HugePages_Free");
     check_io_uring(report);
+    for (uffd::MemoryKind kind :
+         {uffd::MemoryKind::Anonymous, uffd::MemoryKind::Shmem, uffd::MemoryKind::Hugetlb}) {
+        report.dirty_tracking.push_back(check_dirty_tracking(kind));
+    }
     return report;
 }
 

@@ -55,6 +55,22 @@ void print_check_text(const HostReport& r, std::ostream& out) {
         << r.huge_page_size / 1024 << " KiB)\n";
     out << "io_uring      " << (r.io_uring_available ? "available: " : "unavailable: ")
         << r.io_uring_detail << "\n";
+    // What a live source (precopy) needs: no privilege, only the kernel's write tracking.
+    std::vector<std::string> tracked;
+    for (const auto& d : r.dirty_tracking) {
+        if (d.available) {
+            tracked.push_back(d.kind);
+        }
+    }
+    out << "dirty pages   "
+        << (tracked.empty() ? std::string("not tracked: a source serves a paused guest only")
+                            : join(tracked) + ": a live source tracks writes (no privilege)")
+        << "\n";
+    for (const auto& d : r.dirty_tracking) {
+        if (!d.available) {
+            out << "  " << d.kind << ": " << d.note << "\n";
+        }
+    }
     if (!r.refusal.empty()) {
         out << "\n" << r.refusal << "\n";
     }
@@ -92,6 +108,11 @@ void print_check_json(const HostReport& r, std::ostream& out) {
                        {"total", r.huge_pages_total},
                        {"free", r.huge_pages_free}};
     j["io_uring"] = {{"available", r.io_uring_available}, {"detail", r.io_uring_detail}};
+    j["dirty_tracking"] = nlohmann::json::array();
+    for (const auto& d : r.dirty_tracking) {
+        j["dirty_tracking"].push_back(
+            {{"kind", d.kind}, {"available", d.available}, {"note", d.note}});
+    }
     out << j.dump(2) << "\n";
 }
 

@@ -24,7 +24,7 @@ echo "fuzz: building ($dir)"
 ninja -C "$dir"
 ((build_only)) && exit 0
 mkdir -p "$dir/crashes"
-for target in frame_fuzz handshake_fuzz; do
+for target in frame_fuzz handshake_fuzz wire_fuzz; do
   seeds=fuzz/corpus/${target%_fuzz}
   scratch=$(mktemp -d)
   echo "fuzz: $target for ${seconds}s from $seeds"

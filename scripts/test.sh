@@ -74,7 +74,7 @@ if ! clang-format --dry-run --Werror "${sources[@]}"; then
   format_failed=1
 fi
 
-echo "test: fuzzing the frame decoder and the handshake (bounded)"
+echo "test: fuzzing the frame decoder, the handshake and the migration messages (bounded)"
 if ((fuzz_built)) && bash scripts/fuzz.sh "${UFFDM_FUZZ_SECONDS:-30}"; then
   fuzz_result=(--extra-pass fuzz)
 else

@@ -45,6 +45,14 @@ struct MemoryKindReport {
     std::vector<std::string> wp_ioctls;       // WP mode (empty where unsupported)
 };
 
+// Whether this host can track a running guest's writes to one kind of memory (a live source:
+// precopy rounds). Needs no privilege; Linux 6.7+ (UFFD_FEATURE_WP_ASYNC, PAGEMAP_SCAN).
+struct DirtyTrackingReport {
+    std::string kind;  // anonymous, shmem, hugetlb
+    bool available = false;
+    std::string note;  // why not, when not
+};
+
 enum class HostVerdict : std::uint8_t {
     Invalid = 0,
     KernelFaults = 1,    // a full userfaultfd: guest and kernel (KVM, read(2)) faults are served
@@ -71,6 +79,7 @@ struct HostReport {
     std::uint64_t huge_pages_free = 0;
     bool io_uring_available = false;
     std::string io_uring_detail;
+    std::vector<DirtyTrackingReport> dirty_tracking;
 
     // 0: kernel faults can be served; 2: user-mode faults only; 1: no userfaultfd.
     [[nodiscard]] int exit_code() const noexcept;

@@ -108,6 +108,35 @@ TEST_F(CheckCommand, UnprivilegedUserJsonNamesTheFailedGrants) {
     }
 }
 
+// A live source needs no privilege: an unprivileged user's check says its writes are tracked,
+// for every kind of memory, while it cannot serve kernel faults as a destination.
+TEST_F(CheckCommand, DirtyTrackingNeedsNoPrivilege) {
+    auto result = run_cli({"check", "--json"}, [] {
+        bool became = test::become_nobody({});
+        // A process that changed its credentials is not dumpable, and then not even its own
+        // /proc/self/pagemap opens; a user's own process (never setuid) is.
+        ::prctl(PR_SET_DUMPABLE, 1);
+        return became;
+    });
+    ASSERT_TRUE(result.exited_with(2)) << result.describe();
+    auto j = nlohmann::json::parse(result.output);
+    ASSERT_EQ(j["dirty_tracking"].size(), 3U) << result.output;
+    for (const auto& kind : j["dirty_tracking"]) {
+        if (kind["kind"] == "hugetlb" && !kind["available"].get<bool>() &&
+            kind["note"].get<std::string>().find("cannot map") != std::string::npos) {
+            continue;  // no huge page free to try with (tests run in parallel)
+        }
+        EXPECT_TRUE(kind["available"].get<bool>()) << kind.dump();
+    }
+    auto text = run_cli({"check"}, [] {
+        bool became = test::become_nobody({});
+        ::prctl(PR_SET_DUMPABLE, 1);
+        return became;
+    });
+    EXPECT_NE(text.output.find("a live source tracks writes (no privilege)"), std::string::npos)
+        << text.output;
+}
+
 TEST_F(CheckCommand, NoUserfaultfdAtAllGivesExitOne) {
     auto result = run_cli({"check", "--json"},
                           [] { return test::become_nobody({}) && forbid_userfaultfd_syscall(); });
