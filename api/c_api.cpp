@@ -16,6 +16,7 @@ struct uffdm_destination {
 
 struct uffdm_source {
     uffdm::Source source;
+    uffdm::SourceStats last;  // what run() reported, for uffdm_source_live_stats
 };
 
 namespace {
@@ -236,8 +237,11 @@ void uffdm_destination_destroy(uffdm_destination* d) noexcept {
     delete d;
 }
 
-int uffdm_source_create(const uffdm_source_options* options, const uffdm_region* regions,
-                        size_t count, uffdm_source** out) noexcept {
+namespace {
+
+// uffdm_source_create and uffdm_source_create_live: `live` may be NULL.
+int create_source(const uffdm_source_options* options, const uffdm_live_options* live,
+                  const uffdm_region* regions, size_t count, uffdm_source** out) {
     return guarded([&] {
         if (options == nullptr || out == nullptr || regions == nullptr || count == 0) {
             return fail(EINVAL, "uffdm_source_create: NULL argument or no region");
@@ -272,12 +276,103 @@ int uffdm_source_create(const uffdm_source_options* options, const uffdm_region*
             }
             memory.emplace_back(regions[i].address, regions[i].length);
         }
+        if (live != nullptr) {
+            if (live->size != sizeof(uffdm_live_options) || live->reserved != 0 ||
+                live->pause_guest == nullptr) {
+                return fail(EINVAL,
+                            "uffdm_live_options: size is not sizeof the struct, reserved set, or "
+                            "no pause_guest");
+            }
+            o.live.enabled = true;
+            o.live.max_rounds = live->max_rounds != 0 ? live->max_rounds : 10;
+            if (live->downtime_budget_ms != 0) {
+                o.live.downtime_budget = std::chrono::milliseconds(live->downtime_budget_ms);
+            }
+            for (size_t i = 0; i < count; ++i) {
+                if (regions[i].kind < UFFDM_MEMORY_ANONYMOUS ||
+                    regions[i].kind > UFFDM_MEMORY_HUGETLB) {
+                    return fail(EINVAL, "uffdm_region: unknown kind");
+                }
+                o.live.kinds.push_back(static_cast<uffdm::MemoryKind>(regions[i].kind));
+            }
+            void* user = live->user;
+            o.live.pause_guest = [fn = live->pause_guest, user] { fn(user); };
+            if (live->resume_guest != nullptr) {
+                o.live.resume_guest = [fn = live->resume_guest, user] { fn(user); };
+            }
+            if (live->on_round != nullptr) {
+                o.live.on_round = [fn = live->on_round, user](const uffdm::RoundReport& r) {
+                    uffdm_round round{r.round,
+                                      0,
+                                      r.pages,
+                                      r.bytes,
+                                      r.seconds,
+                                      r.dirty_pages,
+                                      r.dirty_pages_per_second};
+                    fn(&round, user);
+                };
+            }
+            if (live->dirty_log != nullptr) {
+                o.live.dirty_log = [fn = live->dirty_log, user](std::uint32_t region,
+                                                                std::span<std::uint64_t> bits) {
+                    return fn(region, bits.data(), bits.size(), user) == 0;
+                };
+            }
+        }
         auto created = uffdm::Source::create(memory, regions[0].page_size, std::move(o));
         if (!created) {
             return fail(created.error());
         }
-        *out = new uffdm_source{std::move(*created)};
+        *out = new uffdm_source{std::move(*created), {}};
         return 0;
+    });
+}
+
+}  // namespace
+
+int uffdm_source_create(const uffdm_source_options* options, const uffdm_region* regions,
+                        size_t count, uffdm_source** out) noexcept {
+    return create_source(options, nullptr, regions, count, out);
+}
+
+int uffdm_source_create_live(const uffdm_source_options* options, const uffdm_live_options* live,
+                             const uffdm_region* regions, size_t count,
+                             uffdm_source** out) noexcept {
+    if (live == nullptr) {
+        return guarded([] { return fail(EINVAL, "uffdm_source_create_live: NULL live options"); });
+    }
+    return create_source(options, live, regions, count, out);
+}
+
+void uffdm_source_switchover(uffdm_source* s) noexcept {
+    if (s != nullptr) {
+        s->source.switchover_now();
+    }
+}
+
+int uffdm_source_live_stats(const uffdm_source* s, uffdm_live_stats* stats) noexcept {
+    return guarded([&] {
+        if (s == nullptr || stats == nullptr || stats->size != sizeof(uffdm_live_stats)) {
+            return fail(EINVAL, "uffdm_source_live_stats: NULL argument or stats.size wrong");
+        }
+        stats->rounds = static_cast<std::uint32_t>(s->last.rounds.size());
+        stats->pages_discarded = s->last.pages_discarded;
+        stats->downtime_seconds = s->last.downtime_seconds;
+        stats->guest_runnable_here = s->last.guest_runnable_here ? 1 : 0;
+        stats->reserved = 0;
+        return 0;
+    });
+}
+
+int uffdm_destination_wait_runnable(uffdm_destination* d, uint32_t timeout_ms) noexcept {
+    return guarded([&] {
+        if (d == nullptr) {
+            return fail(EINVAL, "uffdm_destination_wait_runnable: NULL destination");
+        }
+        auto runnable = d->destination.wait_until_runnable(
+            timeout_ms == 0 ? std::chrono::milliseconds(std::chrono::minutes(10))
+                            : std::chrono::milliseconds(timeout_ms));
+        return runnable ? 0 : fail(runnable.error());
     });
 }
 
@@ -301,6 +396,7 @@ int uffdm_source_run(uffdm_source* s, uffdm_source_stats* stats) noexcept {
             return fail(EINVAL, "uffdm_source_run: NULL source or stats.size wrong");
         }
         uffdm::SourceStats r = s->source.run();
+        s->last = r;
         int result = r.ok ? 0 : fail(r.error);
         if (stats != nullptr) {
             stats->error = result;

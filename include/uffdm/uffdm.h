@@ -172,6 +172,64 @@ int uffdm_source_run(uffdm_source* source, struct uffdm_source_stats* stats) UFF
 void uffdm_source_stop(uffdm_source* source) UFFDM_NOEXCEPT;
 void uffdm_source_destroy(uffdm_source* source) UFFDM_NOEXCEPT;
 
+/* ---- A live source (hybrid migration: precopy rounds while the guest runs, the switchover,
+ * then postcopy; see uffdm.hpp's LiveMigration). Writes are tracked by the kernel (Linux 6.7+,
+ * no privilege) unless the VMM hands over its own dirty log. */
+struct uffdm_round {
+    uint32_t round; /* 0: every page once */
+    uint32_t reserved;
+    uint64_t pages; /* sent in the round */
+    uint64_t bytes; /* on the wire */
+    double seconds;
+    uint64_t dirty_pages; /* written meanwhile: the next round's pages */
+    double dirty_pages_per_second;
+};
+typedef void (*uffdm_guest_fn)(void* user);
+typedef void (*uffdm_round_fn)(const struct uffdm_round* round, void* user);
+/* Sets in bits[] (bit i of word w: page 64 w + i of the region) the pages written since its
+ * last call for that region; 0, or -errno to fail the migration. */
+typedef int (*uffdm_dirty_log_fn)(uint32_t region, uint64_t* bits, size_t words, void* user);
+
+struct uffdm_live_options {
+    uint32_t size;                /* sizeof(struct uffdm_live_options) */
+    uint32_t max_rounds;          /* 0: 10 */
+    uint32_t downtime_budget_ms;  /* 0: 50 */
+    uint32_t reserved;            /* 0 */
+    uffdm_guest_fn pause_guest;   /* required: pause the vCPUs, return once paused */
+    uffdm_guest_fn resume_guest;  /* may be NULL: the migration failed before any destination
+                                     could run the guest; run it here again */
+    uffdm_round_fn on_round;      /* may be NULL */
+    uffdm_dirty_log_fn dirty_log; /* may be NULL: the kernel tracks writes */
+    void* user;                   /* passed to all four */
+};
+
+struct uffdm_live_stats {
+    uint32_t size; /* sizeof(struct uffdm_live_stats) */
+    uint32_t rounds;
+    uint64_t pages_discarded;    /* written after sent when the guest paused */
+    double downtime_seconds;     /* paused here until the destination's guest ran */
+    int32_t guest_runnable_here; /* after a failure: 1 when no destination can be running it */
+    uint32_t reserved;
+};
+
+/* As uffdm_source_create, for a guest that keeps running; regions[i].kind says how to track
+ * its writes. */
+int uffdm_source_create_live(const struct uffdm_source_options* options,
+                             const struct uffdm_live_options* live,
+                             const struct uffdm_region* regions, size_t count,
+                             uffdm_source** out) UFFDM_NOEXCEPT;
+/* Switch over at the end of the current round (thread-safe). */
+void uffdm_source_switchover(uffdm_source* source) UFFDM_NOEXCEPT;
+/* After uffdm_source_run: the live migration's figures. */
+int uffdm_source_live_stats(const uffdm_source* source,
+                            struct uffdm_live_stats* stats) UFFDM_NOEXCEPT;
+
+/* The destination of a live source: its guest may run only once this returns 0 (at once for
+ * a source whose guest is paused). -ETIMEDOUT after timeout_ms (0: ten minutes), or the
+ * migration's failure. */
+int uffdm_destination_wait_runnable(uffdm_destination* destination,
+                                    uint32_t timeout_ms) UFFDM_NOEXCEPT;
+
 /* Collects the open /dev/userfaultfd that `uffd-migrate helper --socket PATH` hands over: a
  * descriptor for uffdm_destination_options.userfaultfd, or -errno. */
 int uffdm_receive_userfaultfd(const char* socket_path) UFFDM_NOEXCEPT;

@@ -81,6 +81,20 @@ int main(void) {
           "allowed_uid_count without allowed_uids");
     CHECK(serving.source == NULL, "a source was created from bad arguments");
     source_options.allowed_uid_count = 0;
+    /* A live source: no live options, a wrong size, or no pause callback are refused. */
+    struct uffdm_live_options live;
+    memset(&live, 0, sizeof live);
+    CHECK(uffdm_source_create_live(&source_options, NULL, &source_region, 1, &serving.source) ==
+              -EINVAL,
+          "live source without live options");
+    CHECK(uffdm_source_create_live(&source_options, &live, &source_region, 1, &serving.source) ==
+              -EINVAL,
+          "live options of size 0");
+    live.size = sizeof live;
+    CHECK(uffdm_source_create_live(&source_options, &live, &source_region, 1, &serving.source) ==
+              -EINVAL,
+          "live source without pause_guest");
+    CHECK(serving.source == NULL, "a live source was created from bad arguments");
     int rc = uffdm_source_create(&source_options, &source_region, 1, &serving.source);
     CHECK(rc == 0, "uffdm_source_create returned %d", rc);
     if (rc != 0) {

@@ -523,6 +523,32 @@ TEST_F(Migrate, TheCExampleVmmEmbedsTheLibraryAndMigrates) {
     EXPECT_EQ(source.wait(), 0) << source.output();
 }
 
+// The C example on both sides of a hybrid migration: the source's vCPUs write while precopy
+// rounds copy the guest, the library pauses them at the switchover, and the destination's RAM
+// at the end has the checksum the source's had when paused.
+TEST_F(Migrate, TheCExampleVmmDoesAHybridMigrationAndBothChecksumsMatch) {
+    const char* tiny_vmm = std::getenv("UFFDM_TINY_VMM");
+    if (tiny_vmm == nullptr) {
+        GTEST_SKIP() << "UFFDM_TINY_VMM is not set";
+    }
+    Process source({tiny_vmm, "--serve", "tcp:127.0.0.1:0", "--size", std::to_string(32 << 20),
+                    "--token-file", scratch_.token(), "--vcpus", "2"});
+    std::string endpoint = endpoint_of(source);
+    ASSERT_FALSE(endpoint.empty()) << source.output();
+    Process vmm({tiny_vmm, "--connect", endpoint, "--size", std::to_string(32 << 20),
+                 "--token-file", scratch_.token(), "--vcpus", "2"});
+    ASSERT_EQ(vmm.wait(), 0) << vmm.output();
+    ASSERT_EQ(source.wait(), 0) << source.output();
+    auto checksum = [](const std::string& output, const std::string& prefix) {
+        auto at = output.find(prefix);
+        return at == std::string::npos ? std::string() : output.substr(at + prefix.size(), 16);
+    };
+    std::string there = checksum(vmm.output(), "tiny_vmm: checksum ");
+    ASSERT_EQ(there.size(), 16U) << vmm.output();
+    EXPECT_EQ(there, checksum(source.output(), "tiny_vmm: source checksum ")) << source.output();
+    EXPECT_NE(source.output().find("rounds"), std::string::npos) << source.output();
+}
+
 // ---- the helper ---------------------------------------------------------------------------
 
 // The helper's socket, once it listens.
