@@ -3,6 +3,7 @@
 
     bench/run.py [--quick | --smoke] [--out DIR] [--netns] [--repetitions N] [--publish]
     bench/run.py --soak SECONDS [--kill-every SECONDS]
+    bench/run.py --hybrid [--quick]   (bench/hybrid.py: pure postcopy vs precopy + postcopy)
 
 Measures the floors first (local userfaultfd fault round trip, raw 4 KiB TCP ping-pong, raw
 single-stream TCP throughput, memcpy), on the connection the migrations use (loopback, or a
@@ -788,7 +789,15 @@ def main():
                              "broken at random (ss -K, the source stopped), every page verified")
     parser.add_argument("--kill-every", type=float, default=3.0, metavar="SECONDS",
                         help="with --soak: the mean time between breaks")
+    parser.add_argument("--hybrid", action="store_true",
+                        help="instead of the matrix: pure postcopy against a live source's "
+                             "precopy rounds then postcopy (bench/hybrid.py), same run")
     args = parser.parse_args()
+    if args.hybrid:
+        hybrid = [sys.executable, os.path.join(ROOT, "bench", "hybrid.py"), "--build", args.build]
+        hybrid += ["--quick"] if args.matrix == "quick" else []
+        hybrid += ["--out", args.out] if args.out else []
+        return subprocess.run(hybrid).returncode
     if args.repetitions < 0:
         parser.error("--repetitions must be positive")
     if args.out is None:
