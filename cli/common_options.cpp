@@ -265,13 +265,17 @@ void print_summary(const DestinationStats& s, std::FILE* out) {
                      s.pauses.size(), resumed, longest, s.pauses.front().reason.c_str());
     }
     if (s.live_source) {
-        std::fprintf(out,
-                     "live source   %u precopy rounds, %llu copies replaced; switchover: %llu "
-                     "pages discarded in %.1f ms, %llu faults after it\n",
-                     s.precopy_rounds, static_cast<unsigned long long>(s.pages_replaced),
-                     static_cast<unsigned long long>(s.pages_discarded_at_switchover),
-                     s.switchover_seconds * 1000,
-                     static_cast<unsigned long long>(s.faults_after_switchover));
+        std::fprintf(
+            out,
+            "live source   %u precopy rounds, %llu copies replaced; switchover: %llu "
+            "pages discarded in %.1f ms, %llu faults after it; %.2f bytes received per "
+            "guest byte\n",
+            s.precopy_rounds, static_cast<unsigned long long>(s.pages_replaced),
+            static_cast<unsigned long long>(s.pages_discarded_at_switchover),
+            s.switchover_seconds * 1000, static_cast<unsigned long long>(s.faults_after_switchover),
+            s.bytes_total > 0
+                ? static_cast<double>(s.bytes_received) / static_cast<double>(s.bytes_total)
+                : 0.0);
     }
 }
 

@@ -38,6 +38,19 @@ void live_guest_writer(std::byte* guest, std::uint64_t pages, std::atomic<bool>&
     }
 }
 
+// As live_guest_writer, and each write is also set in the VMM's own dirty log, after it.
+void live_guest_writer_with_log(const uffd::Mapping& guest, std::uint64_t pages,
+                                std::vector<std::atomic<std::uint64_t>>& log,
+                                std::atomic<bool>& stop) {
+    std::minstd_rand rng(3);
+    for (std::uint64_t version = 1; !stop.load(); ++version) {
+        std::uint64_t page = (rng() % (pages / 8)) * 8;
+        std::memcpy(guest.page(page) + 8, &version, sizeof version);
+        log[page / 64].fetch_or(std::uint64_t{1} << (page % 64));
+        std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+}
+
 // The source: a guest of `pages` pages (distinct content, some zero), a writer on it, and a
 // live page server on a thread of its own.
 struct LiveSource {
@@ -292,6 +305,60 @@ TEST(LiveSource, ADestinationThatGoesAwayDuringPrecopyLeavesTheGuestRunningHere)
     EXPECT_EQ(source.paused.load(), 0) << "the guest was never paused";
     EXPECT_EQ(source.resumed.load(), 0) << "nothing to resume";
     EXPECT_FALSE(source.stop_writing.load()) << "the writer still runs";
+}
+
+// A VMM with its own dirty log (KVM's) hands it over instead of the kernel's tracking, and asks
+// for the switchover itself: here the "log" is a bitmap the writer sets, and the switchover is
+// asked for as soon as round 0 is over. The result is still bit for bit.
+TEST(LiveSource, AVmmsOwnDirtyLogAndItsSwitchoverRequestAreUsed) {
+    constexpr std::uint64_t kPages = 4096;
+    auto guest = uffd::Mapping::anonymous(kPages * kPageSize);
+    ASSERT_TRUE(guest);
+    std::vector<std::atomic<std::uint64_t>> log(kPages / 64);
+    std::atomic<bool> stop{false};
+    std::atomic<int> log_calls{0};
+    std::thread writer([&] { live_guest_writer_with_log(*guest, kPages, log, stop); });
+    auto memory = GuestMemory::external({std::span<const std::byte>(guest->data(), guest->size())},
+                                        kPageSize);
+    ASSERT_TRUE(memory);
+    std::unique_ptr<PageServer> server;
+    PageServerOptions serve;
+    serve.listen = *transport::parse_endpoint("tcp:127.0.0.1:0");
+    serve.live.enabled = true;
+    serve.live.max_rounds = 50;
+    serve.live.downtime_budget = std::chrono::milliseconds(0);  // never converged by itself
+    serve.live.pause_guest = [&] {
+        stop.store(true);
+        writer.join();
+    };
+    serve.live.dirty_log = [&](std::uint32_t region, std::span<std::uint64_t> bits) {
+        EXPECT_EQ(region, 0U);
+        for (std::size_t w = 0; w < bits.size(); ++w) {
+            bits[w] = log[w].exchange(0);
+        }
+        log_calls.fetch_add(1);
+        return true;
+    };
+    serve.live.on_round = [&](const RoundReport&) { server->switchover_now(); };
+    auto opened = PageServer::open(*memory, serve);
+    ASSERT_TRUE(opened) << opened.error().detail;
+    server = std::move(*opened);
+    std::optional<SourceStats> report;
+    std::thread serving([&] { report = server->run(); });
+    auto mapping = uffd::Mapping::anonymous(kPages * kPageSize);
+    ASSERT_TRUE(mapping);
+    Received received = receive_live(server->local_endpoint().port, *mapping);
+    serving.join();
+    if (writer.joinable()) {
+        stop.store(true);
+        writer.join();
+    }
+    ASSERT_TRUE(received.stats.ok) << received.stats.error.message;
+    ASSERT_TRUE(report && report->ok) << report->error.message;
+    EXPECT_EQ(report->switchover_reason, "asked");
+    EXPECT_GE(log_calls.load(), 2) << "the log is read after the round and at the pause";
+    EXPECT_GT(report->pages_discarded, 0U) << "the writer wrote during round 0";
+    EXPECT_EQ(differing_pages(*guest, *mapping), 0U);
 }
 
 // A destination built before version 2 would run its guest at once: refused by name, before
