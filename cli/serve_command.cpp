@@ -140,6 +140,10 @@ int serve(const ServeArguments& args) {
     SourceStats stats = source->run();
     bar.finish();
     print_summary(stats, stdout);
+    if (!stats.ok) {
+        // Also where a parent (demo, a script) that reads only the first line sees it.
+        std::fprintf(stderr, "uffd-migrate serve: failed: %s\n", stats.error.message.c_str());
+    }
     if (!args.json.empty()) {
         if (auto written = write_json(args.json, to_json(stats)); !written) {
             std::fprintf(stderr, "uffd-migrate serve: %s\n", written.error().c_str());

@@ -126,7 +126,7 @@ void DestinationUrgentChannel::on_precopy(ChannelId channel, wire::MessageType t
         if (!switchover) {
             return link_.refuse_urgent(channel, switchover.error());
         }
-        refusal = precopy.on_switchover(*switchover);
+        refusal = precopy.on_switchover(generation_, *switchover);
     }
     if (!refusal.empty()) {
         return link_.refuse_urgent(channel, violation(refusal));
@@ -146,7 +146,7 @@ std::optional<OutgoingFrame> DestinationUrgentChannel::next_frame(ChannelId) {
     if (auto done = link_.precopy().next_round_done(link_.placer().present_pages())) {
         return message_frame(wire::MessageType::RoundDone, wire::encode(*done));
     }
-    if (auto running = link_.precopy().next_running()) {
+    if (auto running = link_.precopy().next_running(generation_)) {
         return message_frame(wire::MessageType::Running, wire::encode(*running));
     }
     if (link_.complete()) {

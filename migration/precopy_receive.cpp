@@ -89,8 +89,6 @@ void PrecopyReceiver::begin_session(std::uint64_t generation, std::size_t stream
         }
         discard_bits_ = 0;
     }
-    // The source learns from RESUME that the guest runs here; RUNNING was for the old session.
-    running_pending_ = false;
 }
 
 std::string PrecopyReceiver::on_round_end(std::uint64_t generation, const wire::RoundEnd& end,
@@ -178,7 +176,8 @@ std::string PrecopyReceiver::on_discard(const wire::BitmapChunk& chunk) {
     return {};
 }
 
-std::string PrecopyReceiver::on_switchover(const wire::Switchover& switchover) {
+std::string PrecopyReceiver::on_switchover(std::uint64_t generation,
+                                           const wire::Switchover& switchover) {
     auto received = Clock::now();
     std::vector<PageBitmap>* pages = nullptr;
     {
@@ -217,7 +216,7 @@ std::string PrecopyReceiver::on_switchover(const wire::Switchover& switchover) {
         stats_.running_at = Clock::now();
         stats_.switchover_seconds =
             std::chrono::duration<double>(*stats_.running_at - received).count();
-        running_pending_ = true;
+        running_for_ = generation;
         enter(Phase::Running);
     }
     if (runnable_) {
@@ -226,12 +225,12 @@ std::string PrecopyReceiver::on_switchover(const wire::Switchover& switchover) {
     return {};
 }
 
-std::optional<wire::Running> PrecopyReceiver::next_running() {
+std::optional<wire::Running> PrecopyReceiver::next_running(std::uint64_t generation) {
     std::lock_guard lock(mutex_);
-    if (!running_pending_) {
+    if (running_for_ != generation) {
         return std::nullopt;
     }
-    running_pending_ = false;
+    running_for_.reset();
     return wire::Running{missing_after_};
 }
 

@@ -42,11 +42,14 @@ class PrecopyReceiver {
     // A new session: `streams` connections will stream (its bulk ones, or the urgent one).
     void begin_session(std::uint64_t generation, std::size_t streams);
     [[nodiscard]] std::string on_discard(const wire::BitmapChunk& chunk);
-    [[nodiscard]] std::string on_switchover(const wire::Switchover& switchover);
+    // From session `generation`: RUNNING goes back on that session only (a session made
+    // meanwhile learns from its own RESUME's phase that the guest runs).
+    [[nodiscard]] std::string on_switchover(std::uint64_t generation,
+                                            const wire::Switchover& switchover);
     // ROUND_DONE to send, if a round ended everywhere (once).
     [[nodiscard]] std::optional<wire::RoundDone> next_round_done(std::uint64_t present);
     // RUNNING to send, once, after the switchover.
-    [[nodiscard]] std::optional<wire::Running> next_running();
+    [[nodiscard]] std::optional<wire::Running> next_running(std::uint64_t generation);
 
     // ---- Any loop.
     // ROUND_END on a connection of session `generation` that carried `pages` since its last
@@ -96,7 +99,7 @@ class PrecopyReceiver {
     std::optional<std::uint32_t> round_;      // the round being ended in this session
     std::optional<std::uint32_t> last_done_;  // the last round acknowledged
     bool done_pending_ = false;
-    bool running_pending_ = false;
+    std::optional<std::uint64_t> running_for_;  // the session that is owed RUNNING
     std::uint64_t missing_after_ = 0;  // RUNNING's count
     std::vector<PageBitmap> discards_;
     std::uint64_t discard_bits_ = 0;
