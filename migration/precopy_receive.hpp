@@ -100,7 +100,7 @@ class PrecopyReceiver {
     std::optional<std::uint32_t> last_done_;  // the last round acknowledged
     bool done_pending_ = false;
     std::optional<std::uint64_t> running_for_;  // the session that is owed RUNNING
-    std::uint64_t missing_after_ = 0;  // RUNNING's count
+    std::uint64_t missing_after_ = 0;           // RUNNING's count
     std::vector<PageBitmap> discards_;
     std::uint64_t discard_bits_ = 0;
     Stats stats_;
