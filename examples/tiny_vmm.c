@@ -110,7 +110,8 @@ static void on_round(const struct uffdm_round* r, void* user) {
 }
 
 static int serve_live(const char* listen, const char* token, uint64_t size, unsigned vcpus) {
-    struct live_guest* g = calloc(1, sizeof *g);
+    static struct live_guest guest; /* one per process; its vCPUs see it until paused */
+    struct live_guest* g = &guest;
     g->ram = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (g->ram == MAP_FAILED) {
         perror("tiny_vmm: mmap");
