@@ -286,6 +286,9 @@ def case_precopy_kills(args):
             seen_rounds = 0
             try:
                 while demo.running() and time.monotonic() < deadline:
+                    if kills + landed >= args.kills:
+                        time.sleep(0.05)  # enough: let it finish (a sanitizer is slow to mend)
+                        continue
                     rounds = sum(1 for line in list(demo.output) if line.startswith("round "))
                     if rounds > seen_rounds:
                         seen_rounds = rounds
