@@ -171,6 +171,7 @@ bool DestinationLink::attach(transport::Session joined) {
         return false;  // stopped while connecting: the connections close with the session
     }
     ++generation_;
+    current_generation_.store(generation_, std::memory_order_release);
     // After a break the pause goes on until pages flow again (progressed); after DONE may have
     // been lost, the new session delivers it.
     enter(s == State::Connecting   ? State::Running
@@ -444,11 +445,6 @@ void DestinationLink::fail(transport::Failure why) {
         connect_io_.stop();
     }
     precopy_.wake();  // whoever waits to run the guest learns it never will
-}
-
-std::uint64_t DestinationLink::generation() const {
-    std::lock_guard lock(mutex_);
-    return generation_;
 }
 
 void DestinationLink::refuse_urgent(transport::ChannelId channel, const transport::Failure& why) {

@@ -110,7 +110,11 @@ class DestinationLink {
     [[nodiscard]] Placer& placer() noexcept { return placer_; }
     [[nodiscard]] RequestQueue& requests() noexcept { return requests_; }
     [[nodiscard]] PrecopyReceiver& precopy() noexcept { return precopy_; }
-    [[nodiscard]] std::uint64_t generation() const;
+    // The current session (a live source's PAGES of an older one are dropped): read per frame,
+    // so without the lock.
+    [[nodiscard]] std::uint64_t generation() const noexcept {
+        return current_generation_.load(std::memory_order_acquire);
+    }
     [[nodiscard]] bool stream_held() const noexcept {
         return stream_held_.load(std::memory_order_acquire);
     }
@@ -188,6 +192,7 @@ class DestinationLink {
     // The newest session that sent START or RESUME: bulk PAGES of an older or that session
     // are placed, a newer session's are a protocol violation.
     std::atomic<std::uint64_t> started_generation_{0};
+    std::atomic<std::uint64_t> current_generation_{0};  // generation_, for generation()
 };
 
 }  // namespace uffdm::migration

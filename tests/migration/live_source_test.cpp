@@ -213,13 +213,24 @@ TEST(LiveSource, EndsBitForBitWithTheSourceAsItsWriterLeftIt) {
     EXPECT_EQ(differing_pages(*source.mapping, *mapping), 0U);
 }
 
-// The destination's ROUND_DONE is lost with its session: the new session ends the round again
-// (ROUND_END of the round already acknowledged is legal once more) and the rounds go on.
-TEST(LiveSource, ARoundDoneLostWithItsSessionIsSentAgainAndTheRoundsGoOn) {
+// A message of the destination's is lost with its session, which the relay resets in its place.
+// ROUND_DONE: the new session ends the round again (ROUND_END of the round already acknowledged
+// is legal once more) and the rounds go on. RUNNING: the destination's guest runs, the source
+// has not heard so; the new session's RESUME says the switchover was applied, and postcopy goes
+// on from there. Either way one pause, one guest pause, and the pages bit for bit.
+struct LostMessage {
+    wire::MessageType type;
+    std::uint32_t max_rounds;
+    const char* name;
+};
+
+class LiveSourceLosing : public ::testing::TestWithParam<LostMessage> {};
+
+TEST_P(LiveSourceLosing, TheMessageIsMendedByTheNextSession) {
     constexpr std::uint64_t kPages = 8192;
-    LiveSource source(kPages, 4);
+    LiveSource source(kPages, GetParam().max_rounds);
     ASSERT_TRUE(source.server) << source.error;
-    BreakAt breaker{.type = wire::MessageType::RoundDone};
+    BreakAt breaker{.type = GetParam().type};
     test::TcpRelay relay(source.port(), std::ref(breaker));
     ASSERT_NE(relay.port(), 0);
     auto mapping = uffd::Mapping::anonymous(kPages * kPageSize);
@@ -230,28 +241,15 @@ TEST(LiveSource, ARoundDoneLostWithItsSessionIsSentAgainAndTheRoundsGoOn) {
     ASSERT_TRUE(received.stats.ok) << received.stats.error.message;
     ASSERT_TRUE(source.report && source.report->ok) << source.report->error.message;
     EXPECT_GE(source.report->pauses, 1U);
-    EXPECT_EQ(differing_pages(*source.mapping, *mapping), 0U);
-}
-
-// RUNNING is lost: the destination's guest runs, the source has not heard so. The new
-// session's RESUME says the switchover was applied, and postcopy goes on from there.
-TEST(LiveSource, ARunningLostWithItsSessionIsMendedByTheResumesPhase) {
-    constexpr std::uint64_t kPages = 8192;
-    LiveSource source(kPages, 3);
-    ASSERT_TRUE(source.server) << source.error;
-    BreakAt breaker{.type = wire::MessageType::Running};
-    test::TcpRelay relay(source.port(), std::ref(breaker));
-    ASSERT_NE(relay.port(), 0);
-    auto mapping = uffd::Mapping::anonymous(kPages * kPageSize);
-    ASSERT_TRUE(mapping);
-    Received received = receive_live(relay.port(), *mapping);
-    source.thread.join();
-    EXPECT_EQ(breaker.broken.load(), 1);
-    ASSERT_TRUE(received.stats.ok) << received.stats.error.message;
-    ASSERT_TRUE(source.report && source.report->ok) << source.report->error.message;
     EXPECT_EQ(source.paused.load(), 1);
     EXPECT_EQ(differing_pages(*source.mapping, *mapping), 0U);
 }
+
+INSTANTIATE_TEST_SUITE_P(Lost, LiveSourceLosing,
+                         ::testing::Values(LostMessage{wire::MessageType::RoundDone, 4,
+                                                       "RoundDone"},
+                                           LostMessage{wire::MessageType::Running, 3, "Running"}),
+                         [](const auto& info) { return std::string(info.param.name); });
 
 // The rule: once SWITCHOVER may have reached a destination, the source never runs the guest
 // again. Here RUNNING is lost and the destination can never reach the source again: the source
