@@ -57,4 +57,14 @@ transport::Backend to_backend(DataPathBackend backend) {
     return transport::Backend::Auto;
 }
 
+migration::SyntheticSpec to_spec(const SyntheticGuest& g) {
+    return {g.size,
+            g.page_size,
+            g.regions,
+            g.seed,
+            g.zero_percent,
+            g.repeat_percent,
+            static_cast<migration::SyntheticContent>(g.content)};
+}
+
 }  // namespace uffdm::api

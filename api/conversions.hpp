@@ -7,6 +7,7 @@
 #include <optional>
 
 #include "migration/report.hpp"
+#include "migration/synthetic.hpp"
 #include "transport/auth.hpp"
 #include "transport/data_path.hpp"
 #include "transport/tls.hpp"
@@ -30,5 +31,6 @@ struct Credentials {
 
 [[nodiscard]] transport::LivenessOptions to_liveness(const Timeouts& timeouts);
 [[nodiscard]] transport::Backend to_backend(DataPathBackend backend);
+[[nodiscard]] migration::SyntheticSpec to_spec(const SyntheticGuest& guest);
 
 }  // namespace uffdm::api

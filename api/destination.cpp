@@ -164,6 +164,7 @@ std::expected<Destination, Error> Destination::create(std::vector<DestinationReg
         .reconnect_timeout = options.reconnect_timeout,
         .poison_on_failure = options.poison_on_failure,
         .discarded_pages_read_zero = options.discarded_pages_read_zero,
+        .accept_compression = options.accept_compression,
         .on_progress = {},
         .on_pause = options.on_pause,
         .on_resume = options.on_resume};

@@ -1,6 +1,7 @@
 // guest_memory.cpp — uffdm::GuestMemory over uffd::Mapping, memory kinds, the synthetic guest.
 #include <uffdm/uffdm.hpp>
 
+#include "api/conversions.hpp"
 #include "migration/synthetic.hpp"
 #include "uffd/mapping.hpp"
 
@@ -58,17 +59,10 @@ MemoryKind GuestMemory::kind() const noexcept {
     return impl_->kind;
 }
 
-namespace {
-
-migration::SyntheticSpec spec_of(const SyntheticGuest& g) {
-    return {g.size, g.page_size, g.regions, g.seed, g.zero_percent, g.repeat_percent};
-}
-
-}  // namespace
 
 std::vector<std::uint64_t> synthetic_region_lengths(const SyntheticGuest& guest) {
     std::vector<std::uint64_t> lengths;
-    for (const auto& region : spec_of(guest).layout().regions) {
+    for (const auto& region : api::to_spec(guest).layout().regions) {
         lengths.push_back(region.length);
     }
     return lengths;
@@ -76,13 +70,13 @@ std::vector<std::uint64_t> synthetic_region_lengths(const SyntheticGuest& guest)
 
 bool synthetic_page_matches(const SyntheticGuest& guest, std::uint32_t region, std::uint64_t page,
                             const void* data) noexcept {
-    return migration::page_matches(spec_of(guest), region, page,
+    return migration::page_matches(api::to_spec(guest), region, page,
                                    {static_cast<const std::byte*>(data), guest.page_size});
 }
 
 void synthetic_page_fill(const SyntheticGuest& guest, std::uint32_t region, std::uint64_t page,
                          void* data) noexcept {
-    migration::fill_page(spec_of(guest), region, page,
+    migration::fill_page(api::to_spec(guest), region, page,
                          {static_cast<std::byte*>(data), guest.page_size});
 }
 

@@ -31,6 +31,12 @@ std::expected<Source, Error> Source::from_memory(Memory memory, SourceOptions op
                                        std::to_string(options.security.unix_socket_mode) +
                                        " is not a permission mode (0 to 0777)")));
     }
+    if (options.compression.codec == Compression::Zstd &&
+        (options.compression.zstd_level < -7 || options.compression.zstd_level > 19)) {
+        return std::unexpected(api::to_error(transport::failure(
+            Errc::InvalidArgument, "zstd level " + std::to_string(options.compression.zstd_level) +
+                                       " is out of range (-7 to 19)")));
+    }
     auto endpoint = transport::parse_endpoint(options.listen);
     if (!endpoint) {
         return std::unexpected(api::to_error(endpoint.error()));
@@ -56,7 +62,10 @@ std::expected<Source, Error> Source::from_memory(Memory memory, SourceOptions op
                  .dirty_log = options.live.dirty_log,
                  .pause_guest = options.live.pause_guest,
                  .resume_guest = options.live.resume_guest,
-                 .on_round = options.live.on_round}};
+                 .on_round = options.live.on_round},
+        .compression = {.codec = static_cast<migration::Codec>(options.compression.codec),
+                        .zstd_level = options.compression.zstd_level,
+                        .answers = options.compression.answers}};
 
     if (options.on_progress) {
         server_options.on_progress = [callback =
@@ -116,9 +125,7 @@ std::expected<Source, Error> Source::synthetic(const SyntheticGuest& guest, Sour
     if (auto ok = not_live(options); !ok) {
         return std::unexpected(ok.error());
     }
-    auto memory =
-        migration::GuestMemory::synthetic({guest.size, guest.page_size, guest.regions, guest.seed,
-                                           guest.zero_percent, guest.repeat_percent});
+    auto memory = migration::GuestMemory::synthetic(api::to_spec(guest));
     if (!memory) {
         return std::unexpected(api::to_error(memory.error()));
     }

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <charconv>
 #include <chrono>
 #include <cstring>
 #include <string_view>
@@ -33,6 +34,80 @@ void add_data_path_option(CLI::App& command, DataPathBackend& backend) {
                                                    {"io_uring", DataPathBackend::IoUring},
                                                    {"asio", DataPathBackend::Asio}},
             CLI::ignore_case));
+}
+
+std::expected<StreamCompression, std::string> parse_compression(std::string_view text) {
+    StreamCompression out;
+    if (text == "off") {
+        out.codec = Compression::Off;
+    } else if (text == "lz4") {
+        out.codec = Compression::Lz4;
+    } else if (text == "auto") {
+        out.codec = Compression::Auto;
+    } else if (text == "zstd" || text.starts_with("zstd:")) {
+        out.codec = Compression::Zstd;
+        if (text.size() > 5) {
+            std::string_view level = text.substr(5);
+            int value = 0;
+            auto [end, ec] = std::from_chars(level.data(), level.data() + level.size(), value);
+            if (ec != std::errc() || end != level.data() + level.size() || value < -7 ||
+                value > 19) {
+                return std::unexpected("zstd level '" + std::string(level) +
+                                       "' is not a whole number from -7 to 19");
+            }
+            out.zstd_level = value;
+        }
+    } else {
+        return std::unexpected("--compress '" + std::string(text) +
+                               "' is not one of auto, off, lz4, zstd, zstd:LEVEL");
+    }
+    return out;
+}
+
+void add_content_option(CLI::App& command, SyntheticGuest::Content& content) {
+    command
+        .add_option("--content", content,
+                    "Synthetic guest: random (incompressible) or host-files (pages of this "
+                    "host's libraries, programs and texts: compresses like a real guest)")
+        ->transform(CLI::CheckedTransformer(
+            std::map<std::string, SyntheticGuest::Content>{
+                {"random", SyntheticGuest::Content::Random},
+                {"host-files", SyntheticGuest::Content::HostFiles}},
+            CLI::ignore_case))
+        ->default_str("random");
+}
+
+void add_stream_options(CLI::App& command, SourceOptions& options) {
+    command
+        .add_option_function<std::string>(
+            "--compress",
+            [&options](const std::string& text) {
+                auto parsed = parse_compression(text);
+                if (!parsed) {
+                    throw CLI::ValidationError(parsed.error());
+                }
+                bool answers = options.compression.answers;
+                options.compression = *parsed;
+                options.compression.answers = answers;
+            },
+            "The stream's data runs: off, lz4, zstd[:LEVEL], or auto (lz4 while it makes the "
+            "stream faster: a link that is the bottleneck and a CPU that keeps up)")
+        ->default_str("off");
+    command.add_flag("--compress-answers", options.compression.answers,
+                     "Compress answers to faults too (with lz4 or zstd)");
+    command
+        .add_option_function<std::string>(
+            "--max-bandwidth",
+            [&options](const std::string& text) {
+                auto parsed = parse_rate(text);
+                if (!parsed) {
+                    throw CLI::ValidationError(parsed.error());
+                }
+                options.max_bandwidth = *parsed;
+            },
+            "Cap the background stream on the wire (e.g. 500mbit, or 100M bytes per second); "
+            "answers to faults are never capped")
+        ->default_str("none");
 }
 
 std::expected<std::chrono::milliseconds, std::string> parse_duration(std::string_view text) {
@@ -205,7 +280,19 @@ nlohmann::json to_json(const SourceStats& s) {
                            {"bytes_sent", s.bytes_sent},
                            {"bulk_channels", s.bulk_channels},
                            {"pauses", s.pauses},
-                           {"resumes", s.resumes}};
+                           {"resumes", s.resumes},
+                           {"max_bandwidth", s.max_bandwidth},
+                           {"capped_seconds", s.capped_seconds}};
+    const CompressionReport& c = s.compression;
+    json["compression"] = {{"mode", c.mode},
+                           {"accepted", c.accepted},
+                           {"runs_compressed", c.runs_compressed},
+                           {"runs_not_shrunk", c.runs_not_shrunk},
+                           {"raw_bytes", c.raw_bytes},
+                           {"compressed_bytes", c.compressed_bytes},
+                           {"compress_seconds", c.compress_seconds},
+                           {"auto_switches", c.auto_switches},
+                           {"compressing_at_end", c.compressing_at_end}};
     if (s.live) {
         nlohmann::json rounds = nlohmann::json::array();
         for (const RoundReport& r : s.rounds) {
@@ -297,6 +384,28 @@ void print_summary(const SourceStats& s, std::FILE* out) {
         std::fprintf(out, "pauses        %llu (the destination's session broke), %llu resumed\n",
                      static_cast<unsigned long long>(s.pauses),
                      static_cast<unsigned long long>(s.resumes));
+    }
+    const CompressionReport& c = s.compression;
+    if (c.mode != "off") {
+        std::fprintf(out,
+                     "compression   %s (the destination accepts %s): %llu runs, %s -> %s (%.2fx), "
+                     "%.3f s compressing, %llu runs sent raw (did not shrink)%s\n",
+                     c.mode.c_str(), c.accepted.empty() ? "none" : c.accepted.c_str(),
+                     static_cast<unsigned long long>(c.runs_compressed),
+                     format_bytes(static_cast<double>(c.raw_bytes)).c_str(),
+                     format_bytes(static_cast<double>(c.compressed_bytes)).c_str(),
+                     c.compressed_bytes > 0 ? static_cast<double>(c.raw_bytes) /
+                                                  static_cast<double>(c.compressed_bytes)
+                                            : 0.0,
+                     c.compress_seconds, static_cast<unsigned long long>(c.runs_not_shrunk),
+                     c.mode == "auto" ? (", " + std::to_string(c.auto_switches) + " switches")
+                                            .c_str()
+                                      : "");
+    }
+    if (s.max_bandwidth > 0) {
+        std::fprintf(out, "bandwidth     stream capped at %s/s, waited %.2f s for the cap\n",
+                     format_bytes(static_cast<double>(s.max_bandwidth)).c_str(),
+                     s.capped_seconds);
     }
     if (s.live) {
         std::fprintf(out,

@@ -17,6 +17,13 @@ void add_data_path_option(CLI::App& command, DataPathBackend& backend);
 // durations such as 500ms, 2s or 1m.
 void add_timeout_options(CLI::App& command, Timeouts& timeouts,
                          std::chrono::milliseconds* reconnect);
+// --content random|host-files: what a synthetic guest's non-zero pages hold.
+void add_content_option(CLI::App& command, SyntheticGuest::Content& content);
+// --compress auto|off|lz4|zstd[:LEVEL], --compress-answers, --max-bandwidth RATE.
+void add_stream_options(CLI::App& command, SourceOptions& options);
+// "off", "lz4", "zstd", "zstd:LEVEL" or "auto".
+[[nodiscard]] std::expected<StreamCompression, std::string> parse_compression(
+    std::string_view text);
 // "250ms", "2s", "1.5s", "1m" (a bare number is seconds).
 [[nodiscard]] std::expected<std::chrono::milliseconds, std::string> parse_duration(
     std::string_view text);

@@ -55,6 +55,11 @@ struct DemoArguments {
     bool precopy = false;
     std::uint32_t max_rounds = 10;
     WriterSpec writers;
+    // Passed to the source (serve): the stream's encoding and cap.
+    std::string compress = "off";
+    bool compress_answers = false;
+    SyntheticGuest::Content content = SyntheticGuest::Content::Random;
+    std::string max_bandwidth;
 };
 
 // The source: this program's `serve`, as a child process (in namespace A with --netns).
@@ -320,6 +325,7 @@ std::expected<DemoPlan, Stop> plan(const DemoArguments& args) {
     plan.guest.regions = 2;
     plan.guest.seed = args.seed;
     plan.guest.zero_percent = args.zero_percent;
+    plan.guest.content = args.content;
     if (plan.guest.size == 0 || plan.guest.size % (2 * plan.guest.page_size) != 0) {
         return std::unexpected(Stop{"--size " + args.size + " must be a non-zero multiple of two " +
                                         format_bytes(static_cast<double>(plan.guest.page_size)) +
@@ -381,6 +387,15 @@ std::expected<std::string, Stop> spawn(const DemoArguments& args, const DemoPlan
                                  std::to_string(args.writers.pages_per_second), "--hot-set",
                                  std::to_string(args.writers.hot_percent), "--versions-file",
                                  source_json + ".versions"});
+    }
+    argv.insert(argv.end(), {"--compress", args.compress, "--content",
+                             guest.content == SyntheticGuest::Content::HostFiles ? "host-files"
+                                                                                  : "random"});
+    if (args.compress_answers) {
+        argv.emplace_back("--compress-answers");
+    }
+    if (!args.max_bandwidth.empty()) {
+        argv.insert(argv.end(), {"--max-bandwidth", args.max_bandwidth});
     }
     if (auto started = source.start(argv); !started) {
         return std::unexpected(Stop{started.error()});
@@ -736,6 +751,24 @@ std::function<int()> add_demo_command(CLI::App& app) {
         ->check(CLI::Range(0, 100));
     add_data_path_option(*command, args->data_path);
     add_timeout_options(*command, args->timeouts, &args->reconnect_timeout);
+    command
+        ->add_option("--compress", args->compress,
+                     "The source's stream: off, lz4, zstd[:LEVEL] or auto (as serve)")
+        ->capture_default_str()
+        ->check([](const std::string& text) {
+            auto parsed = parse_compression(text);
+            return parsed ? std::string() : parsed.error();
+        });
+    add_content_option(*command, args->content);
+    command->add_flag("--compress-answers", args->compress_answers,
+                      "The source compresses answers to faults too");
+    command
+        ->add_option("--max-bandwidth", args->max_bandwidth,
+                     "Cap the source's background stream (e.g. 500mbit or 100M bytes/s)")
+        ->check([](const std::string& text) {
+            auto parsed = parse_rate(text);
+            return parsed ? std::string() : parsed.error();
+        });
     command->add_option("--json", args->json, "Write a JSON report to this file");
     return [args] { return demo(*args); };
 }

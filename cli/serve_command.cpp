@@ -183,6 +183,7 @@ std::function<int()> add_serve_command(CLI::App& app) {
                      "Synthetic guest: pages with repeated content")
         ->capture_default_str()
         ->check(CLI::Range(0, 100));
+    add_content_option(*command, args->guest.content);
     add_security_options(*command, args->options.security);
     command->add_flag("--insecure", args->options.security.insecure,
                       "Listen off-host without authenticating clients");
@@ -207,6 +208,7 @@ std::function<int()> add_serve_command(CLI::App& app) {
                         "unix: listeners: a user besides this one and root who may connect "
                         "(repeat for more)");
     add_data_path_option(*command, args->options.data_path);
+    add_stream_options(*command, args->options);
     add_timeout_options(*command, args->options.timeouts, &args->options.reconnect_timeout);
     command->add_option("--json", args->json, "Write a JSON report to this file");
     command->add_flag("--live", args->live,

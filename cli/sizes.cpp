@@ -44,6 +44,30 @@ std::expected<std::uint64_t, std::string> parse_size(std::string_view text) {
     return number << shift;
 }
 
+std::expected<std::uint64_t, std::string> parse_rate(std::string_view text) {
+    std::string lower;
+    for (char c : text) {
+        lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    }
+    if (!lower.ends_with("bit")) {
+        return parse_size(text);
+    }
+    std::string_view number(lower.data(), lower.size() - 3);
+    std::uint64_t scale = 1;
+    if (!number.empty() && (number.back() == 'k' || number.back() == 'm' || number.back() == 'g')) {
+        scale = number.back() == 'k' ? 1000 : number.back() == 'm' ? 1000000 : 1000000000;
+        number.remove_suffix(1);
+    }
+    std::uint64_t bits = 0;
+    auto [end, ec] = std::from_chars(number.data(), number.data() + number.size(), bits);
+    if (number.empty() || ec != std::errc() || end != number.data() + number.size() ||
+        bits == 0 || bits > (~std::uint64_t{0}) / scale) {
+        return std::unexpected("invalid rate '" + std::string(text) +
+                               "' (e.g. 1gbit, 800mbit, or bytes per second: 100M)");
+    }
+    return bits * scale / 8;
+}
+
 std::string format_bytes(double bytes) {
     const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
     int unit = 0;

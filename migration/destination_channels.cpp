@@ -61,7 +61,7 @@ void DestinationUrgentChannel::on_pages(ChannelId channel, const FrameView& fram
         return link_.refuse_urgent(channel, violation(std::string("the source sent PAGES before ") +
                                                       (resuming_ ? "RESUME" : "START")));
     }
-    auto run = wire::decode_pages(frame.payload, link_.layout());
+    auto run = expander_.read(frame.payload, link_.layout(), accept_);
     if (!run) {
         return link_.refuse_urgent(channel, run.error());
     }
@@ -174,7 +174,7 @@ std::optional<OutgoingFrame> DestinationUrgentChannel::start_frame() {
     }
     state_ = State::Serving;
     held_sent_ = link_.stream_held();
-    start_flags_ = link_.start_flags();
+    start_flags_ = link_.start_flags() | accept_;
     link_.session_started(generation_);
     if (!resuming_) {
         return message_frame(wire::MessageType::Start, wire::encode(wire::Start{start_flags_}));
@@ -245,7 +245,7 @@ void DestinationBulkChannel::on_frame(ChannelId channel, const FrameView& frame)
                                                     "connection"));
     }
     if (type == wire::MessageType::Pages && running) {
-        auto run = wire::decode_pages(frame.payload, link_.layout());
+        auto run = expander_.read(frame.payload, link_.layout(), accept_);
         if (!run) {
             return link_.refuse_bulk(channel, run.error());
         }

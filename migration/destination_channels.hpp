@@ -5,6 +5,7 @@
 #include <deque>
 #include <vector>
 
+#include "migration/compression.hpp"
 #include "migration/wire.hpp"
 #include "transport/data_path.hpp"
 
@@ -24,8 +25,10 @@ class DestinationUrgentChannel final : public transport::ChannelHandler {
         DoneSent,     // every page present and DONE sent: nothing more from this side
     };
 
-    DestinationUrgentChannel(DestinationLink& link, std::uint64_t generation, bool resuming)
-        : link_(link), generation_(generation), resuming_(resuming) {}
+    // `accept`: START's encoding bits for this session (none before protocol version 3).
+    DestinationUrgentChannel(DestinationLink& link, std::uint64_t generation, bool resuming,
+                             std::uint32_t accept)
+        : link_(link), generation_(generation), resuming_(resuming), accept_(accept) {}
 
     void on_frame(transport::ChannelId channel, const transport::FrameView& frame) override;
     std::optional<transport::OutgoingFrame> next_frame(transport::ChannelId channel) override;
@@ -45,6 +48,8 @@ class DestinationUrgentChannel final : public transport::ChannelHandler {
     DestinationLink& link_;
     std::uint64_t generation_;
     bool resuming_;
+    std::uint32_t accept_;
+    RunExpander expander_;
     State state_ = State::AwaitLayout;
     std::uint32_t start_flags_ = 0;  // what START or RESUME told the source
     bool held_sent_ = false;         // what the source was last told of the background stream
@@ -58,8 +63,8 @@ class DestinationUrgentChannel final : public transport::ChannelHandler {
 // A bulk connection: places the background stream, checks its STREAM_END. Bulk loop only.
 class DestinationBulkChannel final : public transport::ChannelHandler {
   public:
-    DestinationBulkChannel(DestinationLink& link, std::uint64_t generation)
-        : link_(link), generation_(generation) {}
+    DestinationBulkChannel(DestinationLink& link, std::uint64_t generation, std::uint32_t accept)
+        : link_(link), generation_(generation), accept_(accept) {}
 
     void on_frame(transport::ChannelId channel, const transport::FrameView& frame) override;
     void on_closed(transport::ChannelId channel, const transport::Failure& why) override;
@@ -67,6 +72,8 @@ class DestinationBulkChannel final : public transport::ChannelHandler {
   private:
     DestinationLink& link_;
     std::uint64_t generation_;
+    std::uint32_t accept_;  // the encodings START or RESUME accepted
+    RunExpander expander_;
     std::uint64_t pages_received_ = 0;  // what STREAM_END must count
     std::uint64_t round_pages_ = 0;     // what ROUND_END must count
     bool stream_ended_ = false;         // STREAM_END arrived: nothing more may

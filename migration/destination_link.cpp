@@ -183,12 +183,18 @@ bool DestinationLink::attach(transport::Session joined) {
     // The connections that stream: its bulk ones, or the urgent one when there are none.
     precopy_.begin_session(generation_, joined.bulk.empty() ? 1 : joined.bulk.size());
     open_channels_ += 1 + static_cast<std::int64_t>(joined.bulk.size());
+    // Compressed runs only from a source that knows them (it reads START's bits as reserved
+    // before version 3).
+    std::uint32_t accept = options_.accept_compression &&
+                                   joined.urgent.joined().version >= wire::kCompressionVersion
+                               ? wire::Start::kAcceptLz4 | wire::Start::kAcceptZstd
+                               : 0U;
     urgent_.push_back(
-        std::make_unique<DestinationUrgentChannel>(*this, generation_, generation_ > 1));
+        std::make_unique<DestinationUrgentChannel>(*this, generation_, generation_ > 1, accept));
     channels_->forget();
     channels_->set_urgent(urgent_path_->add(std::move(joined.urgent), *urgent_.back()));
     for (auto& connection : joined.bulk) {
-        bulk_.push_back(std::make_unique<DestinationBulkChannel>(*this, generation_));
+        bulk_.push_back(std::make_unique<DestinationBulkChannel>(*this, generation_, accept));
         channels_->add_bulk(bulk_path_->add(std::move(connection), *bulk_.back()));
     }
     channels_->want_send_urgent();

@@ -43,6 +43,9 @@ struct FaultServerOptions {
     // copy again, like a page never migrated; true gives it zeros, the kernel's own meaning of
     // a discarded anonymous page, and never asks the source.
     bool discarded_pages_read_zero = false;
+    // Accept compressed runs (lz4, zstd) from a version 3 source. Each is expanded into a
+    // buffer of the receiving connection's and copied from there.
+    bool accept_compression = true;
     // Called from wait()'s thread about ten times a second.
     std::function<void(const DestinationProgress&)> on_progress;
     // Called from the link thread when a session breaks, and when a new one has resumed.

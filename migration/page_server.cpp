@@ -85,6 +85,7 @@ SourceStats PageServer::run() {
     report.zero_pages = counts.zero.load();
     report.requests = counts.requests.load();
     report.bytes_sent = link_.bytes_sent();
+    report.compression = link_.compression().report();
     if (precopy_) {
         precopy_->finish(!report.ok, report);
     }

@@ -26,7 +26,7 @@ bool guest_running(const SourceLink& link) {
 
 SourceUrgentChannel::SourceUrgentChannel(SourceLink& link, std::size_t window,
                                          std::uint64_t session)
-    : link_(link), builder_(link.pages().memory(), window), session_(session) {}
+    : link_(link), builder_(link.pages().memory(), window, link.compression()), session_(session) {}
 
 void SourceUrgentChannel::on_frame(ChannelId channel, const FrameView& frame) {
     auto type = static_cast<wire::MessageType>(frame.type);
@@ -252,7 +252,7 @@ void SourceUrgentChannel::violation(ChannelId channel, const std::string& detail
 }
 
 SourceBulkChannel::SourceBulkChannel(SourceLink& link, std::size_t window, std::uint64_t session)
-    : link_(link), builder_(link.pages().memory(), window), session_(session) {}
+    : link_(link), builder_(link.pages().memory(), window, link.compression()), session_(session) {}
 
 void SourceBulkChannel::on_frame(ChannelId channel, const FrameView& frame) {
     link_.refuse_bulk(

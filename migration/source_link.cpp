@@ -64,6 +64,7 @@ const char* SourceLink::name(State state) noexcept {
 SourceLink::SourceLink(const PageServerOptions& options, SentPages& pages)
     : options_(options),
       pages_(pages),
+      compression_(options.compression),
       layout_bytes_(wire::encode([&] {
           wire::Layout layout = pages.memory().layout();
           layout.flags = options.live.enabled ? wire::Layout::kLive : 0U;
@@ -184,6 +185,7 @@ void SourceLink::drop_session(const transport::Failure& why) {
 
 void SourceLink::started(std::uint32_t flags, std::uint64_t session) {
     want_hashes_.store((flags & wire::Start::kWantHashes) != 0, std::memory_order_relaxed);
+    compression_.accept(flags);
     stream_held_.store((flags & wire::Start::kStreamHeld) != 0, std::memory_order_relaxed);
     stream_on_urgent_.store((flags & wire::Start::kStreamOnUrgent) != 0, std::memory_order_relaxed);
     std::lock_guard lock(mutex_);

@@ -11,6 +11,7 @@
 #include <optional>
 #include <vector>
 
+#include "migration/compression_policy.hpp"
 #include "migration/precopy_source.hpp"
 #include "migration/session_link.hpp"
 #include "migration/source_pages.hpp"
@@ -38,6 +39,8 @@ struct PageServerOptions {
     std::function<void(const SourceProgress&)> on_progress;
     // A guest that still runs: precopy rounds, then the switchover (protocol version 2).
     LiveSourceOptions live;
+    // Compressed data runs (protocol version 3, where the destination accepts them).
+    CompressionOptions compression;
 };
 
 class SourceUrgentChannel;
@@ -86,6 +89,8 @@ class SourceLink {
 
     // For the session's channels (source_channels.cpp), from the data path loops.
     [[nodiscard]] SentPages& pages() noexcept { return pages_; }
+    [[nodiscard]] CompressionPolicy& compression() noexcept { return compression_; }
+    [[nodiscard]] const CompressionPolicy& compression() const noexcept { return compression_; }
     // The live source's rounds (nullptr for a guest that no longer runs). Set before open().
     void set_precopy(PrecopySource* precopy) noexcept { precopy_ = precopy; }
     [[nodiscard]] PrecopySource* precopy() const noexcept { return precopy_; }
@@ -128,6 +133,7 @@ class SourceLink {
 
     const PageServerOptions& options_;
     SentPages& pages_;
+    CompressionPolicy compression_;
     PrecopySource* precopy_ = nullptr;
     std::vector<std::byte> layout_bytes_;
     std::size_t window_ = 16;  // the data paths' send window: hash slots per channel

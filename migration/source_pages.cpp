@@ -166,27 +166,42 @@ transport::OutgoingFrame FrameBuilder::pages(const PageRun& run, bool hashes, bo
         .first_page = run.first,
         .count = static_cast<std::uint32_t>(run.count)};
     transport::OutgoingFrame frame{.type = wire::frame_type(wire::MessageType::Pages)};
-    (void)frame.set_inline(wire::encode(header));
     if (run.zero) {
+        (void)frame.set_inline(wire::encode(header));
         return frame;
     }
     auto data = memory_.pages(run.region, run.first, run.count);
-    if (hashes) {
+    wire::Encoding encoding = answer ? policy_.for_answer()
+                                     : policy_.for_stream(data.size(), CompressionPolicy::Clock::now());
+    if (hashes || encoding != wire::Encoding::Raw) {
         std::size_t index = next_++ % slots_.size();
-        if (live) {
+        if (hashes && live) {
             auto& copy = copies_[index];
             copy.assign(data.begin(), data.end());
             data = copy;
         }
-        auto& slot = slots_[index];
-        slot.resize(run.count * 8);
-        std::uint64_t page_size = data.size() / run.count;
-        for (std::uint64_t i = 0; i < run.count; ++i) {
-            transport::store_le<std::uint64_t>(slot, i * 8,
-                                               page_hash(data.subspan(i * page_size, page_size)));
+        if (hashes) {
+            auto& slot = slots_[index];
+            slot.resize(run.count * 8);
+            std::uint64_t page_size = data.size() / run.count;
+            for (std::uint64_t i = 0; i < run.count; ++i) {
+                transport::store_le<std::uint64_t>(
+                    slot, i * 8, page_hash(data.subspan(i * page_size, page_size)));
+            }
+            frame.borrowed[0] = slot;
         }
-        frame.borrowed[0] = slot;
+        if (encoding != wire::Encoding::Raw) {
+            auto started = CompressionPolicy::Clock::now();
+            bool shrank = compressor_.compress(encoding, policy_.zstd_level(), data, packed_[index]);
+            policy_.record(encoding, data.size(), shrank ? packed_[index].size() : 0,
+                           CompressionPolicy::Clock::now() - started, !answer);
+            if (shrank) {
+                header.encoding = encoding;
+                data = packed_[index];
+            }
+        }
     }
+    (void)frame.set_inline(wire::encode(header));
     frame.borrowed[1] = data;
     return frame;
 }

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "migration/compression_policy.hpp"
 #include "migration/guest_memory.hpp"
 #include "migration/page_bitmap.hpp"
 #include "transport/data_path.hpp"
@@ -92,23 +93,28 @@ class SentPages {
     std::uint64_t seen_seq_ = 0;
 };
 
-// PAGES frames whose hash arrays live in a ring of slots as long as the send window: a slot is
-// reused only after the frame that borrowed it has been sent. One per channel.
+// PAGES frames whose hash arrays and compressed runs live in a ring of slots as long as the
+// send window: a slot is reused only after the frame that borrowed it has been sent. One per
+// channel; the policy says which encoding each data run tries.
 class FrameBuilder {
   public:
-    FrameBuilder(const GuestMemory& memory, std::size_t window)
-        : memory_(memory), slots_(window), copies_(window) {}
+    FrameBuilder(const GuestMemory& memory, std::size_t window, CompressionPolicy& policy)
+        : memory_(memory), policy_(policy), slots_(window), copies_(window), packed_(window) {}
 
     // `live`: the guest may write these pages while the frame waits to be sent. Its bytes
     // are then copied with the hashes, so that each hash matches the bytes it travels with
-    // (without hashes a torn page is harmless: the write is tracked, the page goes again).
+    // (without hashes a torn page is harmless: the write is tracked, the page goes again; a
+    // compressed run of a page written meanwhile still expands to the run's size).
     [[nodiscard]] transport::OutgoingFrame pages(const PageRun& run, bool hashes, bool answer,
                                                  bool live = false);
 
   private:
     const GuestMemory& memory_;
+    CompressionPolicy& policy_;
+    RunCompressor compressor_;
     std::vector<std::vector<std::byte>> slots_;
     std::vector<std::vector<std::byte>> copies_;  // the copied pages, slot for slot
+    std::vector<std::vector<std::byte>> packed_;  // the compressed runs, slot for slot
     std::size_t next_ = 0;
 };
 

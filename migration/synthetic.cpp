@@ -1,8 +1,11 @@
 // synthetic.cpp — splitmix64 to pick each page's kind, xorshift64* to generate its bytes.
 #include "migration/synthetic.hpp"
 
+#include <algorithm>
 #include <bit>
 #include <cstring>
+
+#include "migration/host_corpus.hpp"
 
 namespace uffdm::migration {
 
@@ -42,6 +45,13 @@ struct Words {
     }
 };
 
+// HostFiles: the corpus page a non-zero page shows, tiled over pages larger than 2 MiB.
+std::uint64_t corpus_index(const SyntheticSpec& spec, std::uint32_t region, std::uint64_t page,
+                           PageContent kind) {
+    std::uint64_t key = content_seed(spec, region, page, kind);
+    return (key >> 8) * (spec.page_size / HostCorpus::kPage);
+}
+
 }  // namespace
 
 wire::Layout SyntheticSpec::layout() const {
@@ -70,6 +80,9 @@ std::string SyntheticSpec::problem() const {
     if (zero_percent > 100 || repeat_percent > 100) {
         return "percentages must be 0..100";
     }
+    if (content == SyntheticContent::HostFiles && HostCorpus::get().pages() == 0) {
+        return "host-files content: no readable files under /usr/lib, /usr/bin or /usr/include";
+    }
     return "";
 }
 
@@ -87,6 +100,13 @@ void fill_page(const SyntheticSpec& spec, std::uint32_t region, std::uint64_t pa
     PageContent kind = content_of(spec, region, page);
     if (kind == PageContent::Zero) {
         std::memset(out.data(), 0, out.size());
+        return;
+    }
+    if (spec.content == SyntheticContent::HostFiles) {
+        auto from = HostCorpus::get().page(corpus_index(spec, region, page, kind), spec.page_size);
+        for (std::size_t at = 0; at < out.size(); at += from.size()) {
+            std::memcpy(out.data() + at, from.data(), std::min(from.size(), out.size() - at));
+        }
         return;
     }
     Words words{content_seed(spec, region, page, kind)};
@@ -107,6 +127,16 @@ bool page_matches(const SyntheticSpec& spec, std::uint32_t region, std::uint64_t
             any |= w;
         }
         return any == 0;
+    }
+    if (spec.content == SyntheticContent::HostFiles) {
+        auto from = HostCorpus::get().page(corpus_index(spec, region, page, kind), spec.page_size);
+        for (std::size_t at = 0; at < data.size(); at += from.size()) {
+            std::size_t n = std::min(from.size(), data.size() - at);
+            if (std::memcmp(data.data() + at, from.data(), n) != 0) {
+                return false;
+            }
+        }
+        return true;
     }
     Words words{content_seed(spec, region, page, kind)};
     for (std::size_t at = 0; at + 8 <= data.size(); at += 8) {

@@ -11,8 +11,13 @@
 
 namespace uffdm::migration {
 
-// The same spec and seed give the same guest on any host, so a destination can check every page
-// it receives without the source's memory.
+// What the non-zero pages hold: Random (xorshift: incompressible, the same on any host) or
+// HostFiles (pages of this host's libraries, programs and texts, host_corpus.hpp: compresses
+// like a real guest's memory; the same on one host only).
+enum class SyntheticContent : std::uint8_t { Random = 0, HostFiles = 1 };
+
+// The same spec and seed give the same guest on any host (HostFiles: on the same host), so a
+// destination can check every page it receives without the source's memory.
 struct SyntheticSpec {
     std::uint64_t size = 1ULL << 30;  // bytes in all regions together
     std::uint64_t page_size = 4096;
@@ -20,6 +25,7 @@ struct SyntheticSpec {
     std::uint64_t seed = 1;
     std::uint32_t zero_percent = 50;    // pages that are all zero (a freshly booted guest: most)
     std::uint32_t repeat_percent = 10;  // of the rest, pages whose content one of 16 others share
+    SyntheticContent content = SyntheticContent::Random;
 
     [[nodiscard]] wire::Layout layout() const;
     // Why the spec cannot be a guest ("" when it can).

@@ -468,8 +468,28 @@ std::uint64_t PagesView::hash(std::size_t i) const noexcept {
     return load_le<std::uint64_t>(hashes, i * 8);
 }
 
+const char* name(Encoding encoding) noexcept {
+    switch (encoding) {
+        case Encoding::Raw:
+            return "raw";
+        case Encoding::Zero:
+            return "zero";
+        case Encoding::Lz4:
+            return "lz4";
+        case Encoding::Zstd:
+            return "zstd";
+        default:
+            return "invalid";
+    }
+}
+
+std::uint64_t PagesView::raw_bytes(const Layout& layout) const noexcept {
+    return layout.regions[header.region].page_size * header.count;
+}
+
 std::expected<PagesView, transport::Failure> decode_pages(std::span<const std::byte> p,
-                                                          const Layout& layout) {
+                                                          const Layout& layout,
+                                                          std::uint32_t start_flags) {
     if (p.size() < kPagesHeaderSize) {
         return std::unexpected(violation("PAGES payload of " + std::to_string(p.size()) +
                                          " bytes is shorter than its descriptor"));
@@ -485,9 +505,13 @@ std::expected<PagesView, transport::Failure> decode_pages(std::span<const std::b
         (h.flags & ~(PagesHeader::kHashes | PagesHeader::kAnswer)) != 0) {
         return std::unexpected(violation("PAGES has reserved bits set"));
     }
-    if (h.encoding != Encoding::Raw && h.encoding != Encoding::Zero) {
+    if (h.encoding != Encoding::Raw && h.encoding != Encoding::Zero && !compressed(h.encoding)) {
         return std::unexpected(violation(
             "PAGES encoding " + std::to_string(static_cast<unsigned>(h.encoding)) + " is unknown"));
+    }
+    if (!accepts(start_flags, h.encoding)) {
+        return std::unexpected(violation(std::string("PAGES encoding ") + name(h.encoding) +
+                                         " was not negotiated (START did not accept it)"));
     }
     auto region = check_run(layout, h.region, h.first_page, h.count, "PAGES");
     if (!region) {
@@ -498,12 +522,28 @@ std::expected<PagesView, transport::Failure> decode_pages(std::span<const std::b
         return std::unexpected(violation("PAGES zero run with hashes"));
     }
     std::uint64_t hash_bytes = hashes ? 8ULL * h.count : 0;
-    std::uint64_t data_bytes = h.encoding == Encoding::Raw ? (*region)->page_size * h.count : 0;
+    std::uint64_t raw_bytes = (*region)->page_size * h.count;
+    if (compressed(h.encoding)) {
+        // Whatever follows the hashes is the compressed run; it must be worth compressing.
+        if (p.size() <= kPagesHeaderSize + hash_bytes ||
+            p.size() - kPagesHeaderSize - hash_bytes >= raw_bytes) {
+            return std::unexpected(violation(
+                std::string("PAGES ") + name(h.encoding) + " run of " + std::to_string(h.count) +
+                " pages carries " +
+                std::to_string(p.size() - std::min<std::uint64_t>(p.size(),
+                                                                  kPagesHeaderSize + hash_bytes)) +
+                " compressed bytes; 1 to " + std::to_string(raw_bytes - 1) +
+                " (fewer than its raw bytes) are allowed"));
+        }
+        view.hashes = p.subspan(kPagesHeaderSize, hash_bytes);
+        view.data = p.subspan(kPagesHeaderSize + hash_bytes);
+        return view;
+    }
+    std::uint64_t data_bytes = h.encoding == Encoding::Raw ? raw_bytes : 0;
     std::uint64_t want = kPagesHeaderSize + hash_bytes + data_bytes;
     if (p.size() != want) {
         return std::unexpected(violation(
-            "PAGES of " + std::to_string(h.count) + " " +
-            (h.encoding == Encoding::Raw ? "raw" : "zero") + " pages of " +
+            "PAGES of " + std::to_string(h.count) + " " + name(h.encoding) + " pages of " +
             std::to_string((*region)->page_size) + " bytes should be " + std::to_string(want) +
             " bytes, not " + std::to_string(p.size()) + " (short or wrong-size pages)"));
     }

@@ -15,9 +15,11 @@ namespace uffdm::migration::wire {
 
 // See protocol.md beside this file for the sequence and both state machines. Version 2 added a
 // live source's precopy rounds and switchover (ROUND_END .. RUNNING, LAYOUT's live flag and
-// RESUME's phase); version 1 peers still migrate a guest that no longer runs.
-inline constexpr std::uint16_t kVersion = 2;
-inline constexpr std::uint16_t kLiveVersion = 2;  // the first version with precopy
+// RESUME's phase); version 3 compressed PAGES runs (lz4, zstd), offered in START's flags.
+// Older peers still migrate: a version 1 one a guest that no longer runs, a version 2 one raw.
+inline constexpr std::uint16_t kVersion = 3;
+inline constexpr std::uint16_t kLiveVersion = 2;         // the first version with precopy
+inline constexpr std::uint16_t kCompressionVersion = 3;  // the first with compressed runs
 
 // Transport frame types 0x40..0x7f belong to this layer.
 enum class MessageType : std::uint8_t {
@@ -98,7 +100,11 @@ struct Start {
     // No bulk connections: the stream shares the urgent connection, behind the answers (the
     // single-connection design, kept for comparison and for links where one socket is all).
     static constexpr std::uint32_t kStreamOnUrgent = 1U << 2;
-    static constexpr std::uint32_t kKnownFlags = kWantHashes | kStreamHeld | kStreamOnUrgent;
+    // Version 3: the encodings this destination accepts besides raw and zero runs.
+    static constexpr std::uint32_t kAcceptLz4 = 1U << 8;
+    static constexpr std::uint32_t kAcceptZstd = 1U << 9;
+    static constexpr std::uint32_t kKnownFlags =
+        kWantHashes | kStreamHeld | kStreamOnUrgent | kAcceptLz4 | kAcceptZstd;
     std::uint32_t flags = 0;
 };
 [[nodiscard]] std::vector<std::byte> encode(const Start& start);
@@ -157,7 +163,28 @@ inline constexpr std::size_t kRequestSize = 16;
 // ---- PAGES: a 24-byte descriptor, then for raw runs the hashes (when flagged) and the data.
 //   0 u32 region   4 u8 encoding   5 u8 flags   6 u16 reserved   8 u64 first_page
 //  16 u32 count   20 u32 reserved
-enum class Encoding : std::uint8_t { Invalid = 0, Raw = 1, Zero = 2 };
+// Version 3, only where START accepted them: Lz4 (one LZ4 block) and Zstd (one zstd frame that
+// states its content size), each decompressing to exactly count * page_size bytes and
+// shorter than that on the wire (a run that does not shrink goes raw).
+enum class Encoding : std::uint8_t { Invalid = 0, Raw = 1, Zero = 2, Lz4 = 3, Zstd = 4 };
+[[nodiscard]] const char* name(Encoding encoding) noexcept;
+[[nodiscard]] constexpr bool compressed(Encoding encoding) noexcept {
+    return encoding == Encoding::Lz4 || encoding == Encoding::Zstd;
+}
+// Which encodings START's flags accept (raw and zero always).
+[[nodiscard]] constexpr bool accepts(std::uint32_t start_flags, Encoding encoding) noexcept {
+    switch (encoding) {
+        case Encoding::Raw:
+        case Encoding::Zero:
+            return true;
+        case Encoding::Lz4:
+            return (start_flags & Start::kAcceptLz4) != 0;
+        case Encoding::Zstd:
+            return (start_flags & Start::kAcceptZstd) != 0;
+        default:
+            return false;
+    }
+}
 
 struct PagesHeader {
     static constexpr std::uint8_t kHashes = 1U << 0;  // count u64 XXH3-64 values follow
@@ -176,13 +203,17 @@ inline constexpr std::size_t kPagesHeaderSize = 24;
 struct PagesView {
     PagesHeader header;
     std::span<const std::byte> hashes;  // count * 8 bytes, or empty
-    std::span<const std::byte> data;    // count * page_size bytes for Raw, empty for Zero
+    // count * page_size bytes for Raw, empty for Zero, the compressed bytes (1 .. raw - 1) for
+    // Lz4 and Zstd (compression.hpp expands them; hashes are of the expanded pages).
+    std::span<const std::byte> data;
     [[nodiscard]] std::uint64_t hash(std::size_t i) const noexcept;
+    [[nodiscard]] std::uint64_t raw_bytes(const Layout& layout) const noexcept;
 };
-// Every field checked against the layout: region, encoding, flags, the run inside the region,
-// at most max_pages_per_frame, and the payload exactly as long as the descriptor says.
+// Every field checked against the layout: region, encoding (and that START accepted it:
+// `start_flags`), flags, the run inside the region, at most max_pages_per_frame, and the payload
+// exactly as long as the descriptor says (a compressed run: shorter than its raw pages).
 [[nodiscard]] std::expected<PagesView, transport::Failure> decode_pages(
-    std::span<const std::byte> payload, const Layout& layout);
+    std::span<const std::byte> payload, const Layout& layout, std::uint32_t start_flags = 0);
 
 // ---- STREAM_END (16) and DONE (16): u64 count, u64 reserved.
 struct StreamEnd {

@@ -24,6 +24,20 @@ struct LatencyStats {
 
 // ---- Source -------------------------------------------------------------------------------
 
+// How the source compressed its data runs (SourceOptions::compression).
+struct CompressionReport {
+    std::string mode = "off";  // off, lz4, zstd:LEVEL or auto, as asked
+    std::string accepted;      // what the destination accepted: "lz4,zstd", or "" (none)
+    std::uint64_t runs_compressed = 0;
+    std::uint64_t runs_not_shrunk = 0;   // tried, and sent raw because they did not shrink
+    std::uint64_t raw_bytes = 0;         // guest bytes of the runs sent compressed
+    std::uint64_t compressed_bytes = 0;  // what those runs took on the wire
+    double compress_seconds = 0;         // spent compressing (every try), all threads
+    // auto: how often it switched between raw and lz4, and the state at the end.
+    std::uint64_t auto_switches = 0;
+    bool compressing_at_end = false;
+};
+
 struct SourceProgress {
     std::uint64_t pages_total = 0;
     std::uint64_t pages_sent = 0;
@@ -57,6 +71,11 @@ struct SourceStats {
     std::uint64_t bulk_channels = 0;
     std::uint64_t pauses = 0;   // sessions that broke and were waited for
     std::uint64_t resumes = 0;  // destinations that came back with RESUME
+    CompressionReport compression;
+    // The background stream's cap on the wire (SourceOptions::max_bandwidth), bytes per
+    // second (0: none), and the time the stream waited for it.
+    std::uint64_t max_bandwidth = 0;
+    double capped_seconds = 0;
     // A live source (precopy rounds, then the switchover); empty and zero otherwise.
     bool live = false;
     std::vector<RoundReport> rounds;

@@ -124,6 +124,10 @@ struct SyntheticGuest {
     std::uint64_t seed = 1;
     std::uint32_t zero_percent = 50;
     std::uint32_t repeat_percent = 10;
+    // What the non-zero pages hold: Random bytes (incompressible, the same on any host), or
+    // pages of this host's own files (libraries, programs, headers, licence texts: compresses
+    // like a real guest's memory; the same on one host only).
+    enum class Content : std::uint8_t { Random = 0, HostFiles = 1 } content = Content::Random;
 };
 
 // The region lengths the synthetic guest has (its size split evenly).
@@ -193,6 +197,17 @@ struct LiveMigration {
     std::function<void(const RoundReport&)> on_round;
 };
 
+// How the source encodes the background stream's data runs (protocol version 3; a destination
+// of an older version, or one that does not accept them, gets raw runs). Zero runs stay zero
+// runs, and a run that does not shrink goes raw. Auto compresses with lz4 only while the stream
+// measures faster with it than without (a link that is the bottleneck, a CPU that keeps up).
+enum class Compression : std::uint8_t { Off = 0, Lz4 = 1, Zstd = 2, Auto = 3 };
+struct StreamCompression {
+    Compression codec = Compression::Off;
+    int zstd_level = 3;    // 1..19, or zstd's fast levels -7..-1
+    bool answers = false;  // compress answers to faults too (Lz4 or Zstd; Auto measures none)
+};
+
 struct SourceOptions {
     std::string listen = "tcp:127.0.0.1:0";  // tcp:HOST:PORT, tcp:[IPV6]:PORT or unix:PATH
     // A destination whose session broke (without ending it on purpose) may come back and
@@ -204,6 +219,11 @@ struct SourceOptions {
     std::size_t bulk_run_bytes = 256U << 10;
     std::function<void(const SourceProgress&)> on_progress;  // ~10 Hz, from run()'s thread
     LiveMigration live;  // only with Source::create (memory the running guest writes)
+    StreamCompression compression;
+    // The background stream's rate on the wire, bytes per second (0: no cap), like QEMU's
+    // max-postcopy-bandwidth: a migration that must not starve the guest's own traffic.
+    // Answers to faults are never capped.
+    std::uint64_t max_bandwidth = 0;
 };
 
 // The page server: serves one migration of a guest's memory.
@@ -277,6 +297,8 @@ struct DestinationOptions {
     // way a thread touching it is served, never left blocked. A discard after the last page
     // arrived reads zeros, as on any memory.
     bool discarded_pages_read_zero = false;
+    // Accept compressed runs (lz4, zstd) when the source offers them (it decides, per run).
+    bool accept_compression = true;
     // From a library thread: a break in the connection, and its end (a session resumed).
     std::function<void(const Pause&)> on_pause;
     std::function<void(const Pause&)> on_resume;

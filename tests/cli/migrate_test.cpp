@@ -482,6 +482,52 @@ TEST_F(Migrate, WritersThatNeverConvergeAreSwitchedOverAtMaxRoundsAndStillMatch)
     EXPECT_EQ(report["live"]["pages_discarded_at_switchover"], source["pages_discarded"]);
 }
 
+// ---- Compressed streams (protocol version 3) ----
+
+struct CompressCase {
+    const char* compress;
+    std::vector<std::string> extra;
+    const char* name;
+};
+
+class Compress : public Migrate, public ::testing::WithParamInterface<CompressCase> {};
+
+// Every page checked after a migration whose runs went compressed, with the host-files guest
+// (pages that shrink); with --verify each expanded page also matches its hash.
+TEST_P(Compress, EveryPageChecksOutAndTheRunsWentCompressed) {
+    const CompressCase c = GetParam();
+    std::string json = scratch_.path("compress.json");
+    std::vector<std::string> argv{cli_path(), "demo",      "--size",   "64M",    "--content",
+                                  "host-files", "--touches", "300",    "--compress", c.compress,
+                                  "--json",    json};
+    argv.insert(argv.end(), c.extra.begin(), c.extra.end());
+    Process demo(argv);
+    ASSERT_EQ(demo.wait(std::chrono::seconds(120)), 0) << demo.output();
+    auto report = read_json(json);
+    ASSERT_TRUE(report.is_object()) << demo.output();
+    EXPECT_TRUE(report["verified"].get<bool>()) << demo.output();
+    EXPECT_EQ(report["wrong_pages"].get<std::uint64_t>(), 0u);
+    const auto& compression = report["source"]["compression"];
+    ASSERT_TRUE(compression.is_object()) << demo.output();
+    EXPECT_EQ(compression["accepted"], "lz4,zstd");
+    EXPECT_GT(compression["runs_compressed"].get<std::uint64_t>(), 100u) << demo.output();
+    EXPECT_LT(compression["compressed_bytes"].get<std::uint64_t>(),
+              compression["raw_bytes"].get<std::uint64_t>() * 3 / 4);
+    // Fewer bytes crossed than the guest's non-zero pages hold.
+    EXPECT_LT(report["bytes_received"].get<std::uint64_t>(), (64ULL << 20) / 2);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Codecs, Compress,
+    ::testing::Values(CompressCase{"lz4", {}, "lz4"},
+                      CompressCase{"zstd:1", {"--verify"}, "zstd_verified"},
+                      CompressCase{"lz4", {"--compress-answers", "--bulk-channels", "0"},
+                                   "lz4_answers_one_connection"},
+                      CompressCase{"zstd", {"--precopy", "--source-writers", "1", "--write-rate",
+                                            "2000", "--hot-set", "5"},
+                                   "zstd_live_source"}),
+    [](const auto& info) { return std::string(info.param.name); });
+
 class DemoSignal : public Migrate, public ::testing::WithParamInterface<int> {};
 
 TEST_P(DemoSignal, EndsADemoWhoseVcpusTouchUntilTheEnd) {
@@ -669,6 +715,16 @@ INSTANTIATE_TEST_SUITE_P(
         BadArguments{{"demo", "--memory", "bogus"}, "memory kind 'bogus'", 2},
         BadArguments{{"demo", "--vcpus", "257"}, "--vcpus 257 is not 0..256", 2},
         BadArguments{{"demo", "--hold-stream", "--vcpus", "0"}, "--hold-stream needs vCPUs", 2},
+        BadArguments{{"demo", "--compress", "gzip"}, "'gzip' is not one of auto, off, lz4", 2},
+        BadArguments{{"serve", "--listen", "tcp:127.0.0.1:0", "--synthetic", "1M", "--compress",
+                      "zstd:40"},
+                     "zstd level '40' is not a whole number from -7 to 19",
+                     2},
+        BadArguments{{"serve", "--listen", "tcp:127.0.0.1:0", "--synthetic", "1M",
+                      "--max-bandwidth", "fast"},
+                     "invalid size 'fast'",
+                     2},
+        BadArguments{{"demo", "--max-bandwidth", "0mbit"}, "invalid rate '0mbit'", 2},
         BadArguments{{"demo", "--hold-stream", "--touches", "0"}, "--hold-stream needs vCPUs", 2},
         BadArguments{{"serve", "--listen", "tcp:127.0.0.1:0"}, "--image FILE or --synthetic", 2},
         BadArguments{

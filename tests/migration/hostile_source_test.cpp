@@ -29,6 +29,7 @@ struct Case {
     const char* words;  // in the failure's detail
     const char* name;
     bool honest_first = true;  // the honest pages come before the misbehaviour
+    bool accept_compression = true;
 };
 
 class HostileSource : public ::testing::TestWithParam<Case> {};
@@ -56,6 +57,7 @@ TEST_P(HostileSource, IsRefusedWithTheReasonAndTheWaitingThreadStaysBlocked) {
         FaultServerOptions options;
         options.source = *transport::parse_endpoint(source.endpoint());
         options.verify_hashes = c.verify;
+        options.accept_compression = c.accept_compression;
         // A source that dies may be started again; this one is not, so the deadline ends it.
         options.reconnect_timeout = std::chrono::milliseconds(300);
         auto destination = FaultServer::create(
@@ -162,7 +164,16 @@ INSTANTIATE_TEST_SUITE_P(
         Case{Misbehaviour::LiveRoundEndAfterSwitchover, false, Errc::ProtocolViolation,
              "ROUND_END from a source after SWITCHOVER", "LiveRoundEndAfterSwitchover"},
         Case{Misbehaviour::RoundEndFromPausedSource, false, Errc::ProtocolViolation,
-             "whose LAYOUT said its guest is paused", "RoundEndFromPausedSource"}),
+             "whose LAYOUT said its guest is paused", "RoundEndFromPausedSource"},
+        // Compressed runs: checked before anything of them is placed.
+        Case{Misbehaviour::Lz4Corrupt, false, Errc::ProtocolViolation,
+             "a corrupt lz4 block, or one that expands past the run's 4096 bytes", "Lz4Corrupt"},
+        Case{Misbehaviour::Lz4ShortRun, false, Errc::ProtocolViolation,
+             "expands to 2048 bytes; the descriptor says 4096", "Lz4ShortRun"},
+        Case{Misbehaviour::ZstdBomb, false, Errc::ProtocolViolation,
+             "the zstd frame states 8192 bytes, more than the run holds (4096)", "ZstdBomb"},
+        Case{Misbehaviour::Lz4Unnegotiated, false, Errc::ProtocolViolation,
+             "PAGES encoding lz4 was not negotiated", "Lz4Unnegotiated", true, false}),
     [](const auto& info) { return std::string(info.param.name); });
 
 // A destination of kPages anonymous pages against the source at `endpoint`, started; the

@@ -217,7 +217,10 @@ TEST(Wire, PagesRejectUnknownEncodingsFlagsAndReservedFields) {
         return decode_pages(copy, layout);
     };
     expect_refused(with(4, std::uint8_t{0}), "encoding 0");
-    expect_refused(with(4, std::uint8_t{3}), "encoding 3");
+    expect_refused(with(4, std::uint8_t{5}), "encoding 5");
+    // Compressed encodings exist from version 3, but only where START accepted them.
+    expect_refused(with(4, std::uint8_t{3}), "encoding lz4 was not negotiated");
+    expect_refused(with(4, std::uint8_t{4}), "encoding zstd was not negotiated");
     expect_refused(with(5, std::uint8_t{0x80}), "reserved");
     expect_refused(with(6, std::uint16_t{1}), "reserved");
     expect_refused(with(20, std::uint32_t{1}), "reserved");

@@ -3,6 +3,7 @@
 
 #include <sys/socket.h>
 
+#include "migration/compression.hpp"
 #include "migration/page_hash.hpp"
 #include "transport/byte_order.hpp"
 
@@ -63,6 +64,24 @@ asio::awaitable<void> FakeSource::serve(std::shared_ptr<transport::Connection> u
             payload.insert(payload.end(), hash.begin(), hash.end());
         }
         payload.insert(payload.end(), data.begin(), data.end());
+        return payload;
+    };
+
+    // A run of one page whose compressed bytes hold `raw_bytes` of the page's honest content
+    // (`garbage`: bytes that are no block at all).
+    auto compressed_frame = [&](std::uint64_t first, wire::Encoding encoding,
+                                std::uint64_t raw_bytes, bool garbage) {
+        wire::PagesHeader header{
+            .region = 0, .encoding = encoding, .flags = 0, .first_page = first, .count = 1};
+        auto head = wire::encode(header);
+        std::vector<std::byte> payload(head.begin(), head.end());
+        std::vector<std::byte> packed(100, std::byte{0xff});
+        if (!garbage) {
+            std::vector<std::byte> data(raw_bytes, honest_byte(first));
+            migration::RunCompressor compressor;
+            (void)compressor.compress(encoding, 3, data, packed);
+        }
+        payload.insert(payload.end(), packed.begin(), packed.end());
         return payload;
     };
 
@@ -154,6 +173,26 @@ asio::awaitable<void> FakeSource::serve(std::shared_ptr<transport::Connection> u
     misbehaved_.store(true);
     const std::uint64_t last = layout_.regions[0].pages() - 1;
     switch (what_) {
+        case Misbehaviour::Lz4Corrupt:
+            (void)co_await send_on(
+                stream, wire::MessageType::Pages,
+                compressed_frame(honest_pages_, wire::Encoding::Lz4, page_size, true));
+            break;
+        case Misbehaviour::Lz4ShortRun:
+            (void)co_await send_on(
+                stream, wire::MessageType::Pages,
+                compressed_frame(honest_pages_, wire::Encoding::Lz4, page_size / 2, false));
+            break;
+        case Misbehaviour::ZstdBomb:
+            (void)co_await send_on(
+                stream, wire::MessageType::Pages,
+                compressed_frame(honest_pages_, wire::Encoding::Zstd, 2 * page_size, false));
+            break;
+        case Misbehaviour::Lz4Unnegotiated:
+            (void)co_await send_on(
+                stream, wire::MessageType::Pages,
+                compressed_frame(honest_pages_, wire::Encoding::Lz4, page_size, false));
+            break;
         case Misbehaviour::PageOutsideRegion:
             (void)co_await send_on(stream, wire::MessageType::Pages,
                                    pages_frame(last + 1, page_size, false, false));

@@ -33,6 +33,11 @@ enum class Misbehaviour {
     LiveDiscardAfterSwitchover,    // a true switchover (one page discarded), RUNNING, DISCARD
     LiveRoundEndAfterSwitchover,   // a true switchover, RUNNING, then ROUND_END again
     RoundEndFromPausedSource,      // ROUND_END from a source whose LAYOUT said it is not live
+    // Compressed runs (version 3), each of one page.
+    Lz4Corrupt,       // an lz4 block that is not one
+    Lz4ShortRun,      // a true lz4 block of half a page, for a one-page run
+    ZstdBomb,         // a zstd frame stating (and holding) two pages, for a one-page run
+    Lz4Unnegotiated,  // a true lz4 run to a destination that did not accept lz4
 };
 
 [[nodiscard]] constexpr bool is_live(Misbehaviour what) {

@@ -1,0 +1,72 @@
+// compression.hpp — Compressed PAGES runs (lz4, zstd): making them, checking and expanding them.
+#pragma once
+
+#include <cstdint>
+#include <expected>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "migration/wire.hpp"
+#include "transport/failure.hpp"
+
+namespace uffdm::migration {
+
+// How the source may encode the stream's data runs. Auto: lz4 while the measured stream is
+// faster with it than without (compression.cpp, CompressionPolicy), raw otherwise.
+enum class Codec : std::uint8_t { Off, Lz4, Zstd, Auto };
+
+struct CompressionOptions {
+    Codec codec = Codec::Off;
+    int zstd_level = 3;  // 1..19 (negative: zstd's faster levels, down to -7)
+    // Answers to REQUESTs too (the stream's choice applies to the urgent connection only with
+    // this). Off by default: BENCHMARKS.md "Real links" measured it (a fault waits for the
+    // compression and the expansion of its run, not for the link, at 1 Gbit/s).
+    bool answers = false;
+};
+
+// Compresses one run into a buffer of its own. One per FrameBuilder (one loop thread).
+class RunCompressor {
+  public:
+    RunCompressor();
+    ~RunCompressor();
+    RunCompressor(RunCompressor&&) noexcept;
+    RunCompressor& operator=(RunCompressor&&) noexcept;
+
+    // The compressed bytes of `raw` in `out` (resized), or false when the result would not be
+    // shorter than `raw` (the run goes raw).
+    [[nodiscard]] bool compress(wire::Encoding encoding, int zstd_level,
+                                std::span<const std::byte> raw, std::vector<std::byte>& out);
+
+  private:
+    struct Contexts;
+    std::unique_ptr<Contexts> contexts_;
+};
+
+// Expands a validated compressed run (wire::decode_pages) into a buffer of its own; one per
+// receiving channel. The result views Raw pages: valid until the next expand().
+class RunExpander {
+  public:
+    RunExpander();
+    ~RunExpander();
+    RunExpander(RunExpander&&) noexcept;
+    RunExpander& operator=(RunExpander&&) noexcept;
+
+    // A run that is not compressed is returned as it is. A corrupt block, a zstd frame that
+    // states no size or another size than the run's, one that holds more than the run (a
+    // decompression bomb: never written past the buffer), or trailing bytes: a protocol
+    // violation naming the run, and nothing of it is usable.
+    [[nodiscard]] std::expected<wire::PagesView, transport::Failure> expand(
+        const wire::PagesView& run, const wire::Layout& layout);
+    // wire::decode_pages, then expand().
+    [[nodiscard]] std::expected<wire::PagesView, transport::Failure> read(
+        std::span<const std::byte> payload, const wire::Layout& layout,
+        std::uint32_t start_flags);
+
+  private:
+    struct Contexts;
+    std::unique_ptr<Contexts> contexts_;
+    std::vector<std::byte> buffer_;
+};
+
+}  // namespace uffdm::migration

@@ -1,0 +1,240 @@
+// compression_test.cpp — Compressed PAGES runs: made, checked, expanded; Auto's choice by rate.
+#include <gtest/gtest.h>
+#include <zstd.h>
+
+#include <cstring>
+
+#include "migration/compression.hpp"
+#include "migration/compression_policy.hpp"
+#include "migration/host_corpus.hpp"
+#include "transport/byte_order.hpp"
+
+namespace uffdm::migration {
+namespace {
+
+using wire::Encoding;
+
+const wire::Layout kLayout{{{0, 4096, 64 * 4096}}};
+constexpr std::uint32_t kAcceptBoth = wire::Start::kAcceptLz4 | wire::Start::kAcceptZstd;
+
+// Pages that compress: text-like bytes with repeats, as a guest's page cache holds.
+std::vector<std::byte> compressible(std::size_t pages) {
+    std::vector<std::byte> out(pages * 4096);
+    const char* words[] = {"migration ", "userfaultfd ", "page ", "guest ", "0x7f12 "};
+    std::size_t at = 0;
+    for (std::size_t i = 0; at < out.size(); ++i) {
+        const char* w = words[(i * 7 + i / 3) % 5];
+        for (std::size_t k = 0; w[k] != 0 && at < out.size(); ++k) {
+            out[at++] = static_cast<std::byte>(w[k]);
+        }
+    }
+    return out;
+}
+
+std::vector<std::byte> frame(Encoding encoding, std::uint32_t count,
+                             std::span<const std::byte> data, std::uint64_t first = 3) {
+    auto head = wire::encode(
+        wire::PagesHeader{.region = 0, .encoding = encoding, .first_page = first, .count = count});
+    std::vector<std::byte> out(head.begin(), head.end());
+    out.insert(out.end(), data.begin(), data.end());
+    return out;
+}
+
+void expect_refused(const std::expected<wire::PagesView, transport::Failure>& result,
+                    const std::string& words) {
+    ASSERT_FALSE(result) << "accepted";
+    EXPECT_EQ(result.error().code, Errc::ProtocolViolation);
+    EXPECT_NE(result.error().detail.find(words), std::string::npos) << result.error().detail;
+}
+
+class Codecs : public ::testing::TestWithParam<Encoding> {};
+
+TEST_P(Codecs, ARunRoundTripsToTheSameBytesAndShrinks) {
+    auto raw = compressible(4);
+    RunCompressor compressor;
+    std::vector<std::byte> packed;
+    ASSERT_TRUE(compressor.compress(GetParam(), 3, raw, packed));
+    EXPECT_LT(packed.size(), raw.size() / 4);
+    RunExpander expander;
+    auto run = expander.read(frame(GetParam(), 4, packed), kLayout, kAcceptBoth);
+    ASSERT_TRUE(run) << run.error().detail;
+    EXPECT_EQ(run->header.encoding, Encoding::Raw);
+    EXPECT_EQ(run->header.count, 4u);
+    ASSERT_EQ(run->data.size(), raw.size());
+    EXPECT_EQ(std::memcmp(run->data.data(), raw.data(), raw.size()), 0);
+}
+
+TEST_P(Codecs, RandomPagesDoNotShrinkAndGoRaw) {
+    std::vector<std::byte> raw(2 * 4096);
+    std::uint64_t x = 88172645463325252ULL;
+    for (auto& b : raw) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        b = static_cast<std::byte>(x);
+    }
+    RunCompressor compressor;
+    std::vector<std::byte> packed;
+    EXPECT_FALSE(compressor.compress(GetParam(), 3, raw, packed));
+}
+
+TEST_P(Codecs, ARunNotAcceptedByStartIsRefusedByName) {
+    auto raw = compressible(1);
+    RunCompressor compressor;
+    std::vector<std::byte> packed;
+    ASSERT_TRUE(compressor.compress(GetParam(), 3, raw, packed));
+    RunExpander expander;
+    std::uint32_t other = GetParam() == Encoding::Lz4 ? wire::Start::kAcceptZstd
+                                                      : wire::Start::kAcceptLz4;
+    expect_refused(expander.read(frame(GetParam(), 1, packed), kLayout, other),
+                   std::string("encoding ") + wire::name(GetParam()) + " was not negotiated");
+}
+
+TEST_P(Codecs, CompressedBytesAsLongAsTheRawRunOrNoneAreRefused) {
+    RunExpander expander;
+    std::vector<std::byte> as_long(4096, std::byte{1});
+    expect_refused(expander.read(frame(GetParam(), 1, as_long), kLayout, kAcceptBoth),
+                   "fewer than its raw bytes");
+    expect_refused(expander.read(frame(GetParam(), 1, {}), kLayout, kAcceptBoth),
+                   "carries 0 compressed bytes");
+}
+
+INSTANTIATE_TEST_SUITE_P(Both, Codecs, ::testing::Values(Encoding::Lz4, Encoding::Zstd),
+                         [](const auto& info) { return std::string(wire::name(info.param)); });
+
+TEST(Lz4Run, ABlockOfAnotherSizeOrGarbageIsRefusedAndNothingIsWrittenPastTheRun) {
+    RunCompressor compressor;
+    RunExpander expander;
+    std::vector<std::byte> packed;
+    // Three pages of content declared as two: lz4 stops at the run's end (no overflow).
+    ASSERT_TRUE(compressor.compress(Encoding::Lz4, 0, compressible(3), packed));
+    expect_refused(expander.read(frame(Encoding::Lz4, 2, packed), kLayout, kAcceptBoth),
+                   "a corrupt lz4 block, or one that expands past the run's 8192 bytes");
+    // One page declared as two.
+    ASSERT_TRUE(compressor.compress(Encoding::Lz4, 0, compressible(1), packed));
+    expect_refused(expander.read(frame(Encoding::Lz4, 2, packed), kLayout, kAcceptBoth),
+                   "expands to 4096 bytes; the descriptor says 8192");
+    std::vector<std::byte> garbage(300, std::byte{0xf0});
+    expect_refused(expander.read(frame(Encoding::Lz4, 1, garbage), kLayout, kAcceptBoth),
+                   "a corrupt lz4 block");
+}
+
+TEST(ZstdRun, SizesStatedWrongOrNotAtAllAndTrailingBytesAreRefused) {
+    RunCompressor compressor;
+    RunExpander expander;
+    std::vector<std::byte> packed;
+    // A bomb: the frame states (and holds) more than the run.
+    ASSERT_TRUE(compressor.compress(Encoding::Zstd, 3, compressible(16), packed));
+    expect_refused(expander.read(frame(Encoding::Zstd, 2, packed), kLayout, kAcceptBoth),
+                   "states 65536 bytes, more than the run holds (8192)");
+    ASSERT_TRUE(compressor.compress(Encoding::Zstd, 3, compressible(1), packed));
+    expect_refused(expander.read(frame(Encoding::Zstd, 2, packed), kLayout, kAcceptBoth),
+                   "states 4096 bytes; the descriptor says 8192");
+    auto trailing = packed;
+    trailing.push_back(std::byte{0});
+    expect_refused(expander.read(frame(Encoding::Zstd, 1, trailing), kLayout, kAcceptBoth),
+                   "bytes follow the zstd frame");
+    // A frame that states no size (a streaming compressor's).
+    auto raw = compressible(1);
+    std::vector<std::byte> unsized(4096);
+    ZSTD_CCtx* cctx = ZSTD_createCCtx();
+    ZSTD_CCtx_setParameter(cctx, ZSTD_c_contentSizeFlag, 0);
+    std::size_t n = ZSTD_compress2(cctx, unsized.data(), unsized.size(), raw.data(), raw.size());
+    ZSTD_freeCCtx(cctx);
+    ASSERT_FALSE(ZSTD_isError(n));
+    unsized.resize(n);
+    expect_refused(expander.read(frame(Encoding::Zstd, 1, unsized), kLayout, kAcceptBoth),
+                   "states no content size");
+    std::vector<std::byte> garbage(300, std::byte{0xf0});
+    expect_refused(expander.read(frame(Encoding::Zstd, 1, garbage), kLayout, kAcceptBoth),
+                   "not a zstd frame");
+    // A true header with a body that is not zstd's.
+    auto body = packed;
+    for (std::size_t i = 6; i < body.size(); ++i) {
+        body[i] = std::byte{0xff};
+    }
+    expect_refused(expander.read(frame(Encoding::Zstd, 1, body), kLayout, kAcceptBoth),
+                   "zstd");
+}
+
+TEST(RunExpander, AnUncompressedRunIsReturnedAsItIs) {
+    RunExpander expander;
+    std::vector<std::byte> page(4096, std::byte{7});
+    auto payload = frame(Encoding::Raw, 1, page);
+    auto run = expander.read(payload, kLayout, 0);
+    ASSERT_TRUE(run) << run.error().detail;
+    EXPECT_EQ(run->data.data(), payload.data() + wire::kPagesHeaderSize);  // no copy
+    EXPECT_EQ(run->data.size(), 4096u);
+    EXPECT_EQ(run->data[0], std::byte{7});
+}
+
+// Auto, fed runs at rates the test chooses (the clock is a parameter): it stays raw while lz4
+// would not help, and compresses while the stream measures faster with it.
+struct AutoDrive {
+    CompressionPolicy policy{CompressionOptions{.codec = Codec::Auto}};
+    CompressionPolicy::Clock::time_point now{};
+    // Streams for `ms` at `raw_rate` bytes/s when raw and `lz4_rate` when compressing, with
+    // lz4 shrinking runs to `ratio` at 2 GB/s. Returns how many runs went lz4.
+    int run(int ms, double raw_rate, double lz4_rate, double ratio) {
+        int lz4 = 0;
+        constexpr std::uint64_t kRun = 256 << 10;
+        auto end = now + std::chrono::milliseconds(ms);
+        while (now < end) {
+            Encoding e = policy.for_stream(kRun, now);
+            double rate = e == Encoding::Lz4 ? lz4_rate : raw_rate;
+            if (e == Encoding::Lz4) {
+                ++lz4;
+                policy.record(e, kRun, static_cast<std::uint64_t>(kRun * ratio),
+                              std::chrono::nanoseconds(static_cast<std::int64_t>(kRun / 2.0)),
+                              true);
+            }
+            now += std::chrono::nanoseconds(static_cast<std::int64_t>(kRun / rate * 1e9));
+        }
+        return lz4;
+    }
+};
+
+TEST(AutoCompression, CompressesOnlyWhileTheStreamIsFasterWithIt) {
+    AutoDrive link_bound;
+    link_bound.policy.accept(wire::Start::kAcceptLz4);
+    link_bound.run(3000, 120e6, 230e6, 0.5);  // a 1 Gbit/s link, pages that halve
+    EXPECT_TRUE(link_bound.policy.report().compressing_at_end);
+    EXPECT_GT(link_bound.run(1000, 120e6, 230e6, 0.5), 0);
+
+    AutoDrive cpu_bound;  // loopback: lz4 is slower than the raw stream
+    cpu_bound.policy.accept(wire::Start::kAcceptLz4);
+    int lz4 = cpu_bound.run(6000, 3e9, 1.5e9, 0.5);
+    EXPECT_FALSE(cpu_bound.policy.report().compressing_at_end);
+    // Samples and the probes that found it slower: a small share of the runs.
+    EXPECT_LT(lz4, 6000 * 3e9 / (256 << 10) / 1000 / 5);
+
+    AutoDrive incompressible;
+    incompressible.policy.accept(wire::Start::kAcceptLz4);
+    incompressible.run(3000, 120e6, 120e6, 1.0);
+    EXPECT_FALSE(incompressible.policy.report().compressing_at_end);
+    EXPECT_EQ(incompressible.policy.report().auto_switches, 0u);
+
+    AutoDrive not_accepted;  // a version 2 destination: never
+    EXPECT_EQ(not_accepted.run(3000, 120e6, 230e6, 0.5), 0);
+}
+
+TEST(HostCorpus, HoldsThisHostsFilesAndCompressesLikeRealMemory) {
+    const HostCorpus& corpus = HostCorpus::get();
+    ASSERT_GT(corpus.pages(), 1000u) << "no files under /usr/lib, /usr/bin, /usr/include";
+    RunCompressor compressor;
+    std::uint64_t raw = 0;
+    std::uint64_t packed_bytes = 0;
+    std::vector<std::byte> packed;
+    for (std::uint64_t i = 0; i < corpus.pages(); i += 97) {
+        auto page = corpus.page(i, 4096);
+        raw += page.size();
+        packed_bytes +=
+            compressor.compress(Encoding::Lz4, 0, page, packed) ? packed.size() : page.size();
+    }
+    double ratio = static_cast<double>(raw) / static_cast<double>(packed_bytes);
+    EXPECT_GT(ratio, 1.3) << "host files should compress (code, text)";
+    EXPECT_LT(ratio, 20.0) << "nor be mostly zeros";
+}
+
+}  // namespace
+}  // namespace uffdm::migration
