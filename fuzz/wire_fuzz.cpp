@@ -1,9 +1,11 @@
 // wire_fuzz.cpp — libFuzzer target: every decoder of the migration messages (protocol.md),
-// version 1's and the live source's, against one fixed guest layout.
+// version 1's, the live source's and compressed runs (expanded too), against one fixed guest
+// layout.
 #include <cstdint>
 #include <cstdlib>
 #include <span>
 
+#include "migration/compression.hpp"
 #include "migration/wire.hpp"
 
 namespace {
@@ -50,14 +52,26 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             round_trip(decode_request(p, guest()), p);
             break;
         case MessageType::Pages: {
-            auto view = decode_pages(p, guest());
+            auto view = decode_pages(p, guest(), Start::kAcceptLz4 | Start::kAcceptZstd);
             if (view) {
                 auto head = encode(view->header);
                 same(std::vector<std::byte>(head.begin(), head.end()), p.first(kPagesHeaderSize));
                 std::uint64_t page = guest().regions[view->header.region].page_size;
+                std::uint64_t raw_bytes = view->header.count * page;
                 bool raw = view->header.encoding == Encoding::Raw;
-                if (view->data.size() != (raw ? view->header.count * page : 0) ||
+                bool packed = compressed(view->header.encoding);
+                if ((packed ? view->data.empty() || view->data.size() >= raw_bytes
+                            : view->data.size() != (raw ? raw_bytes : 0)) ||
                     kPagesHeaderSize + view->hashes.size() + view->data.size() != p.size()) {
+                    std::abort();
+                }
+                // An expanded run is exactly the run's pages, whatever the block said.
+                static uffdm::migration::RunExpander expander;
+                auto expanded = expander.expand(*view, guest());
+                if (expanded && (expanded->header.encoding != Encoding::Raw && packed)) {
+                    std::abort();
+                }
+                if (expanded && packed && expanded->data.size() != raw_bytes) {
                     std::abort();
                 }
             }

@@ -11,6 +11,7 @@ PACKAGES=(
   libboost-dev                               # Boost.Asio: connection set-up, handshakes, timers
   libcli11-dev nlohmann-json3-dev            # CLI arguments and JSON reports
   libxxhash-dev                              # per-page hashes the destination verifies
+  liblz4-dev libzstd-dev                     # compressed PAGES runs (lz4 fast, zstd levels)
   libgtest-dev libgmock-dev                  # tests
   libbenchmark-dev                           # benchmarks
   clang-format                               # the format check in the test command
