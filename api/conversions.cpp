@@ -67,4 +67,13 @@ migration::SyntheticSpec to_spec(const SyntheticGuest& g) {
             static_cast<migration::SyntheticContent>(g.content)};
 }
 
+transport::TrafficMarking to_marking(const TrafficMarking& m) {
+    transport::TrafficMarking out;
+    out.enabled = m.enabled;
+    out.urgent_dscp = m.urgent_dscp;
+    out.bulk_dscp = m.bulk_dscp;
+    out.bulk_unsent_bytes = m.bulk_unsent_bytes;
+    return out;
+}
+
 }  // namespace uffdm::api

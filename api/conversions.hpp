@@ -11,6 +11,7 @@
 #include "transport/auth.hpp"
 #include "transport/data_path.hpp"
 #include "transport/tls.hpp"
+#include "transport/traffic_class.hpp"
 
 namespace uffdm::api {
 
@@ -32,5 +33,6 @@ struct Credentials {
 [[nodiscard]] transport::LivenessOptions to_liveness(const Timeouts& timeouts);
 [[nodiscard]] transport::Backend to_backend(DataPathBackend backend);
 [[nodiscard]] migration::SyntheticSpec to_spec(const SyntheticGuest& guest);
+[[nodiscard]] transport::TrafficMarking to_marking(const TrafficMarking& marking);
 
 }  // namespace uffdm::api

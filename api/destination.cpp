@@ -165,6 +165,7 @@ std::expected<Destination, Error> Destination::create(std::vector<DestinationReg
         .poison_on_failure = options.poison_on_failure,
         .discarded_pages_read_zero = options.discarded_pages_read_zero,
         .accept_compression = options.accept_compression,
+        .marking = api::to_marking(options.marking),
         .on_progress = {},
         .on_pause = options.on_pause,
         .on_resume = options.on_resume};

@@ -31,6 +31,12 @@ std::expected<Source, Error> Source::from_memory(Memory memory, SourceOptions op
                                        std::to_string(options.security.unix_socket_mode) +
                                        " is not a permission mode (0 to 0777)")));
     }
+    if (options.marking.urgent_dscp > 63 || options.marking.bulk_dscp > 63) {
+        return std::unexpected(api::to_error(transport::failure(
+            Errc::InvalidArgument, "a DSCP value is 0 to 63 (urgent " +
+                                       std::to_string(options.marking.urgent_dscp) + ", bulk " +
+                                       std::to_string(options.marking.bulk_dscp) + ")")));
+    }
     if (options.compression.codec == Compression::Zstd &&
         (options.compression.zstd_level < -7 || options.compression.zstd_level > 19)) {
         return std::unexpected(api::to_error(transport::failure(
@@ -65,7 +71,8 @@ std::expected<Source, Error> Source::from_memory(Memory memory, SourceOptions op
                  .on_round = options.live.on_round},
         .compression = {.codec = static_cast<migration::Codec>(options.compression.codec),
                         .zstd_level = options.compression.zstd_level,
-                        .answers = options.compression.answers}};
+                        .answers = options.compression.answers},
+        .marking = api::to_marking(options.marking)};
 
     if (options.on_progress) {
         server_options.on_progress = [callback =

@@ -64,6 +64,37 @@ std::expected<StreamCompression, std::string> parse_compression(std::string_view
     return out;
 }
 
+void add_marking_options(CLI::App& command, TrafficMarking& marking) {
+    command
+        .add_option_function<std::string>(
+            "--dscp",
+            [&marking](const std::string& text) {
+                unsigned urgent = 64;
+                unsigned bulk = 64;
+                char end = 0;
+                if (std::sscanf(text.c_str(), "%u,%u%c", &urgent, &bulk, &end) != 2 ||
+                    urgent > 63 || bulk > 63) {
+                    throw CLI::ValidationError("--dscp '" + text +
+                                               "' is not URGENT,BULK with each 0 to 63 (e.g. "
+                                               "46,8: EF and CS1)");
+                }
+                marking.urgent_dscp = static_cast<std::uint8_t>(urgent);
+                marking.bulk_dscp = static_cast<std::uint8_t>(bulk);
+            },
+            "DSCP of the urgent and the bulk connections' packets")
+        ->default_str("46,8");
+    command.add_flag_callback(
+        "--no-marking", [&marking] { marking.enabled = false; },
+        "Leave every connection's DSCP, priority and send backlog as the system has them");
+}
+
+std::vector<std::string> marking_arguments(const TrafficMarking& marking) {
+    if (!marking.enabled) {
+        return {"--no-marking"};
+    }
+    return {"--dscp", std::to_string(marking.urgent_dscp) + "," + std::to_string(marking.bulk_dscp)};
+}
+
 void add_content_option(CLI::App& command, SyntheticGuest::Content& content) {
     command
         .add_option("--content", content,

@@ -17,6 +17,10 @@ void add_data_path_option(CLI::App& command, DataPathBackend& backend);
 // durations such as 500ms, 2s or 1m.
 void add_timeout_options(CLI::App& command, Timeouts& timeouts,
                          std::chrono::milliseconds* reconnect);
+// --dscp URGENT,BULK and --no-marking (urgent traffic first on the wire).
+void add_marking_options(CLI::App& command, TrafficMarking& marking);
+// The same as arguments for another uffd-migrate command (demo's source).
+[[nodiscard]] std::vector<std::string> marking_arguments(const TrafficMarking& marking);
 // --content random|host-files: what a synthetic guest's non-zero pages hold.
 void add_content_option(CLI::App& command, SyntheticGuest::Content& content);
 // --compress auto|off|lz4|zstd[:LEVEL], --compress-answers, --max-bandwidth RATE.

@@ -59,6 +59,7 @@ struct DemoArguments {
     std::string compress = "off";
     bool compress_answers = false;
     SyntheticGuest::Content content = SyntheticGuest::Content::Random;
+    TrafficMarking marking;  // both sides
     std::string max_bandwidth;
 };
 
@@ -391,6 +392,8 @@ std::expected<std::string, Stop> spawn(const DemoArguments& args, const DemoPlan
     argv.insert(argv.end(), {"--compress", args.compress, "--content",
                              guest.content == SyntheticGuest::Content::HostFiles ? "host-files"
                                                                                   : "random"});
+    auto marking = marking_arguments(args.marking);
+    argv.insert(argv.end(), marking.begin(), marking.end());
     if (args.compress_answers) {
         argv.emplace_back("--compress-answers");
     }
@@ -453,6 +456,7 @@ std::expected<Migrated, Stop> migrate(const DemoArguments& args, const DemoPlan&
     options.security.token_file = token;
     options.bulk_channels = args.bulk_channels;
     options.verify = args.verify;
+    options.marking = args.marking;
     options.hold_stream = args.hold_stream;
     options.data_path = args.data_path;
     options.drop_capabilities = true;  // single-threaded here: the source is another process
@@ -760,6 +764,7 @@ std::function<int()> add_demo_command(CLI::App& app) {
             return parsed ? std::string() : parsed.error();
         });
     add_content_option(*command, args->content);
+    add_marking_options(*command, args->marking);
     command->add_flag("--compress-answers", args->compress_answers,
                       "The source compresses answers to faults too");
     command

@@ -154,6 +154,7 @@ std::function<int()> add_receive_command(CLI::App& app) {
         ->capture_default_str()
         ->check(CLI::Range(0, 16));
     add_data_path_option(*command, args->options.data_path);
+    add_marking_options(*command, args->options.marking);
     add_timeout_options(*command, args->options.timeouts, &args->options.reconnect_timeout);
     command->add_option("--userfaultfd-socket", args->userfaultfd_socket,
                         "Take the userfaultfd from `uffd-migrate helper` on this socket");

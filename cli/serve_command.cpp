@@ -208,6 +208,7 @@ std::function<int()> add_serve_command(CLI::App& app) {
                         "unix: listeners: a user besides this one and root who may connect "
                         "(repeat for more)");
     add_data_path_option(*command, args->options.data_path);
+    add_marking_options(*command, args->options.marking);
     add_stream_options(*command, args->options);
     add_timeout_options(*command, args->options.timeouts, &args->options.reconnect_timeout);
     command->add_option("--json", args->json, "Write a JSON report to this file");

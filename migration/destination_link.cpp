@@ -192,8 +192,13 @@ bool DestinationLink::attach(transport::Session joined) {
     urgent_.push_back(
         std::make_unique<DestinationUrgentChannel>(*this, generation_, generation_ > 1, accept));
     channels_->forget();
+    // Unmarked is slower under load, not wrong: a refusal of the kernel's is not fatal.
+    (void)transport::mark_connection(joined.urgent.socket().native_handle(), true,
+                                     options_.marking);
     channels_->set_urgent(urgent_path_->add(std::move(joined.urgent), *urgent_.back()));
     for (auto& connection : joined.bulk) {
+        (void)transport::mark_connection(connection.socket().native_handle(), false,
+                                         options_.marking);
         bulk_.push_back(std::make_unique<DestinationBulkChannel>(*this, generation_, accept));
         channels_->add_bulk(bulk_path_->add(std::move(connection), *bulk_.back()));
     }

@@ -19,6 +19,7 @@
 #include "migration/session_link.hpp"
 #include "transport/data_path.hpp"
 #include "transport/session.hpp"
+#include "transport/traffic_class.hpp"
 
 namespace uffdm::migration {
 
@@ -46,6 +47,8 @@ struct FaultServerOptions {
     // Accept compressed runs (lz4, zstd) from a version 3 source. Each is expanded into a
     // buffer of the receiving connection's and copied from there.
     bool accept_compression = true;
+    // DSCP, socket priority and unsent backlog of the urgent and bulk connections.
+    transport::TrafficMarking marking;
     // Called from wait()'s thread about ten times a second.
     std::function<void(const DestinationProgress&)> on_progress;
     // Called from the link thread when a session breaks, and when a new one has resumed.

@@ -160,6 +160,9 @@ void SourceLink::on_joined(transport::Connection connection) {
         // A handler per session: one that ended before START may still be finishing its
         // on_closed when the next destination arrives.
         urgent_.push_back(std::make_unique<SourceUrgentChannel>(*this, window_, session_));
+        // Unmarked is slower under load, not wrong: a refusal of the kernel's is not fatal.
+        (void)transport::mark_connection(connection.socket().native_handle(), true,
+                                         options_.marking);
         channels_->set_urgent(urgent_path_->add(std::move(connection), *urgent_.back()));
         channels_->want_send_urgent();
         return;
@@ -168,6 +171,7 @@ void SourceLink::on_joined(transport::Connection connection) {
         return;  // a straggler of a session that is over: closed by dropping it
     }
     bulk_.push_back(std::make_unique<SourceBulkChannel>(*this, window_, session_));
+    (void)transport::mark_connection(connection.socket().native_handle(), false, options_.marking);
     open_channels_.fetch_add(1);
     transport::ChannelId id = bulk_path_->add(std::move(connection), *bulk_.back());
     channels_->add_bulk(id);

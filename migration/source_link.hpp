@@ -17,6 +17,7 @@
 #include "migration/source_pages.hpp"
 #include "transport/data_path.hpp"
 #include "transport/listener.hpp"
+#include "transport/traffic_class.hpp"
 
 namespace uffdm::migration {
 
@@ -41,6 +42,8 @@ struct PageServerOptions {
     LiveSourceOptions live;
     // Compressed data runs (protocol version 3, where the destination accepts them).
     CompressionOptions compression;
+    // DSCP, socket priority and unsent backlog of the urgent and bulk connections.
+    transport::TrafficMarking marking;
 };
 
 class SourceUrgentChannel;

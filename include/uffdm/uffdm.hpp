@@ -160,6 +160,17 @@ struct Security {
 
 enum class DataPathBackend : std::uint8_t { Auto = 0, IoUring = 1, Asio = 2 };
 
+// Urgent traffic first on the wire: the urgent connection's packets carry DSCP EF and the
+// interactive socket priority (pfifo_fast's first band), the bulk connections' CS1 and the bulk
+// priority (its last band), so hosts and switches send a fault's answer ahead of the stream.
+// The bulk sockets also keep their unsent backlog small (TCP_NOTSENT_LOWAT).
+struct TrafficMarking {
+    bool enabled = true;
+    std::uint8_t urgent_dscp = 46;  // 0..63
+    std::uint8_t bulk_dscp = 8;
+    std::uint32_t bulk_unsent_bytes = 256U << 10;  // 0: the kernel's default
+};
+
 struct Timeouts {
     std::chrono::milliseconds handshake{5000};
     std::chrono::milliseconds stall{10000};  // a peer that stops reading
@@ -220,6 +231,7 @@ struct SourceOptions {
     std::function<void(const SourceProgress&)> on_progress;  // ~10 Hz, from run()'s thread
     LiveMigration live;  // only with Source::create (memory the running guest writes)
     StreamCompression compression;
+    TrafficMarking marking;
     // The background stream's rate on the wire, bytes per second (0: no cap), like QEMU's
     // max-postcopy-bandwidth: a migration that must not starve the guest's own traffic.
     // Answers to faults are never capped.
@@ -299,6 +311,7 @@ struct DestinationOptions {
     bool discarded_pages_read_zero = false;
     // Accept compressed runs (lz4, zstd) when the source offers them (it decides, per run).
     bool accept_compression = true;
+    TrafficMarking marking;
     // From a library thread: a break in the connection, and its end (a session resumed).
     std::function<void(const Pause&)> on_pause;
     std::function<void(const Pause&)> on_resume;
