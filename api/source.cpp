@@ -72,7 +72,8 @@ std::expected<Source, Error> Source::from_memory(Memory memory, SourceOptions op
         .compression = {.codec = static_cast<migration::Codec>(options.compression.codec),
                         .zstd_level = options.compression.zstd_level,
                         .answers = options.compression.answers},
-        .marking = api::to_marking(options.marking)};
+        .marking = api::to_marking(options.marking),
+        .max_bandwidth = options.max_bandwidth};
 
     if (options.on_progress) {
         server_options.on_progress = [callback =

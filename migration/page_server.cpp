@@ -86,6 +86,8 @@ SourceStats PageServer::run() {
     report.requests = counts.requests.load();
     report.bytes_sent = link_.bytes_sent();
     report.compression = link_.compression().report();
+    report.max_bandwidth = options_.max_bandwidth;
+    report.capped_seconds = link_.capped_seconds();
     if (precopy_) {
         precopy_->finish(!report.ok, report);
     }

@@ -226,12 +226,17 @@ std::optional<OutgoingFrame> SourceUrgentChannel::stream_frame() {
     if (!link_.stream_on_urgent() || link_.stream_held() || stream_waits(link_)) {
         return std::nullopt;
     }
+    if (!link_.stream_may_send()) {
+        return std::nullopt;  // the cap: woken when a frame may go
+    }
     auto run = link_.pages().next_stream_run();
     if (!run) {
         return rounds_.end_of_round(link_);
     }
     rounds_.pages += run->count;
-    return builder_.pages(*run, link_.want_hashes(), false, guest_running(link_));
+    auto frame = builder_.pages(*run, link_.want_hashes(), false, guest_running(link_));
+    link_.stream_sent(frame);
+    return frame;
 }
 
 void SourceUrgentChannel::on_closed(ChannelId, const transport::Failure& why) {
@@ -265,8 +270,8 @@ std::optional<OutgoingFrame> SourceBulkChannel::next_frame(ChannelId) {
     // A held stream resumes through want_send; a stream on the urgent connection never comes
     // here (the stream has one caller at a time).
     if (!link_.serving(session_) || ended_ || link_.stream_on_urgent() || link_.stream_held() ||
-        stream_waits(link_)) {
-        return std::nullopt;
+        stream_waits(link_) || !link_.stream_may_send()) {
+        return std::nullopt;  // (the cap wakes the streams when a frame may go)
     }
     auto run = link_.pages().next_stream_run();
     if (!run && link_.precopy() != nullptr &&
@@ -279,7 +284,9 @@ std::optional<OutgoingFrame> SourceBulkChannel::next_frame(ChannelId) {
     }
     sent_ += run->count;
     rounds_.pages += run->count;
-    return builder_.pages(*run, link_.want_hashes(), false, guest_running(link_));
+    auto frame = builder_.pages(*run, link_.want_hashes(), false, guest_running(link_));
+    link_.stream_sent(frame);
+    return frame;
 }
 
 void SourceBulkChannel::on_closed(ChannelId, const transport::Failure& why) {

@@ -70,6 +70,7 @@ SourceLink::SourceLink(const PageServerOptions& options, SentPages& pages)
           layout.flags = options.live.enabled ? wire::Layout::kLive : 0U;
           return layout;
       }())),
+      cap_(options.max_bandwidth),
       pauses_(options.reconnect_timeout),
       opened_at_(Clock::now()) {}
 
@@ -246,6 +247,29 @@ void SourceLink::ended_before_start(std::uint64_t session) {
 void SourceLink::wake_streams() {
     std::lock_guard lock(mutex_);
     channels_->want_send_all();
+}
+
+bool SourceLink::stream_may_send() {
+    auto until = cap_.wait_until(BandwidthCap::Clock::now());
+    if (!until) {
+        return true;
+    }
+    if (!cap_wake_pending_.exchange(true)) {
+        transport::asio::post(io_, [this, at = *until] {
+            cap_timer_.expires_at(at);
+            cap_timer_.async_wait([this](const boost::system::error_code& error) {
+                cap_wake_pending_.store(false);
+                if (!error) {
+                    wake_streams();
+                }
+            });
+        });
+    }
+    return false;
+}
+
+void SourceLink::stream_sent(const transport::OutgoingFrame& frame) {
+    cap_.spend(transport::kHeaderSize + frame.payload_size(), BandwidthCap::Clock::now());
 }
 
 void SourceLink::wake_urgent() {

@@ -11,6 +11,7 @@
 #include <optional>
 #include <vector>
 
+#include "migration/bandwidth_cap.hpp"
 #include "migration/compression_policy.hpp"
 #include "migration/precopy_source.hpp"
 #include "migration/session_link.hpp"
@@ -44,6 +45,8 @@ struct PageServerOptions {
     CompressionOptions compression;
     // DSCP, socket priority and unsent backlog of the urgent and bulk connections.
     transport::TrafficMarking marking;
+    // The background stream's bytes per second on the wire (0: no cap); answers are not capped.
+    std::uint64_t max_bandwidth = 0;
 };
 
 class SourceUrgentChannel;
@@ -99,6 +102,11 @@ class SourceLink {
     [[nodiscard]] PrecopySource* precopy() const noexcept { return precopy_; }
     void wake_streams();
     void wake_urgent();
+    // The stream's cap: whether a stream frame may go now (when not, the streams are woken
+    // once one may), and what one took. From the loop that streams.
+    [[nodiscard]] bool stream_may_send();
+    void stream_sent(const transport::OutgoingFrame& frame);
+    [[nodiscard]] double capped_seconds() const { return cap_.waited_seconds(); }
     [[nodiscard]] std::span<const std::byte> layout_bytes() const noexcept { return layout_bytes_; }
     // START or RESUME's flags for the session, and its stream being held by STREAM.
     [[nodiscard]] bool want_hashes() const noexcept {
@@ -145,6 +153,9 @@ class SourceLink {
     std::vector<std::unique_ptr<SourceUrgentChannel>> urgent_;  // one per session
     std::vector<std::unique_ptr<SourceBulkChannel>> bulk_;
     transport::asio::io_context io_;
+    BandwidthCap cap_;
+    transport::asio::steady_timer cap_timer_{io_};  // wakes a stream the cap held (io_ only)
+    std::atomic<bool> cap_wake_pending_{false};
     std::shared_ptr<transport::Listener> listener_;
     std::unique_ptr<transport::DataPath> urgent_path_;
     std::unique_ptr<transport::DataPath> bulk_path_;

@@ -528,6 +528,25 @@ INSTANTIATE_TEST_SUITE_P(
                                    "zstd_live_source"}),
     [](const auto& info) { return std::string(info.param.name); });
 
+// --max-bandwidth: the stream holds the cap (within 10 %) over several seconds, and the faults
+// meanwhile are answered without waiting for it.
+TEST_F(Migrate, TheBandwidthCapHoldsTheStreamWithinTenPercent) {
+    std::string json = scratch_.path("capped.json");
+    Process demo({cli_path(), "demo", "--size", "96M", "--zero-percent", "0", "--vcpus", "0",
+                  "--max-bandwidth", "200mbit", "--json", json});
+    ASSERT_EQ(demo.wait(std::chrono::seconds(120)), 0) << demo.output();
+    auto report = read_json(json);
+    ASSERT_TRUE(report.is_object()) << demo.output();
+    EXPECT_TRUE(report["verified"].get<bool>()) << demo.output();
+    const auto& source = report["source"];
+    EXPECT_EQ(source["max_bandwidth"].get<std::uint64_t>(), 25000000u);
+    double seconds = report["total_seconds"].get<double>();
+    double rate = static_cast<double>(source["bytes_sent"].get<std::uint64_t>()) / seconds;
+    EXPECT_GT(seconds, 3.0) << "96 MiB at 25 MB/s";
+    EXPECT_NEAR(rate, 25e6, 2.5e6) << demo.output();
+    EXPECT_GT(source["capped_seconds"].get<double>(), 1.0);
+}
+
 class DemoSignal : public Migrate, public ::testing::WithParamInterface<int> {};
 
 TEST_P(DemoSignal, EndsADemoWhoseVcpusTouchUntilTheEnd) {
