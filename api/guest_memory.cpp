@@ -59,7 +59,6 @@ MemoryKind GuestMemory::kind() const noexcept {
     return impl_->kind;
 }
 
-
 std::vector<std::uint64_t> synthetic_region_lengths(const SyntheticGuest& guest) {
     std::vector<std::uint64_t> lengths;
     for (const auto& region : api::to_spec(guest).layout().regions) {

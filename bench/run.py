@@ -4,6 +4,7 @@
     bench/run.py [--quick | --smoke] [--out DIR] [--netns] [--repetitions N] [--publish]
     bench/run.py --soak SECONDS [--kill-every SECONDS]
     bench/run.py --hybrid [--quick]   (bench/hybrid.py: pure postcopy vs precopy + postcopy)
+    bench/run.py --link 1gbit|10gbit|loopback   (bench/link.py: a rate-limited two-host link)
 
 Measures the floors first (local userfaultfd fault round trip, raw 4 KiB TCP ping-pong, raw
 single-stream TCP throughput, memcpy), on the connection the migrations use (loopback, or a
@@ -792,7 +793,16 @@ def main():
     parser.add_argument("--hybrid", action="store_true",
                         help="instead of the matrix: pure postcopy against a live source's "
                              "precopy rounds then postcopy (bench/hybrid.py), same run")
+    parser.add_argument("--link", metavar="RATE",
+                        help="faults, marking and compression over a rate-limited link between "
+                             "two namespaces (1gbit, 10gbit) or loopback (bench/link.py)")
     args = parser.parse_args()
+    if args.link:
+        link = [sys.executable, os.path.join(ROOT, "bench", "link.py"), "--build", args.build,
+                "--link", args.link]
+        link += ["--out", args.out] if args.out else []
+        link += ["--repetitions", str(args.repetitions)] if args.repetitions else []
+        return subprocess.run(link).returncode
     if args.hybrid:
         hybrid = [sys.executable, os.path.join(ROOT, "bench", "hybrid.py"), "--build", args.build]
         hybrid += ["--quick"] if args.matrix == "quick" else []

@@ -92,7 +92,8 @@ std::vector<std::string> marking_arguments(const TrafficMarking& marking) {
     if (!marking.enabled) {
         return {"--no-marking"};
     }
-    return {"--dscp", std::to_string(marking.urgent_dscp) + "," + std::to_string(marking.bulk_dscp)};
+    return {"--dscp",
+            std::to_string(marking.urgent_dscp) + "," + std::to_string(marking.bulk_dscp)};
 }
 
 void add_content_option(CLI::App& command, SyntheticGuest::Content& content) {
@@ -418,25 +419,23 @@ void print_summary(const SourceStats& s, std::FILE* out) {
     }
     const CompressionReport& c = s.compression;
     if (c.mode != "off") {
-        std::fprintf(out,
-                     "compression   %s (the destination accepts %s): %llu runs, %s -> %s (%.2fx), "
-                     "%.3f s compressing, %llu runs sent raw (did not shrink)%s\n",
-                     c.mode.c_str(), c.accepted.empty() ? "none" : c.accepted.c_str(),
-                     static_cast<unsigned long long>(c.runs_compressed),
-                     format_bytes(static_cast<double>(c.raw_bytes)).c_str(),
-                     format_bytes(static_cast<double>(c.compressed_bytes)).c_str(),
-                     c.compressed_bytes > 0 ? static_cast<double>(c.raw_bytes) /
-                                                  static_cast<double>(c.compressed_bytes)
-                                            : 0.0,
-                     c.compress_seconds, static_cast<unsigned long long>(c.runs_not_shrunk),
-                     c.mode == "auto" ? (", " + std::to_string(c.auto_switches) + " switches")
-                                            .c_str()
-                                      : "");
+        std::fprintf(
+            out,
+            "compression   %s (the destination accepts %s): %llu runs, %s -> %s (%.2fx), "
+            "%.3f s compressing, %llu runs sent raw (did not shrink)%s\n",
+            c.mode.c_str(), c.accepted.empty() ? "none" : c.accepted.c_str(),
+            static_cast<unsigned long long>(c.runs_compressed),
+            format_bytes(static_cast<double>(c.raw_bytes)).c_str(),
+            format_bytes(static_cast<double>(c.compressed_bytes)).c_str(),
+            c.compressed_bytes > 0
+                ? static_cast<double>(c.raw_bytes) / static_cast<double>(c.compressed_bytes)
+                : 0.0,
+            c.compress_seconds, static_cast<unsigned long long>(c.runs_not_shrunk),
+            c.mode == "auto" ? (", " + std::to_string(c.auto_switches) + " switches").c_str() : "");
     }
     if (s.max_bandwidth > 0) {
         std::fprintf(out, "bandwidth     stream capped at %s/s, waited %.2f s for the cap\n",
-                     format_bytes(static_cast<double>(s.max_bandwidth)).c_str(),
-                     s.capped_seconds);
+                     format_bytes(static_cast<double>(s.max_bandwidth)).c_str(), s.capped_seconds);
     }
     if (s.live) {
         std::fprintf(out,

@@ -42,6 +42,7 @@ struct DemoArguments {
     std::size_t bulk_channels = 1;
     std::string memory = "anonymous";
     bool netns = false;
+    std::string link;  // a rate-limited link between the namespaces (implies --netns)
     bool verify = false;
     bool hold_stream = false;
     std::uint64_t seed = 42;
@@ -348,6 +349,11 @@ std::expected<std::string, Stop> spawn(const DemoArguments& args, const DemoPlan
         if (!hosts->available()) {
             return std::unexpected(Stop{"--netns: " + hosts->why()});
         }
+        if (!args.link.empty()) {
+            if (auto why = hosts->shape(args.link); !why.empty()) {
+                return std::unexpected(Stop{"--link " + args.link + ": " + why});
+            }
+        }
         listen = std::string("tcp:") + NetnsPair::kAddressA + ":0";
         argv = {"ip", "netns", "exec", hosts->a()};
     }
@@ -389,9 +395,9 @@ std::expected<std::string, Stop> spawn(const DemoArguments& args, const DemoPlan
                                  std::to_string(args.writers.hot_percent), "--versions-file",
                                  source_json + ".versions"});
     }
-    argv.insert(argv.end(), {"--compress", args.compress, "--content",
-                             guest.content == SyntheticGuest::Content::HostFiles ? "host-files"
-                                                                                  : "random"});
+    argv.insert(argv.end(),
+                {"--compress", args.compress, "--content",
+                 guest.content == SyntheticGuest::Content::HostFiles ? "host-files" : "random"});
     auto marking = marking_arguments(args.marking);
     argv.insert(argv.end(), marking.begin(), marking.end());
     if (args.compress_answers) {
@@ -624,6 +630,7 @@ int report(const DemoArguments& args, const DemoPlan& plan, Migrated& migrated,
         json["vcpu_touches"] = totals.touches;
         json["io_errors"] = totals.io_errors;
         json["netns"] = args.netns;
+        json["link"] = args.link.empty() ? (args.netns ? "veth" : "loopback") : args.link;
         json["hold_stream"] = args.hold_stream;
         json["zero_percent"] = args.zero_percent;
         json["touch_latency_us"] = touches["summary"];
@@ -720,6 +727,16 @@ std::function<int()> add_demo_command(CLI::App& app) {
         ->check(CLI::Range(0, 16));
     command->add_option("--memory", args->memory, "anonymous, shmem or hugetlb")
         ->capture_default_str();
+    command
+        ->add_option("--link", args->link,
+                     "Between two namespaces, a link limited to this rate with three priority "
+                     "bands (tc tbf + pfifo_fast; e.g. 1gbit, 10gbit)")
+        ->check([](const std::string& text) {
+            auto parsed = parse_rate(text);
+            return parsed && text.find("bit") != std::string::npos
+                       ? std::string()
+                       : "--link '" + text + "' is not a rate in bits (e.g. 1gbit, 10gbit)";
+        });
     command->add_flag("--netns", args->netns,
                       "Run the source in another network namespace, across a veth link");
     command->add_flag("--hold-stream", args->hold_stream,
@@ -775,7 +792,10 @@ std::function<int()> add_demo_command(CLI::App& app) {
             return parsed ? std::string() : parsed.error();
         });
     command->add_option("--json", args->json, "Write a JSON report to this file");
-    return [args] { return demo(*args); };
+    return [args] {
+        args->netns = args->netns || !args->link.empty();
+        return demo(*args);
+    };
 }
 
 }  // namespace uffdm::cli

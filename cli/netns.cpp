@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <utility>
 
 namespace uffdm::cli {
 
@@ -18,8 +19,10 @@ NetnsPair::NetnsPair(const std::string& prefix) {
     std::string id = std::to_string(::getpid());
     a_ = prefix + "-a-" + id;
     b_ = prefix + "-b-" + id;
-    std::string va = "ufa" + id;  // interface names: at most 15 characters
-    std::string vb = "ufb" + id;
+    va_ = "ufa" + id;  // interface names: at most 15 characters
+    vb_ = "ufb" + id;
+    const std::string& va = va_;
+    const std::string& vb = vb_;
     original_ = ::open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
     if (::geteuid() != 0 || original_ < 0) {
         why_ = "network namespaces need root";
@@ -39,6 +42,20 @@ NetnsPair::NetnsPair(const std::string& prefix) {
     if (!available_) {
         why_ = "could not set up the veth pair";
     }
+}
+
+std::string NetnsPair::shape(const std::string& rate) {
+    // A burst of 1 ms at the rate (at least 64 KiB), and a queue of 20 ms behind it.
+    for (const auto& [ns, dev] : {std::pair{a_, va_}, std::pair{b_, vb_}}) {
+        std::string tc = "tc -n " + ns + " qdisc add dev " + dev;
+        std::string root = tc + " root handle 1: tbf rate " + rate + " burst 256kb latency 20ms";
+        std::string bands = tc + " parent 1:1 pfifo_fast";
+        if (std::system((root + " >/dev/null 2>&1").c_str()) != 0 ||
+            std::system((bands + " >/dev/null 2>&1").c_str()) != 0) {
+            return "cannot shape the link (" + root + "; then pfifo_fast under it)";
+        }
+    }
+    return "";
 }
 
 NetnsPair::~NetnsPair() {

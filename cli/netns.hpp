@@ -26,6 +26,11 @@ class NetnsPair {
     bool enter(const std::string& name);
     // Back to the namespace the thread started in.
     bool leave();
+    // A rate-limited link: on each end's egress a token bucket (tc tbf) at `rate` (as tc
+    // writes it: "1gbit", "10gbit") with pfifo_fast's three priority bands under it, so that a
+    // packet's socket priority decides which waits, as on a real NIC's queue. "" when done,
+    // else why not.
+    [[nodiscard]] std::string shape(const std::string& rate);
     // Runs `ip` with arguments; true on success.
     static bool ip(const std::string& arguments);
     // For a process about to drop its capabilities (and with them the right to delete
@@ -33,6 +38,8 @@ class NetnsPair {
     bool hand_cleanup_to_child();
 
   private:
+    std::string va_;
+    std::string vb_;
     std::string a_;
     std::string b_;
     bool available_ = false;

@@ -60,8 +60,8 @@ std::expected<std::uint64_t, std::string> parse_rate(std::string_view text) {
     }
     std::uint64_t bits = 0;
     auto [end, ec] = std::from_chars(number.data(), number.data() + number.size(), bits);
-    if (number.empty() || ec != std::errc() || end != number.data() + number.size() ||
-        bits == 0 || bits > (~std::uint64_t{0}) / scale) {
+    if (number.empty() || ec != std::errc() || end != number.data() + number.size() || bits == 0 ||
+        bits > (~std::uint64_t{0}) / scale) {
         return std::unexpected("invalid rate '" + std::string(text) +
                                "' (e.g. 1gbit, 800mbit, or bytes per second: 100M)");
     }

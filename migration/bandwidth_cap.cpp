@@ -12,7 +12,8 @@ BandwidthCap::BandwidthCap(std::uint64_t bytes_per_second)
 
 void BandwidthCap::refill(Clock::time_point now) {
     if (last_ != Clock::time_point{}) {
-        tokens_ = std::min(burst_, tokens_ + rate_ * std::chrono::duration<double>(now - last_).count());
+        tokens_ =
+            std::min(burst_, tokens_ + rate_ * std::chrono::duration<double>(now - last_).count());
     }
     last_ = now;
 }

@@ -30,10 +30,9 @@ bool RunCompressor::compress(wire::Encoding encoding, int zstd_level,
     // fails to fit and goes raw (and no time is spent finishing it).
     out.resize(raw.size() - 1);
     if (encoding == wire::Encoding::Lz4) {
-        int written = LZ4_compress_default(reinterpret_cast<const char*>(raw.data()),
-                                           reinterpret_cast<char*>(out.data()),
-                                           static_cast<int>(raw.size()),
-                                           static_cast<int>(out.size()));
+        int written = LZ4_compress_default(
+            reinterpret_cast<const char*>(raw.data()), reinterpret_cast<char*>(out.data()),
+            static_cast<int>(raw.size()), static_cast<int>(out.size()));
         if (written <= 0) {
             return false;
         }
@@ -81,8 +80,8 @@ std::expected<wire::PagesView, transport::Failure> RunExpander::read(
     return expand(*run, layout);
 }
 
-std::expected<wire::PagesView, transport::Failure> RunExpander::expand(
-    const wire::PagesView& run, const wire::Layout& layout) {
+std::expected<wire::PagesView, transport::Failure> RunExpander::expand(const wire::PagesView& run,
+                                                                       const wire::Layout& layout) {
     if (!wire::compressed(run.header.encoding)) {
         return run;
     }
@@ -90,20 +89,19 @@ std::expected<wire::PagesView, transport::Failure> RunExpander::expand(
     auto what = [&] {
         return std::string("PAGES ") + wire::name(run.header.encoding) + " run of " +
                std::to_string(run.header.count) + " pages at region " +
-               std::to_string(run.header.region) + " page " +
-               std::to_string(run.header.first_page);
+               std::to_string(run.header.region) + " page " + std::to_string(run.header.first_page);
     };
     buffer_.resize(raw_bytes);
     if (run.header.encoding == wire::Encoding::Lz4) {
         // The block states no size: it is expanded into exactly the run's bytes, and lz4's safe
         // decoder never writes past them (a block that would is refused like a corrupt one).
-        int got = LZ4_decompress_safe(reinterpret_cast<const char*>(run.data.data()),
-                                      reinterpret_cast<char*>(buffer_.data()),
-                                      static_cast<int>(run.data.size()),
-                                      static_cast<int>(raw_bytes));
+        int got = LZ4_decompress_safe(
+            reinterpret_cast<const char*>(run.data.data()), reinterpret_cast<char*>(buffer_.data()),
+            static_cast<int>(run.data.size()), static_cast<int>(raw_bytes));
         if (got < 0) {
-            return std::unexpected(violation(what() + ": a corrupt lz4 block, or one that expands "
-                                                      "past the run's " +
+            return std::unexpected(violation(what() +
+                                             ": a corrupt lz4 block, or one that expands "
+                                             "past the run's " +
                                              std::to_string(raw_bytes) + " bytes"));
         }
         if (static_cast<std::uint64_t>(got) != raw_bytes) {
@@ -120,16 +118,14 @@ std::expected<wire::PagesView, transport::Failure> RunExpander::expand(
             return std::unexpected(violation(what() + ": the zstd frame states no content size"));
         }
         if (stated > raw_bytes) {
-            return std::unexpected(violation(what() + ": the zstd frame states " +
-                                             std::to_string(stated) +
-                                             " bytes, more than the run holds (" +
-                                             std::to_string(raw_bytes) + ")"));
+            return std::unexpected(
+                violation(what() + ": the zstd frame states " + std::to_string(stated) +
+                          " bytes, more than the run holds (" + std::to_string(raw_bytes) + ")"));
         }
         if (stated != raw_bytes) {
-            return std::unexpected(violation(what() + ": the zstd frame states " +
-                                             std::to_string(stated) +
-                                             " bytes; the descriptor says " +
-                                             std::to_string(raw_bytes)));
+            return std::unexpected(
+                violation(what() + ": the zstd frame states " + std::to_string(stated) +
+                          " bytes; the descriptor says " + std::to_string(raw_bytes)));
         }
         std::size_t frame = ZSTD_findFrameCompressedSize(run.data.data(), run.data.size());
         if (ZSTD_isError(frame) != 0U || frame != run.data.size()) {

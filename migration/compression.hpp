@@ -60,8 +60,7 @@ class RunExpander {
         const wire::PagesView& run, const wire::Layout& layout);
     // wire::decode_pages, then expand().
     [[nodiscard]] std::expected<wire::PagesView, transport::Failure> read(
-        std::span<const std::byte> payload, const wire::Layout& layout,
-        std::uint32_t start_flags);
+        std::span<const std::byte> payload, const wire::Layout& layout, std::uint32_t start_flags);
 
   private:
     struct Contexts;

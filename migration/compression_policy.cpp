@@ -138,8 +138,8 @@ void CompressionPolicy::record(wire::Encoding tried, std::uint64_t raw_bytes,
         return;
     }
     // Moving averages over about the last eight tries.
-    double ratio = wire_bytes == 0 ? 1.0
-                                   : static_cast<double>(wire_bytes) / static_cast<double>(raw_bytes);
+    double ratio =
+        wire_bytes == 0 ? 1.0 : static_cast<double>(wire_bytes) / static_cast<double>(raw_bytes);
     double seconds = std::max(std::chrono::duration<double>(spent).count(), 1e-9);
     double speed = static_cast<double>(raw_bytes) / seconds;
     ratio_ += (ratio - ratio_) / 8;

@@ -66,8 +66,8 @@ class CompressionPolicy {
     Clock::time_point next_change_{};
     std::chrono::milliseconds backoff_{1000};
     std::uint64_t runs_seen_ = 0;
-    double ratio_ = 1.0;     // compressed / raw bytes of lz4's recent runs (moving average)
-    double lz4_speed_ = 0;   // raw bytes per second lz4 compresses here (moving average)
+    double ratio_ = 1.0;    // compressed / raw bytes of lz4's recent runs (moving average)
+    double lz4_speed_ = 0;  // raw bytes per second lz4 compresses here (moving average)
 };
 
 }  // namespace uffdm::migration

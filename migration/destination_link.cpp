@@ -185,10 +185,10 @@ bool DestinationLink::attach(transport::Session joined) {
     open_channels_ += 1 + static_cast<std::int64_t>(joined.bulk.size());
     // Compressed runs only from a source that knows them (it reads START's bits as reserved
     // before version 3).
-    std::uint32_t accept = options_.accept_compression &&
-                                   joined.urgent.joined().version >= wire::kCompressionVersion
-                               ? wire::Start::kAcceptLz4 | wire::Start::kAcceptZstd
-                               : 0U;
+    std::uint32_t accept =
+        options_.accept_compression && joined.urgent.joined().version >= wire::kCompressionVersion
+            ? wire::Start::kAcceptLz4 | wire::Start::kAcceptZstd
+            : 0U;
     urgent_.push_back(
         std::make_unique<DestinationUrgentChannel>(*this, generation_, generation_ > 1, accept));
     channels_->forget();

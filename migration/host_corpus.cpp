@@ -27,8 +27,8 @@ std::vector<std::filesystem::path> files_under(const char* root, bool recursive,
         }
     };
     if (recursive) {
-        for (std::filesystem::recursive_directory_iterator it(
-                 root, std::filesystem::directory_options::skip_permission_denied, error),
+        for (std::filesystem::recursive_directory_iterator
+                 it(root, std::filesystem::directory_options::skip_permission_denied, error),
              end;
              !error && it != end; it.increment(error)) {
             take(*it);
@@ -64,8 +64,7 @@ const HostCorpus& HostCorpus::get() {
 HostCorpus::HostCorpus() {
     std::array<std::vector<std::filesystem::path>, 3> kinds = {
         files_under("/usr/lib/x86_64-linux-gnu", false, shared_library),
-        files_under("/usr/bin", false, any_file),
-        files_under("/usr/include", true, text)};
+        files_under("/usr/bin", false, any_file), files_under("/usr/include", true, text)};
     auto licences = files_under("/usr/share/common-licenses", false, any_file);
     kinds[2].insert(kinds[2].begin(), licences.begin(), licences.end());
     bytes_.reserve(kBytes + kTail);

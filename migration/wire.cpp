@@ -527,13 +527,13 @@ std::expected<PagesView, transport::Failure> decode_pages(std::span<const std::b
         // Whatever follows the hashes is the compressed run; it must be worth compressing.
         if (p.size() <= kPagesHeaderSize + hash_bytes ||
             p.size() - kPagesHeaderSize - hash_bytes >= raw_bytes) {
-            return std::unexpected(violation(
-                std::string("PAGES ") + name(h.encoding) + " run of " + std::to_string(h.count) +
-                " pages carries " +
-                std::to_string(p.size() - std::min<std::uint64_t>(p.size(),
-                                                                  kPagesHeaderSize + hash_bytes)) +
-                " compressed bytes; 1 to " + std::to_string(raw_bytes - 1) +
-                " (fewer than its raw bytes) are allowed"));
+            return std::unexpected(
+                violation(std::string("PAGES ") + name(h.encoding) + " run of " +
+                          std::to_string(h.count) + " pages carries " +
+                          std::to_string(p.size() - std::min<std::uint64_t>(
+                                                        p.size(), kPagesHeaderSize + hash_bytes)) +
+                          " compressed bytes; 1 to " + std::to_string(raw_bytes - 1) +
+                          " (fewer than its raw bytes) are allowed"));
         }
         view.hashes = p.subspan(kPagesHeaderSize, hash_bytes);
         view.data = p.subspan(kPagesHeaderSize + hash_bytes);

@@ -27,8 +27,8 @@ std::expected<void, std::error_code> mark_connection(int fd, bool urgent,
     // IP_TOS also sets the priority from the TOS; SO_PRIORITY after it says what we mean.
     bool ok = addr.ss_family == AF_INET ? set(IPPROTO_IP, IP_TOS, tos)
                                         : set(IPPROTO_IPV6, IPV6_TCLASS, tos);
-    ok = ok && set(SOL_SOCKET, SO_PRIORITY,
-                   urgent ? marking.urgent_priority : marking.bulk_priority);
+    ok = ok &&
+         set(SOL_SOCKET, SO_PRIORITY, urgent ? marking.urgent_priority : marking.bulk_priority);
     if (ok && !urgent && marking.bulk_unsent_bytes > 0) {
         ok = set(IPPROTO_TCP, TCP_NOTSENT_LOWAT, static_cast<int>(marking.bulk_unsent_bytes));
     }

@@ -497,9 +497,9 @@ class Compress : public Migrate, public ::testing::WithParamInterface<CompressCa
 TEST_P(Compress, EveryPageChecksOutAndTheRunsWentCompressed) {
     const CompressCase c = GetParam();
     std::string json = scratch_.path("compress.json");
-    std::vector<std::string> argv{cli_path(), "demo",      "--size",   "64M",    "--content",
-                                  "host-files", "--touches", "300",    "--compress", c.compress,
-                                  "--json",    json};
+    std::vector<std::string> argv{cli_path(),   "demo",       "--size",    "64M",
+                                  "--content",  "host-files", "--touches", "300",
+                                  "--compress", c.compress,   "--json",    json};
     argv.insert(argv.end(), c.extra.begin(), c.extra.end());
     Process demo(argv);
     ASSERT_EQ(demo.wait(std::chrono::seconds(120)), 0) << demo.output();
@@ -517,16 +517,18 @@ TEST_P(Compress, EveryPageChecksOutAndTheRunsWentCompressed) {
     EXPECT_LT(report["bytes_received"].get<std::uint64_t>(), (64ULL << 20) / 2);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Codecs, Compress,
-    ::testing::Values(CompressCase{"lz4", {}, "lz4"},
-                      CompressCase{"zstd:1", {"--verify"}, "zstd_verified"},
-                      CompressCase{"lz4", {"--compress-answers", "--bulk-channels", "0"},
-                                   "lz4_answers_one_connection"},
-                      CompressCase{"zstd", {"--precopy", "--source-writers", "1", "--write-rate",
-                                            "2000", "--hot-set", "5"},
-                                   "zstd_live_source"}),
-    [](const auto& info) { return std::string(info.param.name); });
+INSTANTIATE_TEST_SUITE_P(Codecs, Compress,
+                         ::testing::Values(CompressCase{"lz4", {}, "lz4"},
+                                           CompressCase{"zstd:1", {"--verify"}, "zstd_verified"},
+                                           CompressCase{
+                                               "lz4",
+                                               {"--compress-answers", "--bulk-channels", "0"},
+                                               "lz4_answers_one_connection"},
+                                           CompressCase{"zstd",
+                                                        {"--precopy", "--source-writers", "1",
+                                                         "--write-rate", "2000", "--hot-set", "5"},
+                                                        "zstd_live_source"}),
+                         [](const auto& info) { return std::string(info.param.name); });
 
 // --max-bandwidth: the stream holds the cap (within 10 %) over several seconds, and the faults
 // meanwhile are answered without waiting for it.
@@ -735,10 +737,10 @@ INSTANTIATE_TEST_SUITE_P(
         BadArguments{{"demo", "--vcpus", "257"}, "--vcpus 257 is not 0..256", 2},
         BadArguments{{"demo", "--hold-stream", "--vcpus", "0"}, "--hold-stream needs vCPUs", 2},
         BadArguments{{"demo", "--compress", "gzip"}, "'gzip' is not one of auto, off, lz4", 2},
-        BadArguments{{"serve", "--listen", "tcp:127.0.0.1:0", "--synthetic", "1M", "--compress",
-                      "zstd:40"},
-                     "zstd level '40' is not a whole number from -7 to 19",
-                     2},
+        BadArguments{
+            {"serve", "--listen", "tcp:127.0.0.1:0", "--synthetic", "1M", "--compress", "zstd:40"},
+            "zstd level '40' is not a whole number from -7 to 19",
+            2},
         BadArguments{{"serve", "--listen", "tcp:127.0.0.1:0", "--synthetic", "1M",
                       "--max-bandwidth", "fast"},
                      "invalid size 'fast'",

@@ -84,8 +84,8 @@ TEST_P(Codecs, ARunNotAcceptedByStartIsRefusedByName) {
     std::vector<std::byte> packed;
     ASSERT_TRUE(compressor.compress(GetParam(), 3, raw, packed));
     RunExpander expander;
-    std::uint32_t other = GetParam() == Encoding::Lz4 ? wire::Start::kAcceptZstd
-                                                      : wire::Start::kAcceptLz4;
+    std::uint32_t other =
+        GetParam() == Encoding::Lz4 ? wire::Start::kAcceptZstd : wire::Start::kAcceptLz4;
     expect_refused(expander.read(frame(GetParam(), 1, packed), kLayout, other),
                    std::string("encoding ") + wire::name(GetParam()) + " was not negotiated");
 }
@@ -153,8 +153,7 @@ TEST(ZstdRun, SizesStatedWrongOrNotAtAllAndTrailingBytesAreRefused) {
     for (std::size_t i = 6; i < body.size(); ++i) {
         body[i] = std::byte{0xff};
     }
-    expect_refused(expander.read(frame(Encoding::Zstd, 1, body), kLayout, kAcceptBoth),
-                   "zstd");
+    expect_refused(expander.read(frame(Encoding::Zstd, 1, body), kLayout, kAcceptBoth), "zstd");
 }
 
 TEST(RunExpander, AnUncompressedRunIsReturnedAsItIs) {
