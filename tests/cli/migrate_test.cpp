@@ -530,6 +530,38 @@ INSTANTIATE_TEST_SUITE_P(Codecs, Compress,
                                                         "zstd_live_source"}),
                          [](const auto& info) { return std::string(info.param.name); });
 
+// Two hosts on a 1 Gbit/s shaped link (tbf with pfifo_fast under it, each end): every page
+// checks out, the stream runs at the link's rate, not loopback's, and the namespaces go away.
+TEST_F(Migrate, ADemoOverAShapedLinkRunsAtTheLinksRateAndCleansUp) {
+    if (::geteuid() != 0) {
+        GTEST_SKIP() << "network namespaces need root";
+    }
+    std::string json = scratch_.path("link.json");
+    Process demo({cli_path(), "demo", "--size", "48M", "--zero-percent", "0", "--vcpus", "2",
+                  "--touches", "200", "--link", "1gbit", "--json", json});
+    const std::string mine = "uffdm-demo-a-" + std::to_string(demo.pid());
+    ASSERT_EQ(demo.wait(std::chrono::seconds(120)), 0) << demo.output();
+    auto report = read_json(json);
+    ASSERT_TRUE(report.is_object()) << demo.output();
+    EXPECT_TRUE(report["verified"].get<bool>()) << demo.output();
+    EXPECT_EQ(report["link"], "1gbit");
+    double rate = static_cast<double>(report["bytes_received"].get<std::uint64_t>()) /
+                  report["total_seconds"].get<double>();
+    EXPECT_LT(rate, 125e6 * 1.05) << "faster than a 1 Gbit/s link";
+    // A child of the demo's deletes them once the demo has exited: within a few seconds.
+    std::string listed;
+    for (int i = 0; i < 50; ++i) {
+        Process netns({"/usr/sbin/ip", "netns", "list"});
+        ASSERT_EQ(netns.wait(), 0);
+        listed = netns.output();
+        if (listed.find(mine) == std::string::npos) {
+            break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    EXPECT_EQ(listed.find(mine), std::string::npos) << listed;
+}
+
 // --max-bandwidth: the stream holds the cap (within 10 %) over several seconds, and the faults
 // meanwhile are answered without waiting for it.
 TEST_F(Migrate, TheBandwidthCapHoldsTheStreamWithinTenPercent) {
