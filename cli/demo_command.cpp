@@ -24,6 +24,7 @@
 
 #include "cli/commands.hpp"
 #include "cli/common_options.hpp"
+#include "cli/delay_relay.hpp"
 #include "cli/live_guest.hpp"
 #include "cli/netns.hpp"
 #include "cli/progress.hpp"
@@ -43,6 +44,7 @@ struct DemoArguments {
     std::string memory = "anonymous";
     bool netns = false;
     std::string link;  // a rate-limited link between the namespaces (implies --netns)
+    std::chrono::microseconds rtt{0};  // added round trip (a delay relay)
     bool verify = false;
     bool hold_stream = false;
     std::uint64_t seed = 42;
@@ -631,6 +633,7 @@ int report(const DemoArguments& args, const DemoPlan& plan, Migrated& migrated,
         json["io_errors"] = totals.io_errors;
         json["netns"] = args.netns;
         json["link"] = args.link.empty() ? (args.netns ? "veth" : "loopback") : args.link;
+        json["added_rtt_us"] = args.rtt.count();
         json["hold_stream"] = args.hold_stream;
         json["zero_percent"] = args.zero_percent;
         json["touch_latency_us"] = touches["summary"];
@@ -683,6 +686,20 @@ int demo(const DemoArguments& args) {
     auto endpoint = spawn(args, *planned, *token, source_json, hosts, source);
     if (!endpoint) {
         return stop(endpoint.error());
+    }
+    // --rtt: the destination reaches the source through a relay that holds each byte half of
+    // it, each way (in namespace B with --netns, so the link's shaping still applies).
+    std::optional<DelayRelayProcess> relay;
+    if (args.rtt.count() > 0) {
+        std::string address = endpoint->substr(std::string("tcp:").size());
+        std::size_t colon = address.rfind(':');
+        relay.emplace(address.substr(0, colon),
+                      static_cast<std::uint16_t>(std::stoul(address.substr(colon + 1))),
+                      std::chrono::duration_cast<std::chrono::microseconds>(args.rtt) / 2);
+        if (relay->port() == 0) {
+            return stop(Stop{"--rtt: the delay relay cannot listen on 127.0.0.1"});
+        }
+        *endpoint = "tcp:127.0.0.1:" + std::to_string(relay->port());
     }
     auto guest = map_guest(*planned);
     if (!guest) {
@@ -737,6 +754,20 @@ std::function<int()> add_demo_command(CLI::App& app) {
                        ? std::string()
                        : "--link '" + text + "' is not a rate in bits (e.g. 1gbit, 10gbit)";
         });
+    command
+        ->add_option_function<std::string>(
+            "--rtt",
+            [args](const std::string& text) {
+                auto parsed = parse_duration(text);
+                if (!parsed || *parsed > std::chrono::seconds(1)) {
+                    throw CLI::ValidationError("--rtt '" + text +
+                                               "' is not a duration up to 1 s (e.g. 1ms)");
+                }
+                args->rtt = *parsed;
+            },
+            "Add this round trip between destination and source (a relay holds each byte half "
+            "of it each way; e.g. 1ms)")
+        ->default_str("0");
     command->add_flag("--netns", args->netns,
                       "Run the source in another network namespace, across a veth link");
     command->add_flag("--hold-stream", args->hold_stream,

@@ -562,6 +562,21 @@ TEST_F(Migrate, ADemoOverAShapedLinkRunsAtTheLinksRateAndCleansUp) {
     EXPECT_EQ(listed.find(mine), std::string::npos) << listed;
 }
 
+// --rtt: every fault served over the relay waits at least the added round trip, and the
+// migration still checks out (the relay's half-closes carry the goodbyes).
+TEST_F(Migrate, AnAddedRoundTripDelaysEveryFaultAndTheMigrationStillChecksOut) {
+    std::string json = scratch_.path("rtt.json");
+    Process demo({cli_path(), "demo", "--size", "32M", "--vcpus", "2", "--touches", "100",
+                  "--hold-stream", "--rtt", "2ms", "--json", json});
+    ASSERT_EQ(demo.wait(std::chrono::seconds(120)), 0) << demo.output();
+    auto report = read_json(json);
+    ASSERT_TRUE(report.is_object()) << demo.output();
+    EXPECT_TRUE(report["verified"].get<bool>()) << demo.output();
+    EXPECT_EQ(report["added_rtt_us"].get<std::uint64_t>(), 2000u);
+    EXPECT_GE(report["touch_latency_us"]["p50"].get<double>(), 2000.0);
+    EXPECT_GE(report["fault_latency_us"]["p50"].get<double>(), 2000.0);
+}
+
 // --max-bandwidth: the stream holds the cap (within 10 %) over several seconds, and the faults
 // meanwhile are answered without waiting for it.
 TEST_F(Migrate, TheBandwidthCapHoldsTheStreamWithinTenPercent) {
