@@ -137,7 +137,8 @@ int uffdm_destination_create(const uffdm_destination_options* options, const uff
         constexpr std::uint32_t known =
             UFFDM_DESTINATION_VERIFY | UFFDM_DESTINATION_DROP_CAPABILITIES |
             UFFDM_DESTINATION_USER_FAULTS_ONLY | UFFDM_DESTINATION_HOLD_STREAM |
-            UFFDM_DESTINATION_POISON_ON_FAILURE | UFFDM_DESTINATION_DISCARDS_READ_ZERO;
+            UFFDM_DESTINATION_POISON_ON_FAILURE | UFFDM_DESTINATION_DISCARDS_READ_ZERO |
+            UFFDM_DESTINATION_REFUSE_COMPRESSION | UFFDM_DESTINATION_NO_MARKING;
         if ((options->flags & ~known) != 0 || options->reserved != 0) {
             return fail(EINVAL, "uffdm_destination_options.flags or .reserved has unknown bits");
         }
@@ -155,6 +156,8 @@ int uffdm_destination_create(const uffdm_destination_options* options, const uff
         o.hold_stream = (options->flags & UFFDM_DESTINATION_HOLD_STREAM) != 0;
         o.poison_on_failure = (options->flags & UFFDM_DESTINATION_POISON_ON_FAILURE) != 0;
         o.discarded_pages_read_zero = (options->flags & UFFDM_DESTINATION_DISCARDS_READ_ZERO) != 0;
+        o.accept_compression = (options->flags & UFFDM_DESTINATION_REFUSE_COMPRESSION) == 0;
+        o.marking.enabled = (options->flags & UFFDM_DESTINATION_NO_MARKING) == 0;
         if (options->reconnect_timeout_ms == UINT32_MAX) {
             o.reconnect_timeout = std::chrono::milliseconds(0);
         } else if (options->reconnect_timeout_ms != 0) {
@@ -246,9 +249,23 @@ int create_source(const uffdm_source_options* options, const uffdm_live_options*
         if (options == nullptr || out == nullptr || regions == nullptr || count == 0) {
             return fail(EINVAL, "uffdm_source_create: NULL argument or no region");
         }
-        if (options->size != sizeof(uffdm_source_options) || options->flags != 0) {
+        constexpr std::uint32_t known = UFFDM_SOURCE_COMPRESS_ANSWERS | UFFDM_SOURCE_NO_MARKING;
+        if ((options->size != sizeof(uffdm_source_options) &&
+             options->size != UFFDM_SOURCE_OPTIONS_SIZE_V1) ||
+            (options->flags & ~known) != 0) {
             return fail(EINVAL,
-                        "uffdm_source_options: size is not sizeof the struct, or flags set");
+                        "uffdm_source_options: size is not sizeof the struct (nor the 1.0 one), "
+                        "or unknown flags set");
+        }
+        // A caller built against ABI 1.0 passed the shorter struct: nothing past it is read.
+        uffdm_source_options given{};
+        std::memcpy(&given, options, options->size);
+        options = &given;
+        if (given.compression > UFFDM_COMPRESSION_AUTO ||
+            (given.zstd_level != 0 && (given.zstd_level < -7 || given.zstd_level > 19))) {
+            return fail(EINVAL,
+                        "uffdm_source_options: unknown compression or zstd_level "
+                        "outside -7..19");
         }
         auto security = security_of(options->security);
         if (!security) {
@@ -258,6 +275,11 @@ int create_source(const uffdm_source_options* options, const uffdm_live_options*
         if (options->listen != nullptr) {
             o.listen = options->listen;
         }
+        o.compression.codec = static_cast<uffdm::Compression>(given.compression);
+        o.compression.zstd_level = given.zstd_level != 0 ? given.zstd_level : 3;
+        o.compression.answers = (given.flags & UFFDM_SOURCE_COMPRESS_ANSWERS) != 0;
+        o.marking.enabled = (given.flags & UFFDM_SOURCE_NO_MARKING) == 0;
+        o.max_bandwidth = given.max_bandwidth;
         o.security = *security;
         if (options->unix_socket_mode != 0) {
             o.security.unix_socket_mode = options->unix_socket_mode;
@@ -392,7 +414,8 @@ int uffdm_source_endpoint(const uffdm_source* s, char* buffer, size_t size) noex
 
 int uffdm_source_run(uffdm_source* s, uffdm_source_stats* stats) noexcept {
     return guarded([&] {
-        if (s == nullptr || (stats != nullptr && stats->size != sizeof(uffdm_source_stats))) {
+        if (s == nullptr || (stats != nullptr && stats->size != sizeof(uffdm_source_stats) &&
+                             stats->size != UFFDM_SOURCE_STATS_SIZE_V1)) {
             return fail(EINVAL, "uffdm_source_run: NULL source or stats.size wrong");
         }
         uffdm::SourceStats r = s->source.run();
@@ -408,6 +431,12 @@ int uffdm_source_run(uffdm_source* s, uffdm_source_stats* stats) noexcept {
             stats->zero_pages = r.zero_pages;
             stats->requests = r.requests;
             stats->bytes_sent = r.bytes_sent;
+            if (stats->size == sizeof(uffdm_source_stats)) {
+                stats->compressed_runs = r.compression.runs_compressed;
+                stats->compressed_raw_bytes = r.compression.raw_bytes;
+                stats->compressed_bytes = r.compression.compressed_bytes;
+                stats->capped_seconds = r.capped_seconds;
+            }
         }
         return result;
     });

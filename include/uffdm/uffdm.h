@@ -75,6 +75,9 @@ typedef void (*uffdm_complete_fn)(int result, const struct uffdm_destination_sta
 /* A page discarded during the migration (MADV_DONTNEED/MADV_REMOVE) reads zeros instead of
  * the source's copy fetched again. */
 #define UFFDM_DESTINATION_DISCARDS_READ_ZERO (1u << 5)
+/* Refuse compressed runs (the source then sends them raw), and leave the sockets unmarked. */
+#define UFFDM_DESTINATION_REFUSE_COMPRESSION (1u << 6)
+#define UFFDM_DESTINATION_NO_MARKING (1u << 7)
 
 struct uffdm_destination_options {
     uint32_t size; /* sizeof(struct uffdm_destination_options) */
@@ -135,9 +138,18 @@ void uffdm_destination_hold_stream(uffdm_destination* destination, int held) UFF
 /* After a failure, pages still missing are poisoned first: a thread touching one gets SIGBUS. */
 void uffdm_destination_destroy(uffdm_destination* destination) UFFDM_NOEXCEPT;
 
+/* uffdm_source_options.flags */
+#define UFFDM_SOURCE_COMPRESS_ANSWERS (1u << 0) /* answers to faults compressed too */
+#define UFFDM_SOURCE_NO_MARKING (1u << 1)       /* no DSCP/priority/backlog on the sockets */
+/* uffdm_source_options.compression: how the background stream's data runs are encoded */
+#define UFFDM_COMPRESSION_OFF 0u
+#define UFFDM_COMPRESSION_LZ4 1u
+#define UFFDM_COMPRESSION_ZSTD 2u
+#define UFFDM_COMPRESSION_AUTO 3u /* lz4 while the stream measures faster with it */
+
 struct uffdm_source_options {
-    uint32_t size;      /* sizeof(struct uffdm_source_options) */
-    uint32_t flags;     /* 0 */
+    uint32_t size;      /* sizeof(struct uffdm_source_options), or UFFDM_SOURCE_OPTIONS_SIZE_V1 */
+    uint32_t flags;     /* UFFDM_SOURCE_* */
     const char* listen; /* "tcp:127.0.0.1:0" when NULL */
     struct uffdm_security security;
     /* unix: listeners. The socket file's mode whatever the umask (0: 0600), and the users
@@ -145,7 +157,13 @@ struct uffdm_source_options {
     uint32_t unix_socket_mode;
     uint32_t allowed_uid_count;
     const uint32_t* allowed_uids;
+    /* Since ABI 1.1 (a caller built before passes the shorter size: these are then 0). */
+    uint32_t compression;   /* UFFDM_COMPRESSION_* */
+    int32_t zstd_level;     /* 0: 3; else -7..19 */
+    uint64_t max_bandwidth; /* the stream's bytes per second on the wire; 0: no cap */
 };
+/* The size of the struct before compression and max_bandwidth, still accepted. */
+#define UFFDM_SOURCE_OPTIONS_SIZE_V1 offsetof(struct uffdm_source_options, compression)
 
 struct uffdm_source_stats {
     uint32_t size; /* sizeof(struct uffdm_source_stats) */
@@ -158,7 +176,13 @@ struct uffdm_source_stats {
     uint64_t zero_pages;
     uint64_t requests;
     uint64_t bytes_sent;
+    /* Since ABI 1.1 (filled when size says the struct has them). */
+    uint64_t compressed_runs;
+    uint64_t compressed_raw_bytes; /* guest bytes of the runs sent compressed */
+    uint64_t compressed_bytes;     /* what they took on the wire */
+    double capped_seconds;         /* the stream waited for max_bandwidth */
 };
+#define UFFDM_SOURCE_STATS_SIZE_V1 offsetof(struct uffdm_source_stats, compressed_runs)
 
 /* Serves the caller's memory (all regions of one page size; it must stay mapped until run
  * returns). */

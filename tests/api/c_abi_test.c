@@ -95,6 +95,20 @@ int main(void) {
               -EINVAL,
           "live source without pause_guest");
     CHECK(serving.source == NULL, "a live source was created from bad arguments");
+    /* Compression: an unknown codec is refused; a caller built against ABI 1.0 (the shorter
+     * struct) is still served. */
+    source_options.compression = 9;
+    CHECK(uffdm_source_create(&source_options, &source_region, 1, &serving.source) == -EINVAL,
+          "unknown compression");
+    source_options.compression = UFFDM_COMPRESSION_OFF;
+    source_options.size = UFFDM_SOURCE_OPTIONS_SIZE_V1;
+    CHECK(uffdm_source_create(&source_options, &source_region, 1, &serving.source) == 0,
+          "the 1.0 options struct");
+    uffdm_source_destroy(serving.source);
+    serving.source = NULL;
+    source_options.size = sizeof source_options;
+    /* The migration below: lz4 runs (this guest's pages repeat every 256 bytes). */
+    source_options.compression = UFFDM_COMPRESSION_LZ4;
     int rc = uffdm_source_create(&source_options, &source_region, 1, &serving.source);
     CHECK(rc == 0, "uffdm_source_create returned %d", rc);
     if (rc != 0) {
@@ -185,6 +199,10 @@ int main(void) {
     pthread_join(server, NULL);
     CHECK(serving.result == 0, "source returned %d", serving.result);
     CHECK(serving.stats.pages_total == PAGES, "source pages");
+    CHECK(serving.stats.compressed_runs > 0, "no run went compressed");
+    CHECK(serving.stats.compressed_bytes < serving.stats.compressed_raw_bytes / 4,
+          "compressed %llu of %llu bytes", (unsigned long long)serving.stats.compressed_bytes,
+          (unsigned long long)serving.stats.compressed_raw_bytes);
     for (unsigned p = 0; p < PAGES; p++) {
         for (unsigned o = 0; o < PAGE; o += 511) {
             if (target[p * PAGE + o] != (p == 1 ? 0 : expected(p, o))) {
