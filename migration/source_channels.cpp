@@ -1,6 +1,8 @@
 // source_channels.cpp — The source's urgent and bulk connections, frame by frame.
 #include "migration/source_channels.hpp"
 
+#include <algorithm>
+
 #include "migration/data_paths.hpp"
 #include "migration/source_link.hpp"
 
@@ -256,8 +258,40 @@ void SourceUrgentChannel::violation(ChannelId channel, const std::string& detail
     link_.refuse_urgent(channel, transport::violation(detail));
 }
 
+bool StreamBacklog::taken(Clock::time_point now) {
+    if (sizes_.empty()) {
+        return false;
+    }
+    bool was_full = full();
+    bytes_ -= sizes_.front();
+    span_bytes_ += sizes_.front();
+    sizes_.pop_front();
+    if (span_start_ == Clock::time_point{}) {
+        span_start_ = now;
+    } else if (now - span_start_ >= std::chrono::milliseconds(50)) {
+        double rate = static_cast<double>(span_bytes_) /
+                      std::chrono::duration<double>(now - span_start_).count();
+        rate_ = rate_ == 0 ? rate : rate_ + (rate - rate_) / 4;
+        span_start_ = now;
+        span_bytes_ = 0;
+    }
+    return was_full && !full();
+}
+
+std::uint64_t StreamBacklog::budget() const noexcept {
+    constexpr double kAhead = 0.004;  // seconds of the socket's rate
+    constexpr std::uint64_t kLeast = 512U << 10;
+    if (rate_ == 0) {
+        return most_;  // nothing measured yet: the whole window
+    }
+    return std::clamp(static_cast<std::uint64_t>(rate_ * kAhead), kLeast, most_);
+}
+
 SourceBulkChannel::SourceBulkChannel(SourceLink& link, std::size_t window, std::uint64_t session)
-    : link_(link), builder_(link.pages().memory(), window, link.compression()), session_(session) {}
+    : backlog_(window * (256U << 10)),
+      link_(link),
+      builder_(link.pages().memory(), window, link.compression()),
+      session_(session) {}
 
 void SourceBulkChannel::on_frame(ChannelId channel, const FrameView& frame) {
     link_.refuse_bulk(
@@ -267,11 +301,20 @@ void SourceBulkChannel::on_frame(ChannelId channel, const FrameView& frame) {
 }
 
 std::optional<OutgoingFrame> SourceBulkChannel::next_frame(ChannelId) {
+    auto frame = choose_frame();
+    if (frame) {
+        // Every frame handed over comes back through on_sent, in order.
+        backlog_.queued(transport::kHeaderSize + frame->payload_size());
+    }
+    return frame;
+}
+
+std::optional<OutgoingFrame> SourceBulkChannel::choose_frame() {
     // A held stream resumes through want_send; a stream on the urgent connection never comes
     // here (the stream has one caller at a time).
     if (!link_.serving(session_) || ended_ || link_.stream_on_urgent() || link_.stream_held() ||
-        stream_waits(link_) || !link_.stream_may_send()) {
-        return std::nullopt;  // (the cap wakes the streams when a frame may go)
+        stream_waits(link_) || backlog_.full() || !link_.stream_may_send()) {
+        return std::nullopt;  // (the backlog and the cap wake the streams when a frame may go)
     }
     auto run = link_.pages().next_stream_run();
     if (!run && link_.precopy() != nullptr &&
@@ -287,6 +330,12 @@ std::optional<OutgoingFrame> SourceBulkChannel::next_frame(ChannelId) {
     auto frame = builder_.pages(*run, link_.want_hashes(), false, guest_running(link_));
     link_.stream_sent(frame);
     return frame;
+}
+
+void SourceBulkChannel::on_sent(ChannelId, std::uint64_t) {
+    if (backlog_.taken(StreamBacklog::Clock::now())) {
+        link_.wake_streams();
+    }
 }
 
 void SourceBulkChannel::on_closed(ChannelId, const transport::Failure& why) {

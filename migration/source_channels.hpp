@@ -1,6 +1,7 @@
 // source_channels.hpp — What one source session's connections check, answer and stream.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <optional>
@@ -63,16 +64,48 @@ class SourceUrgentChannel final : public transport::ChannelHandler {
     RoundCounter rounds_;               // with no bulk connections, this one streams
 };
 
-// One bulk connection: pulls runs from the shared stream while the window has room.
+// How much of the stream a bulk connection has chosen and not yet handed to its socket: about
+// 4 ms of what the socket has been taking (at least 512 KiB, at most the send window), so that
+// a request that moves the stream's cursor acts within milliseconds on a slow link too, not
+// after a whole window of frames chosen before it (4 MiB: 33 ms at 1 Gbit/s).
+class StreamBacklog {
+  public:
+    using Clock = std::chrono::steady_clock;
+    explicit StreamBacklog(std::uint64_t most) : most_(most) {}
+    [[nodiscard]] bool full() const noexcept { return bytes_ >= budget(); }
+    void queued(std::uint64_t bytes) {
+        sizes_.push_back(bytes);
+        bytes_ += bytes;
+    }
+    // A frame was taken by the socket (frames go in order). True when the backlog just made
+    // room after being full.
+    bool taken(Clock::time_point now);
+    [[nodiscard]] std::uint64_t budget() const noexcept;
+
+  private:
+    std::uint64_t most_;
+    std::deque<std::uint64_t> sizes_;
+    std::uint64_t bytes_ = 0;
+    double rate_ = 0;  // bytes per second the socket took, moving average over 50 ms spans
+    Clock::time_point span_start_{};
+    std::uint64_t span_bytes_ = 0;
+};
+
+// One bulk connection: pulls runs from the shared stream while the window and the backlog
+// have room.
 class SourceBulkChannel final : public transport::ChannelHandler {
   public:
     SourceBulkChannel(SourceLink& link, std::size_t window, std::uint64_t session);
 
     void on_frame(transport::ChannelId channel, const transport::FrameView& frame) override;
     std::optional<transport::OutgoingFrame> next_frame(transport::ChannelId channel) override;
+    void on_sent(transport::ChannelId channel, std::uint64_t token) override;
     void on_closed(transport::ChannelId channel, const transport::Failure& why) override;
 
   private:
+    std::optional<transport::OutgoingFrame> choose_frame();
+
+    StreamBacklog backlog_;
     SourceLink& link_;
     FrameBuilder builder_;
     std::uint64_t session_;
