@@ -185,11 +185,14 @@ def main():
     goals.append({"goal": "touch p99 under load <= 2 x idle p99, 1 ms added round trip",
                   "ratio": rtt_ratio, "limit": 2.0, "met": rtt_ratio <= 2.0,
                   "informative": False})
-    for content, limit, word in (("host-files", 0.5, "on a link"), ("random", 1.05, "loopback")):
+    for content in ("host-files", "random"):
         r = results[f"stream-{content}-auto"]["seconds"] / results[f"stream-{content}-off"]["seconds"]
-        goals.append({"goal": f"stream time auto / off, {content} guest (goal {word}: <= {limit})",
-                      "ratio": r, "limit": limit, "met": r <= limit,
-                      "informative": (word == "loopback") == shaped})
+        if shaped:  # the link is the bottleneck: auto should make the stream faster
+            goal, limit, info = "on a link, host-files guest: <= 0.5", 0.5, content == "random"
+        else:  # the CPU is: auto should cost (almost) nothing
+            goal, limit, info = "on loopback: <= 1.05", 1.05, False
+        goals.append({"goal": f"stream time auto / off, {content} guest (goal {goal})",
+                      "ratio": r, "limit": limit, "met": r <= limit, "informative": info})
     doc["goals"] = goals
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(doc, f, indent=1)
