@@ -324,7 +324,8 @@ nlohmann::json to_json(const SourceStats& s) {
                            {"compressed_bytes", c.compressed_bytes},
                            {"compress_seconds", c.compress_seconds},
                            {"auto_switches", c.auto_switches},
-                           {"compressing_at_end", c.compressing_at_end}};
+                           {"compressing_at_end", c.compressing_at_end},
+                           {"auto_choice", c.auto_choice}};
     if (s.live) {
         nlohmann::json rounds = nlohmann::json::array();
         for (const RoundReport& r : s.rounds) {

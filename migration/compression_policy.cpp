@@ -12,6 +12,8 @@ constexpr auto kWindow = std::chrono::milliseconds(200);
 // A gap this long between runs is not streaming (held, between rounds, the window full of
 // answers): the window starts again after it rather than counting the idle time.
 constexpr auto kIdleGap = std::chrono::milliseconds(50);
+constexpr auto kSettle = std::chrono::milliseconds(100);
+constexpr auto kFirstBackoff = std::chrono::milliseconds(400);  // after a change: two windows
 constexpr auto kMaxBackoff = std::chrono::milliseconds(16000);
 constexpr std::uint64_t kSampleEvery = 16;
 constexpr double kWorthProbing = 0.9;  // lz4's recent ratio must be below this
@@ -23,30 +25,52 @@ void CompressionPolicy::accept(std::uint32_t start_flags) noexcept {
     accepted_.store(start_flags, std::memory_order_relaxed);
 }
 
-wire::Encoding CompressionPolicy::fixed(Codec codec) const noexcept {
-    wire::Encoding want = codec == Codec::Zstd  ? wire::Encoding::Zstd
-                          : codec == Codec::Off ? wire::Encoding::Raw
-                                                : wire::Encoding::Lz4;
-    return wire::accepts(accepted_.load(std::memory_order_relaxed), want) ? want
-                                                                          : wire::Encoding::Raw;
+RunCodec CompressionPolicy::fixed(Codec codec) const noexcept {
+    RunCodec want{codec == Codec::Zstd  ? wire::Encoding::Zstd
+                  : codec == Codec::Off ? wire::Encoding::Raw
+                                        : wire::Encoding::Lz4,
+                  options_.zstd_level};
+    return wire::accepts(accepted_.load(std::memory_order_relaxed), want.encoding) ? want
+                                                                                   : RunCodec{};
 }
 
-wire::Encoding CompressionPolicy::for_answer() const noexcept {
+RunCodec CompressionPolicy::step(std::size_t index) const noexcept {
+    switch (index) {
+        case 1:
+            return {wire::Encoding::Lz4, 0};
+        case 2:
+            return {wire::Encoding::Zstd, -1};
+        case 3:
+            return {wire::Encoding::Zstd, 1};
+        default:
+            return {};
+    }
+}
+
+std::size_t CompressionPolicy::top_step() const noexcept {
+    std::uint32_t accepted = accepted_.load(std::memory_order_relaxed);
+    if (!wire::accepts(accepted, wire::Encoding::Lz4)) {
+        return 0;
+    }
+    return wire::accepts(accepted, wire::Encoding::Zstd) ? kSteps - 1 : 1;
+}
+
+RunCodec CompressionPolicy::for_answer() const noexcept {
     if (!options_.answers) {
-        return wire::Encoding::Raw;
+        return {};
     }
     // Auto measures the stream, not single answers: they take lz4 when asked for.
     return fixed(options_.codec);
 }
 
-wire::Encoding CompressionPolicy::for_stream(std::uint64_t raw_bytes, Clock::time_point now) {
+RunCodec CompressionPolicy::for_stream(std::uint64_t raw_bytes, Clock::time_point now) {
     if (options_.codec != Codec::Auto) {
         return fixed(options_.codec);
     }
-    if (fixed(Codec::Lz4) != wire::Encoding::Lz4) {
-        return wire::Encoding::Raw;  // the destination takes no lz4
+    if (top_step() == 0) {
+        return {};  // the destination takes no compressed run
     }
-    if (now - last_run_ > kIdleGap) {
+    if (now - last_run_ > kIdleGap || now < settled_at_) {
         window_start_ = now;
         window_bytes_ = 0;
     }
@@ -58,68 +82,61 @@ wire::Encoding CompressionPolicy::for_stream(std::uint64_t raw_bytes, Clock::tim
         window_start_ = now;
         window_bytes_ = 0;
     }
-    switch (state_) {
-        case AutoState::Probing:
-        case AutoState::Compressing:
-            return wire::Encoding::Lz4;
-        case AutoState::Checking:
-            return wire::Encoding::Raw;
-        case AutoState::Raw:
-            break;
+    std::size_t on = probing_.value_or(current_);
+    if (on == 0 && ++runs_seen_ % kSampleEvery == 0) {
+        return step(1);  // a sample: does the guest shrink, and how fast is lz4 here?
     }
-    return ++runs_seen_ % kSampleEvery == 0 ? wire::Encoding::Lz4 : wire::Encoding::Raw;
+    return step(on);
+}
+
+void CompressionPolicy::settle(std::size_t on, Clock::time_point now, bool held) {
+    if ((on == 0) != (current_ == 0)) {
+        auto_switches_.fetch_add(1, std::memory_order_relaxed);
+    }
+    current_ = on;
+    step_at_end_.store(on, std::memory_order_relaxed);
+    // A choice that held waits longer before it is questioned again; a change is checked soon.
+    backoff_ = held ? std::min(backoff_ * 2, kMaxBackoff) : kFirstBackoff;
+    next_probe_ = now + backoff_;
 }
 
 void CompressionPolicy::close_window(double rate, Clock::time_point now) {
-    auto to = [&](AutoState next) {
-        bool was = state_ == AutoState::Probing || state_ == AutoState::Compressing;
-        bool is = next == AutoState::Probing || next == AutoState::Compressing;
-        if (was != is) {
-            auto_switches_.fetch_add(1, std::memory_order_relaxed);
-        }
-        compressing_.store(is, std::memory_order_relaxed);
-        state_ = next;
-    };
-    switch (state_) {
-        case AutoState::Raw:
-            rate_raw_ = rate;
-            if (now >= next_change_ && ratio_ < kWorthProbing && lz4_speed_ > rate) {
-                to(AutoState::Probing);
-            }
-            return;
-        case AutoState::Probing:
-            rate_compressed_ = rate;
-            if (rate_compressed_ > kBetter * rate_raw_) {
-                backoff_ = std::chrono::milliseconds(1000);
-                next_change_ = now + backoff_;
-                to(AutoState::Compressing);
-            } else {
-                backoff_ = std::min(backoff_ * 2, kMaxBackoff);
-                next_change_ = now + backoff_;
-                to(AutoState::Raw);
-            }
-            return;
-        case AutoState::Compressing:
-            rate_compressed_ = rate;
-            if (ratio_ >= kWorthProbing) {
-                next_change_ = now + backoff_;  // the guest's pages stopped shrinking
-                to(AutoState::Raw);
-            } else if (now >= next_change_) {
-                to(AutoState::Checking);
-            }
-            return;
-        case AutoState::Checking:
-            rate_raw_ = rate;
-            if (rate_raw_ > kBetter * rate_compressed_) {
-                backoff_ = std::chrono::milliseconds(1000);
-                next_change_ = now + backoff_;
-                to(AutoState::Raw);
-            } else {
-                backoff_ = std::min(backoff_ * 2, kMaxBackoff);
-                next_change_ = now + backoff_;
-                to(AutoState::Compressing);
-            }
-            return;
+    std::size_t measured = probing_.value_or(current_);
+    close_window_of(rate, now);
+    if (probing_.value_or(current_) != measured) {
+        // The frames of the last encoding still drain from the socket and the link's queue:
+        // the next window starts once they are out of the way.
+        settled_at_ = now + kSettle;
+    }
+}
+
+void CompressionPolicy::close_window_of(double rate, Clock::time_point now) {
+    if (probing_) {
+        std::size_t tried = *probing_;
+        probing_.reset();
+        rates_[tried] = rate;
+        bool better = rate > kBetter * rates_[current_];
+        // A step that paid is followed by the next one the same way; one that did not turns
+        // the next probe the other way.
+        probe_up_next_ = (tried > current_) == better;
+        settle(better ? tried : current_, now, !better);
+        return;
+    }
+    rates_[current_] = rate;
+    if (current_ > 0 && ratio_ >= kWorthProbing) {
+        settle(0, now, false);  // the guest's pages stopped shrinking
+        return;
+    }
+    if (now < next_probe_) {
+        return;
+    }
+    bool can_up =
+        current_ < top_step() && (current_ > 0 || (ratio_ < kWorthProbing && lz4_speed_ > rate));
+    bool can_down = current_ > 0;
+    if (can_up && (probe_up_next_ || !can_down)) {
+        probing_ = current_ + 1;
+    } else if (can_down) {
+        probing_ = current_ - 1;
     }
 }
 
@@ -174,9 +191,14 @@ CompressionReport CompressionPolicy::report() const {
     out.compressed_bytes = compressed_bytes_.load(std::memory_order_relaxed);
     out.compress_seconds = static_cast<double>(compress_ns_.load(std::memory_order_relaxed)) / 1e9;
     out.auto_switches = auto_switches_.load(std::memory_order_relaxed);
-    out.compressing_at_end = options_.codec == Codec::Auto
-                                 ? compressing_.load(std::memory_order_relaxed)
-                                 : options_.codec != Codec::Off && !out.accepted.empty();
+    if (options_.codec == Codec::Auto) {
+        static constexpr const char* kNames[kSteps] = {"raw", "lz4", "zstd:-1", "zstd:1"};
+        std::size_t at = step_at_end_.load(std::memory_order_relaxed);
+        out.compressing_at_end = at > 0;
+        out.auto_choice = kNames[at];
+    } else {
+        out.compressing_at_end = options_.codec != Codec::Off && !out.accepted.empty();
+    }
     return out;
 }
 

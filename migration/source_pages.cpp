@@ -171,9 +171,9 @@ transport::OutgoingFrame FrameBuilder::pages(const PageRun& run, bool hashes, bo
         return frame;
     }
     auto data = memory_.pages(run.region, run.first, run.count);
-    wire::Encoding encoding =
-        answer ? policy_.for_answer()
-               : policy_.for_stream(data.size(), CompressionPolicy::Clock::now());
+    RunCodec codec = answer ? policy_.for_answer()
+                            : policy_.for_stream(data.size(), CompressionPolicy::Clock::now());
+    wire::Encoding encoding = codec.encoding;
     if (hashes || encoding != wire::Encoding::Raw) {
         std::size_t index = next_++ % slots_.size();
         if (hashes && live) {
@@ -193,8 +193,7 @@ transport::OutgoingFrame FrameBuilder::pages(const PageRun& run, bool hashes, bo
         }
         if (encoding != wire::Encoding::Raw) {
             auto started = CompressionPolicy::Clock::now();
-            bool shrank =
-                compressor_.compress(encoding, policy_.zstd_level(), data, packed_[index]);
+            bool shrank = compressor_.compress(encoding, codec.zstd_level, data, packed_[index]);
             policy_.record(encoding, data.size(), shrank ? packed_[index].size() : 0,
                            CompressionPolicy::Clock::now() - started, !answer);
             if (shrank) {

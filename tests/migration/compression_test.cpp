@@ -167,54 +167,80 @@ TEST(RunExpander, AnUncompressedRunIsReturnedAsItIs) {
     EXPECT_EQ(run->data[0], std::byte{7});
 }
 
-// Auto, fed runs at rates the test chooses (the clock is a parameter): it stays raw while lz4
-// would not help, and compresses while the stream measures faster with it.
+// Auto, fed runs at rates the test chooses (the clock is a parameter): it stays raw while
+// compression would not help, and climbs the ladder (raw, lz4, zstd:-1, zstd:1) only as far as
+// each step measures faster.
+struct Step {
+    double rate;   // guest bytes per second the stream reaches with this encoding
+    double ratio;  // what it shrinks runs to
+};
 struct AutoDrive {
     CompressionPolicy policy{CompressionOptions{.codec = Codec::Auto}};
     CompressionPolicy::Clock::time_point now{};
-    // Streams for `ms` at `raw_rate` bytes/s when raw and `lz4_rate` when compressing, with
-    // lz4 shrinking runs to `ratio` at 2 GB/s. Returns how many runs went lz4.
-    int run(int ms, double raw_rate, double lz4_rate, double ratio) {
-        int lz4 = 0;
+    Step raw{120e6, 1.0}, lz4{210e6, 0.56}, fast_zstd{230e6, 0.49}, zstd{190e6, 0.44};
+    // Streams for `ms`. Returns how many runs went compressed.
+    int run(int ms) {
+        int compressed = 0;
         constexpr std::uint64_t kRun = 256 << 10;
         auto end = now + std::chrono::milliseconds(ms);
         while (now < end) {
-            Encoding e = policy.for_stream(kRun, now);
-            double rate = e == Encoding::Lz4 ? lz4_rate : raw_rate;
-            if (e == Encoding::Lz4) {
-                ++lz4;
-                policy.record(e, kRun, static_cast<std::uint64_t>(kRun * ratio),
-                              std::chrono::nanoseconds(static_cast<std::int64_t>(kRun / 2.0)),
+            RunCodec c = policy.for_stream(kRun, now);
+            const Step& s = c.encoding == Encoding::Raw   ? raw
+                            : c.encoding == Encoding::Lz4 ? lz4
+                            : c.zstd_level < 0            ? fast_zstd
+                                                          : zstd;
+            if (c.encoding != Encoding::Raw) {
+                ++compressed;
+                policy.record(c.encoding, kRun, static_cast<std::uint64_t>(kRun * s.ratio),
+                              std::chrono::nanoseconds(static_cast<std::int64_t>(kRun / 0.5)),
                               true);
             }
-            now += std::chrono::nanoseconds(static_cast<std::int64_t>(kRun / rate * 1e9));
+            now += std::chrono::nanoseconds(static_cast<std::int64_t>(kRun / s.rate * 1e9));
         }
-        return lz4;
+        return compressed;
     }
 };
 
-TEST(AutoCompression, CompressesOnlyWhileTheStreamIsFasterWithIt) {
-    AutoDrive link_bound;
-    link_bound.policy.accept(wire::Start::kAcceptLz4);
-    link_bound.run(3000, 120e6, 230e6, 0.5);  // a 1 Gbit/s link, pages that halve
-    EXPECT_TRUE(link_bound.policy.report().compressing_at_end);
-    EXPECT_GT(link_bound.run(1000, 120e6, 230e6, 0.5), 0);
+constexpr std::uint32_t kBoth = wire::Start::kAcceptLz4 | wire::Start::kAcceptZstd;
 
-    AutoDrive cpu_bound;  // loopback: lz4 is slower than the raw stream
-    cpu_bound.policy.accept(wire::Start::kAcceptLz4);
-    int lz4 = cpu_bound.run(6000, 3e9, 1.5e9, 0.5);
+TEST(AutoCompression, ClimbsToTheFastestStepOnASlowLinkAndStaysThere) {
+    AutoDrive link_bound;  // a 1 Gbit/s link: zstd:-1 is fastest, zstd:1 runs out of CPU
+    link_bound.policy.accept(kBoth);
+    link_bound.run(8000);
+    auto report = link_bound.policy.report();
+    EXPECT_TRUE(report.compressing_at_end);
+    EXPECT_EQ(report.auto_choice, "zstd:-1");
+    link_bound.run(20000);  // it checks its neighbours now and then, and comes back
+    EXPECT_EQ(link_bound.policy.report().auto_choice, "zstd:-1");
+
+    AutoDrive lz4_only;  // a destination that accepts lz4 only: the ladder stops there
+    lz4_only.policy.accept(wire::Start::kAcceptLz4);
+    lz4_only.run(8000);
+    EXPECT_EQ(lz4_only.policy.report().auto_choice, "lz4");
+}
+
+TEST(AutoCompression, StaysRawWhenCompressionIsSlowerOrThePagesDoNotShrink) {
+    AutoDrive cpu_bound;  // loopback: every step is slower than raw
+    cpu_bound.raw = {3e9, 1.0};
+    cpu_bound.lz4 = {1.5e9, 0.56};
+    cpu_bound.fast_zstd = {0.8e9, 0.49};
+    cpu_bound.policy.accept(kBoth);
+    int compressed = cpu_bound.run(6000);
     EXPECT_FALSE(cpu_bound.policy.report().compressing_at_end);
-    // Samples and the probes that found it slower: a small share of the runs.
-    EXPECT_LT(lz4, 6000 * 3e9 / (256 << 10) / 1000 / 5);
+    EXPECT_EQ(cpu_bound.policy.report().auto_choice, "raw");
+    // Samples and the probes that found lz4 slower: a small share of the runs.
+    EXPECT_LT(compressed, 6000 * 3e9 / (256 << 10) / 1000 / 5);
 
     AutoDrive incompressible;
-    incompressible.policy.accept(wire::Start::kAcceptLz4);
-    incompressible.run(3000, 120e6, 120e6, 1.0);
+    incompressible.lz4 = {120e6, 1.0};
+    incompressible.fast_zstd = {120e6, 1.0};
+    incompressible.policy.accept(kBoth);
+    incompressible.run(3000);
     EXPECT_FALSE(incompressible.policy.report().compressing_at_end);
     EXPECT_EQ(incompressible.policy.report().auto_switches, 0u);
 
     AutoDrive not_accepted;  // a version 2 destination: never
-    EXPECT_EQ(not_accepted.run(3000, 120e6, 230e6, 0.5), 0);
+    EXPECT_EQ(not_accepted.run(3000), 0);
 }
 
 TEST(HostCorpus, HoldsThisHostsFilesAndCompressesLikeRealMemory) {
