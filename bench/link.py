@@ -30,6 +30,8 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from run import Netns  # noqa: E402  (the namespace pair, shaped or not)
 
 
 def log(message):
@@ -80,36 +82,22 @@ class Bench:
         return row
 
     def floors_over_link(self):
-        """Raw TCP over the same shaped link: a namespace pair made by `demo --link`'s own code
-        is not reachable from here, so the floor tool runs in a pair this script shapes alike."""
-        pid = os.getpid()
-        a, b = f"uffdm-link-a-{pid}", f"uffdm-link-b-{pid}"
-        va, vb = f"ula{pid % 100000}", f"ulb{pid % 100000}"
-        steps = [["ip", "netns", "add", a], ["ip", "netns", "add", b],
-                 ["ip", "link", "add", va, "type", "veth", "peer", "name", vb],
-                 ["ip", "link", "set", va, "netns", a], ["ip", "link", "set", vb, "netns", b],
-                 ["ip", "-n", a, "addr", "add", "10.78.0.1/24", "dev", va],
-                 ["ip", "-n", b, "addr", "add", "10.78.0.2/24", "dev", vb],
-                 ["ip", "-n", a, "link", "set", va, "up"], ["ip", "-n", b, "link", "set", vb, "up"]]
-        for ns, dev in ((a, va), (b, vb)):
-            steps.append(["tc", "-n", ns, "qdisc", "add", "dev", dev, "root", "handle", "1:",
-                          "tbf", "rate", self.args.link, "burst", "256kb", "latency", "20ms"])
-            steps.append(["tc", "-n", ns, "qdisc", "add", "dev", dev, "parent", "1:1",
-                          "pfifo_fast"])
+        """Raw TCP over a link shaped like demo --link's (the demo's own namespaces are not
+        reachable from here): bench/run.py's namespace pair with the same qdiscs."""
+        netns = Netns(rate=self.args.link)
         try:
-            for step in steps:
-                subprocess.run(step, check=True, capture_output=True)
-            server = subprocess.Popen(["ip", "netns", "exec", a, self.floors, "serve", "--listen",
-                                       "10.78.0.1:0"], stdout=subprocess.PIPE, text=True)
+            server = subprocess.Popen(["ip", "netns", "exec", netns.a, self.floors, "serve",
+                                       "--listen", f"{Netns.ADDRESS_A}:0"],
+                                      stdout=subprocess.PIPE, text=True)
             endpoint = server.stdout.readline().strip()[len("listening on "):]
-            client = subprocess.run(["ip", "netns", "exec", b, self.floors, "client", "--connect",
-                                     endpoint, "--round-trips", "5000", "--stream-mib", "512"],
+            client = subprocess.run(["ip", "netns", "exec", netns.b, self.floors, "client",
+                                     "--connect", endpoint, "--round-trips", "5000",
+                                     "--stream-mib", "512"],
                                     capture_output=True, text=True, timeout=600, check=True)
             server.wait(timeout=10)
             return json.loads(client.stdout)
         finally:
-            for ns in (a, b):
-                subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+            netns.close()
 
     def floors_loopback(self):
         server = subprocess.Popen([self.floors, "serve", "--listen", "127.0.0.1:0"],

@@ -113,7 +113,9 @@ class Netns:
     ADDRESS_A = "10.79.0.1"
     ADDRESS_B = "10.79.0.2"
 
-    def __init__(self):
+    def __init__(self, rate=None):
+        """rate: a tc rate ("1gbit") shapes each end's egress as `demo --link` does: a token
+        bucket with pfifo_fast's three priority bands under it."""
         pid = os.getpid()
         self.a, self.b = f"uffdm-bench-a-{pid}", f"uffdm-bench-b-{pid}"
         va, vb = f"ubva{pid % 100000}", f"ubvb{pid % 100000}"
@@ -126,6 +128,11 @@ class Netns:
             ["ip", "-n", self.a, "link", "set", va, "up"], ["ip", "-n", self.b, "link", "set", vb, "up"],
             ["ip", "-n", self.a, "link", "set", "lo", "up"], ["ip", "-n", self.b, "link", "set", "lo", "up"],
         ]
+        for ns, dev in ((self.a, va), (self.b, vb)) if rate else ():
+            steps.append(["tc", "-n", ns, "qdisc", "add", "dev", dev, "root", "handle", "1:", "tbf",
+                          "rate", rate, "burst", "256kb", "latency", "20ms"])
+            steps.append(["tc", "-n", ns, "qdisc", "add", "dev", dev, "parent", "1:1",
+                          "pfifo_fast"])
         for step in steps:
             if subprocess.run(step, capture_output=True).returncode != 0:
                 self.close()
