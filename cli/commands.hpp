@@ -13,5 +13,6 @@ std::function<int()> add_serve_command(CLI::App& app);
 std::function<int()> add_receive_command(CLI::App& app);
 std::function<int()> add_demo_command(CLI::App& app);
 std::function<int()> add_helper_command(CLI::App& app);
+std::function<int()> add_firecracker_command(CLI::App& app);
 
 }  // namespace uffdm::cli

@@ -33,6 +33,7 @@ int main(int argc, char** argv) {
     auto receive = uffdm::cli::add_receive_command(app);
     auto demo = uffdm::cli::add_demo_command(app);
     auto helper = uffdm::cli::add_helper_command(app);
+    auto firecracker = uffdm::cli::add_firecracker_command(app);
 
     // CLI11 would only say that a subcommand is required; name the word it did not know.
     if (argc > 1 && argv[1][0] != '-') {
@@ -43,7 +44,8 @@ int main(int argc, char** argv) {
         }
         if (!known) {
             std::cerr << "uffd-migrate: unknown command '" << word
-                      << "' (commands: check, serve, receive, demo, helper; see --help)\n";
+                      << "' (commands: check, serve, receive, demo, helper, firecracker-handler; "
+                         "see --help)\n";
             return 2;
         }
     }
@@ -65,8 +67,9 @@ int main(int argc, char** argv) {
             }
             return report.exit_code();
         }
-        for (auto [name, run] : {std::pair{"serve", &serve}, std::pair{"receive", &receive},
-                                 std::pair{"demo", &demo}, std::pair{"helper", &helper}}) {
+        for (auto [name, run] :
+             {std::pair{"serve", &serve}, std::pair{"receive", &receive}, std::pair{"demo", &demo},
+              std::pair{"helper", &helper}, std::pair{"firecracker-handler", &firecracker}}) {
             if (app.got_subcommand(name)) {
                 return (*run)();
             }

@@ -3,6 +3,9 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+#include <sstream>
+
 #include "migration/data_paths.hpp"
 #include "migration/switchover.hpp"
 
@@ -15,15 +18,66 @@ namespace {
 // refetches are the end of it.
 constexpr int kDiscardChecks = 3;
 
+// Every page of every region in exactly one piece, each piece page-aligned and inside its
+// region, no two overlapping in the VMM's address space.
+std::expected<void, transport::Failure> check_pieces(
+    const std::vector<GuestRegion>& regions, const std::vector<GuestAddresses::Placed>& pieces) {
+    auto bad = [](const std::string& why) {
+        return std::unexpected(transport::failure(Errc::InvalidArgument, "VMM memory: " + why));
+    };
+    std::vector<PageBitmap> covered;
+    for (const GuestRegion& r : regions) {
+        covered.emplace_back(r.length / r.page_size);
+    }
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> spans;
+    for (const auto& p : pieces) {
+        if (p.pages.region >= regions.size() || p.pages.count == 0) {
+            return bad("a piece of no region, or of no pages");
+        }
+        const GuestRegion& r = regions[p.pages.region];
+        std::uint64_t pages = r.length / r.page_size;
+        if (p.pages.first > pages || p.pages.count > pages - p.pages.first) {
+            return bad("a piece reaches past the end of its region");
+        }
+        if (p.address % r.page_size != 0) {
+            return bad("a piece does not start on a boundary of its page size");
+        }
+        std::uint64_t bytes = p.pages.count * r.page_size;
+        if (p.address + bytes < p.address) {
+            return bad("a piece wraps around the address space");
+        }
+        spans.emplace_back(p.address, p.address + bytes);
+        for (std::uint64_t i = p.pages.first; i < p.pages.first + p.pages.count; ++i) {
+            if (!covered[p.pages.region].test_and_set(i)) {
+                return bad("two pieces hold the same page of region " +
+                           std::to_string(p.pages.region));
+            }
+        }
+    }
+    std::sort(spans.begin(), spans.end());
+    for (std::size_t i = 1; i < spans.size(); ++i) {
+        if (spans[i].first < spans[i - 1].second) {
+            return bad("two pieces overlap in the VMM's address space");
+        }
+    }
+    for (std::size_t r = 0; r < covered.size(); ++r) {
+        if (covered[r].count() != covered[r].size()) {
+            return bad("pages of region " + std::to_string(r) + " are in no piece");
+        }
+    }
+    return {};
+}
+
 }  // namespace
 
 FaultServer::FaultServer(uffd::UserfaultFd uffd, std::vector<GuestRegion> regions,
                          wire::Layout layout, uffd::EventFd stop_faults, uffd::EventFd nudge_faults,
-                         FaultServerOptions options)
+                         FaultServerOptions options, std::optional<VmmMemory> vmm)
     : options_(std::move(options)),
+      vmm_(std::move(vmm)),
       uffd_(std::move(uffd)),
       layout_(std::move(layout)),
-      addresses_(regions),
+      addresses_(vmm_ ? GuestAddresses(regions, vmm_->pieces) : GuestAddresses(regions)),
       placer_(uffd_, std::move(regions), addresses_, waits_, options_.verify_hashes),
       requests_(placer_, layout_),
       stop_faults_(std::move(stop_faults)),
@@ -37,15 +91,24 @@ FaultServer::FaultServer(uffd::UserfaultFd uffd, std::vector<GuestRegion> region
           [this] { (void)nudge_faults_.signal(); }),  // complete already, maybe
       link_(options_, layout_, placer_, requests_, precopy_) {
     placer_.replace_while([this] { return precopy_.replacing(); });
+    if (vmm_) {
+        placer_.guard_with(&events_);
+        precopy_.refuse_live(
+            "the source's guest is running (a live source), but this guest's memory is another "
+            "process's (a VMM's), where precopy rounds cannot be written: migrate from a paused "
+            "guest or a memory image");
+    }
 }
 
 std::expected<std::unique_ptr<FaultServer>, transport::Failure> FaultServer::create(
-    uffd::UserfaultFd uffd, std::vector<GuestRegion> regions, FaultServerOptions options) {
+    uffd::UserfaultFd uffd, std::vector<GuestRegion> regions, FaultServerOptions options,
+    std::optional<VmmMemory> vmm) {
     wire::Layout layout;
     for (std::size_t i = 0; i < regions.size(); ++i) {
         const GuestRegion& r = regions[i];
         layout.regions.push_back({static_cast<std::uint32_t>(i), r.page_size, r.length});
-        if (r.page_size != 0 && reinterpret_cast<std::uintptr_t>(r.data) % r.page_size != 0) {
+        if (!vmm && r.page_size != 0 &&
+            reinterpret_cast<std::uintptr_t>(r.data) % r.page_size != 0) {
             return std::unexpected(transport::failure(
                 Errc::Unaligned, "guest region " + std::to_string(i) +
                                      " does not start on a boundary of its page size"));
@@ -64,15 +127,21 @@ std::expected<std::unique_ptr<FaultServer>, transport::Failure> FaultServer::cre
     if (!uffd.valid()) {
         return std::unexpected(transport::failure(Errc::Closed, "no userfaultfd to serve with"));
     }
+    if (vmm) {
+        if (auto covered = check_pieces(regions, vmm->pieces); !covered) {
+            return std::unexpected(covered.error());
+        }
+        options.discarded_pages_read_zero = true;  // what the VMM's own kernel would give
+    }
     auto stop_faults = uffd::EventFd::create();
     auto nudge_faults = uffd::EventFd::create();
     if (!stop_faults || !nudge_faults) {
         auto code = !stop_faults ? stop_faults.error() : nudge_faults.error();
         return std::unexpected(transport::Failure{code, "eventfd: " + code.message()});
     }
-    std::unique_ptr<FaultServer> server(
-        new FaultServer(std::move(uffd), std::move(regions), std::move(layout),
-                        std::move(*stop_faults), std::move(*nudge_faults), std::move(options)));
+    std::unique_ptr<FaultServer> server(new FaultServer(
+        std::move(uffd), std::move(regions), std::move(layout), std::move(*stop_faults),
+        std::move(*nudge_faults), std::move(options), std::move(vmm)));
     if (auto opened = server->link_.open(); !opened) {
         return std::unexpected(opened.error());
     }
@@ -90,6 +159,20 @@ FaultServer::~FaultServer() {
     }
 }
 
+void FaultServer::drain_events() {
+    auto never = uffd::EventFd::create();
+    if (!never) {
+        return;
+    }
+    uffd::FaultReader reader(uffd_, *never);
+    for (;;) {
+        auto batch = reader.next(0);
+        if (!batch || batch->timed_out || batch->events.empty()) {
+            return;
+        }
+    }
+}
+
 void FaultServer::stop_fault_thread() {
     if (fault_thread_.joinable()) {
         (void)stop_faults_.signal();
@@ -101,7 +184,7 @@ std::expected<void, transport::Failure> FaultServer::start() {
     if (started_) {
         return std::unexpected(transport::failure(Errc::InvalidArgument, "already started"));
     }
-    for (const GuestRegion& r : placer_.regions()) {
+    for (const GuestRegion& r : vmm_ ? std::vector<GuestRegion>{} : placer_.regions()) {
         auto registration = uffd_.register_range(reinterpret_cast<std::uint64_t>(r.data), r.length,
                                                  uffd::RegisterModes::missing_only());
         if (!registration) {
@@ -121,6 +204,11 @@ std::expected<void, transport::Failure> FaultServer::start() {
         }
         registrations_.push_back(std::move(*registration));
     }
+    if (vmm_) {
+        if (auto adopted = adopt_registrations(); !adopted) {
+            return adopted;
+        }
+    }
     placer_.on_complete([this] { (void)nudge_faults_.signal(); });
     started_ = true;
     started_at_ = Clock::now();
@@ -132,8 +220,51 @@ std::expected<void, transport::Failure> FaultServer::start() {
     return {};
 }
 
+std::expected<void, transport::Failure> FaultServer::adopt_registrations() {
+    for (const auto& piece : vmm_->pieces) {
+        std::uint64_t page_size = placer_.regions()[piece.pages.region].page_size;
+        std::uint64_t bytes = piece.pages.count * page_size;
+        auto adopted = uffd_.adopt_registration(piece.address, bytes, page_size);
+        if (!adopted) {
+            registrations_.clear();
+            std::ostringstream where;
+            where << "the VMM's memory at 0x" << std::hex << piece.address << std::dec << " ("
+                  << bytes << " bytes)";
+            return std::unexpected(transport::Failure{
+                adopted.error(),
+                where.str() + (adopted.error() == Errc::NotRegistered
+                                   ? " is not registered with the userfaultfd it sent"
+                                   : ": " + adopted.error().message())});
+        }
+        registrations_.push_back(std::move(*adopted));
+    }
+    return {};
+}
+
+void FaultServer::zero_or_wake(const GuestPages& page, std::uint64_t address) {
+    const GuestRegion& region = placer_.regions()[page.region];
+    std::uint64_t at = address & ~(region.page_size - 1);
+    // Zeros where ZEROPAGE is not allowed (hugetlbfs) come from the placer's zero buffer.
+    auto placed = region.zeropage_ioctl ? uffd_.zeropage(at, region.page_size)
+                                        : uffd_.copy(at, placer_.zeros(), region.page_size);
+    if (placed) {
+        return;  // a discarded page: zeros, and the thread woken
+    }
+    // EEXIST: the page is there (placed after the fault was raised). EAGAIN: an event is
+    // queued ahead; the woken thread faults again after it and is served then.
+    (void)uffd_.wake(at, region.page_size);
+    if (placed.error() != Errc::AlreadyPresent && placed.error() != Errc::RetryLater &&
+        placed.error() != Errc::NotRegistered) {  // unregistered at the end: nothing to do
+        link_.fail(transport::Failure{
+            placed.error(), "placing zeros for a discarded page: " + placed.error().message()});
+    }
+}
+
 void FaultServer::fault_loop() {
     uffd::FaultReader reader(uffd_, stop_faults_, nudge_faults_);
+    if (vmm_) {
+        reader.guard_reads(&events_);
+    }
     for (;;) {
         auto batch = reader.next();
         if (!batch) {
@@ -220,6 +351,9 @@ void FaultServer::handle_fault(std::uint64_t address, std::uint32_t thread_id,
 
 void FaultServer::fault_on_present(const GuestPages& page, std::uint64_t address,
                                    std::uint32_t thread_id, Clock::time_point now) {
+    if (vmm_) {
+        return zero_or_wake(page, address);
+    }
     const GuestRegion& region = placer_.regions()[page.region];
     std::uint64_t at = address & ~(region.page_size - 1);
     auto seen = residency_.residency(at, 1, region.page_size, region.kind);
@@ -267,6 +401,20 @@ void FaultServer::discarded(std::uint64_t start, std::uint64_t end) {
     // (fault_on_present) or by the check before completing.
     for (const GuestPages& run : addresses_.pages_in(start, end)) {
         discarded_pages_.fetch_add(run.count, std::memory_order_relaxed);
+        if (vmm_) {
+            // Zeros from now on: marked present so that nothing from the source lands there
+            // (no placement is between its check and its copy: the fault thread holds events_),
+            // placed when touched (zero_or_wake): the kernel drops the pages after this event
+            // was read, and a placement now could be dropped with them or refused (EAGAIN).
+            (void)placer_.forget(run);
+            placer_.mark_zero(run);
+            if (auto where = addresses_.locate(run.region, run.first, run.count)) {
+                // Threads waiting on these pages fault again and get zeros.
+                (void)uffd_.wake(where->address,
+                                 where->pages * placer_.regions()[run.region].page_size);
+            }
+            continue;
+        }
         if (options_.discarded_pages_read_zero) {
             // Pages still to come are zeros now (the source's copy, arriving later, is a
             // duplicate); the ones here read zeros once the kernel has dropped them.
@@ -423,7 +571,16 @@ DestinationStats FaultServer::wait() {
         });
         if (complete_.load()) {
             // Every page is there: nothing can fault any more. Unregister and close.
+            if (vmm_) {
+                // Unregistered first, while the fault thread still reads: a discard of the
+                // VMM's (its balloon) waits until its REMOVE event is read, and with no reader
+                // left it would wait for ever. None comes once the ranges are unregistered.
+                registrations_.clear();
+            }
             stop_fault_thread();
+            if (vmm_) {
+                drain_events();
+            }
             link_.shutdown();
             registrations_.clear();
             auto closing = std::move(uffd_);
@@ -499,6 +656,10 @@ void FaultServer::poison_missing() {
                 continue;  // unmapped since (not yet dropped: the fault thread is behind)
             }
             auto poisoned = uffd_.poison(where->address, region.page_size);
+            if (!poisoned && poisoned.error() == std::errc::no_such_process) {
+                registrations_.clear();  // the VMM's process is gone, and its memory with it
+                return;
+            }
             if (!poisoned && poisoned.error() != Errc::AlreadyPresent) {
                 // No UFFDIO_POISON here: unregistering would hand waiting threads pages of zeros.
                 return keep_blocked_until_exit();

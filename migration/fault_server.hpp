@@ -8,6 +8,8 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <shared_mutex>
 #include <thread>
 #include <vector>
 
@@ -30,12 +32,25 @@ namespace uffdm::migration {
 // (destination_link.hpp) runs the sessions: one data path loop carries requests and their
 // answers on the urgent connection, another receives the background stream (both place
 // pages), and a link thread makes sessions.
+// Guest memory that another process maps: a VMM that created the userfaultfd, registered its
+// memory in MISSING mode and handed the descriptor over (Firecracker does). Nothing of it is
+// mapped here; pages are placed through the descriptor only. Each piece says where a run of a
+// region's pages lies in that process (one region may lie in several places: Firecracker maps
+// one memory file as several regions); every page of every region is in exactly one piece.
+// A discarded page (a balloon's MADV_DONTNEED) reads zeros afterwards, never the source's copy,
+// and at the end the pieces are unregistered, so that the VMM runs on without a handler.
+struct VmmMemory {
+    std::vector<GuestAddresses::Placed> pieces;
+};
+
 class FaultServer {
   public:
     // Takes the open userfaultfd and the guest's memory (mapped, not yet touched). Nothing is
-    // registered until start().
+    // registered until start(). With `vmm`, the regions' data pointers are not used: the
+    // memory is that process's, registered already (start() checks each piece is).
     [[nodiscard]] static std::expected<std::unique_ptr<FaultServer>, transport::Failure> create(
-        uffd::UserfaultFd uffd, std::vector<GuestRegion> regions, FaultServerOptions options);
+        uffd::UserfaultFd uffd, std::vector<GuestRegion> regions, FaultServerOptions options,
+        std::optional<VmmMemory> vmm = std::nullopt);
     FaultServer(const FaultServer&) = delete;
     FaultServer& operator=(const FaultServer&) = delete;
     // Stops. Pages still missing after a failed migration are poisoned first (where the kernel
@@ -63,7 +78,13 @@ class FaultServer {
 
   private:
     FaultServer(uffd::UserfaultFd uffd, std::vector<GuestRegion> regions, wire::Layout layout,
-                uffd::EventFd stop_faults, uffd::EventFd nudge_faults, FaultServerOptions options);
+                uffd::EventFd stop_faults, uffd::EventFd nudge_faults, FaultServerOptions options,
+                std::optional<VmmMemory> vmm);
+    // start(): the VMM's registrations, checked and taken over (unregistered at the end).
+    std::expected<void, transport::Failure> adopt_registrations();
+    // A fault on a page marked present in the VMM's memory: placed meanwhile (wake), or
+    // discarded since (zeros). No page table here to ask.
+    void zero_or_wake(const GuestPages& page, std::uint64_t address);
     void fault_loop();
     void handle(uffd::FaultEvent& event, Clock::time_point now);
     void handle_fault(std::uint64_t address, std::uint32_t thread_id, Clock::time_point now);
@@ -83,6 +104,9 @@ class FaultServer {
     // has: a discard whose pages went after a copy of them was placed again. True if none.
     bool discarded_pages_are_there();
     void stop_fault_thread();
+    // Reads every event still queued (after the fault thread stopped): whoever caused one may
+    // go on. Nothing is applied: the migration is over.
+    void drain_events();
     // Applies every event already queued (a REMOVE among them makes pages missing again).
     // Fault thread.
     void apply_queued_events(uffd::FaultReader& reader);
@@ -99,6 +123,8 @@ class FaultServer {
     // Declaration order is shutdown order: the link (its threads place pages) goes before the
     // placer and the request queue it uses, the fault thread before the userfaultfd.
     FaultServerOptions options_;
+    std::optional<VmmMemory> vmm_;
+    std::shared_mutex events_;  // vmm_: placements against the events the fault thread reads
     uffd::UserfaultFd uffd_;
     wire::Layout layout_;
     FaultWaits waits_;

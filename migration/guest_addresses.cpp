@@ -17,6 +17,14 @@ GuestAddresses::GuestAddresses(const std::vector<GuestRegion>& regions) {
     sort();
 }
 
+GuestAddresses::GuestAddresses(const std::vector<GuestRegion>& regions,
+                               const std::vector<Placed>& pieces) {
+    for (const Placed& p : pieces) {
+        pieces_.push_back({p.address, regions[p.pages.region].page_size, p.pages});
+    }
+    sort();
+}
+
 void GuestAddresses::sort() {
     std::sort(pieces_.begin(), pieces_.end(),
               [](const Piece& a, const Piece& b) { return a.address < b.address; });

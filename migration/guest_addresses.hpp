@@ -24,6 +24,13 @@ struct GuestPages {
 class GuestAddresses {
   public:
     explicit GuestAddresses(const std::vector<GuestRegion>& regions);
+    // Pages of the regions at addresses of their own (memory another process maps, where one
+    // region may lie in several places).
+    struct Placed {
+        std::uint64_t address = 0;
+        GuestPages pages;
+    };
+    GuestAddresses(const std::vector<GuestRegion>& regions, const std::vector<Placed>& pieces);
 
     // The page at an address, if guest memory is mapped there.
     [[nodiscard]] std::optional<GuestPages> page_at(std::uint64_t address) const;

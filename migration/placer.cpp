@@ -64,6 +64,30 @@ std::expected<void, transport::Failure> Placer::place(const wire::PagesView& run
         }
         hashes_verified_.fetch_add(h.count, std::memory_order_relaxed);
     }
+    if (events_ == nullptr) {
+        return place_missing(run, path);
+    }
+    // Guarded: an event the fault thread must read first (EAGAIN) is waited for without the
+    // lock, then the pages still missing are placed.
+    auto since = Clock::now();
+    for (;;) {
+        std::expected<void, transport::Failure> placed;
+        {
+            std::shared_lock guard(*events_);
+            placed = place_missing(run, path);
+        }
+        if (placed || placed.error().code != Errc::RetryLater || Clock::now() - since > kRetryFor) {
+            return placed;
+        }
+        std::this_thread::yield();
+    }
+}
+
+std::expected<void, transport::Failure> Placer::place_missing(const wire::PagesView& run,
+                                                              Path path) {
+    const wire::PagesHeader& h = run.header;
+    const GuestRegion& region = regions_[h.region];
+    bool zero = h.encoding == wire::Encoding::Zero;
     // Sub-runs of pages still missing: present ones are duplicates (the other path won).
     PageBitmap& present = present_[h.region];
     bool replacing = replacing_ && replacing_();
@@ -140,6 +164,10 @@ std::expected<void, transport::Failure> Placer::place_span(std::uint32_t region_
             continue;
         }
         bool passing = result.error() == Errc::RetryLater || result.error() == Errc::NotRegistered;
+        if (passing && events_ != nullptr && path != Path::Local) {
+            // Guarded (place() holds the lock the fault thread needs to read the event).
+            return std::unexpected(transport::failure(Errc::RetryLater, "an event is queued"));
+        }
         auto now = Clock::now();
         if (passing && (!retrying || now - retrying_since < kRetryFor)) {
             retrying_since = retrying ? retrying_since : now;
@@ -189,6 +217,21 @@ std::vector<std::uint64_t> Placer::forget(const GuestPages& run) {
         }
     }
     return missing_again;
+}
+
+void Placer::mark_zero(const GuestPages& run) {
+    auto now = Clock::now();
+    std::uint64_t newly = 0;
+    for (std::uint64_t p = run.first; p < run.first + run.count; ++p) {
+        if (present_[run.region].test_and_set(p)) {
+            ++newly;
+        }
+        if (requested_[run.region].test(p)) {
+            waits_.complete(run.region, p, now);
+        }
+    }
+    local_.fetch_add(run.count, std::memory_order_relaxed);
+    add_present(newly);
 }
 
 std::uint64_t Placer::drop(const GuestPages& run) {

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <expected>
 #include <functional>
+#include <shared_mutex>
 #include <vector>
 
 #include "migration/fault_waits.hpp"
@@ -45,6 +46,13 @@ class Placer {
     [[nodiscard]] std::expected<void, transport::Failure> place(const wire::PagesView& run,
                                                                 Path path);
 
+    // From here on place() holds `events` shared from its check of the present bitmap to the
+    // end of its ioctls; the fault thread holds it exclusively from reading an event batch to
+    // having applied it. So no copy lands after a REMOVE was read and before its pages are
+    // marked (zeros, for memory another process maps: a copy landing after the kernel dropped
+    // those pages would bring back what the guest discarded). Set before any placement.
+    void guard_with(std::shared_mutex* events) noexcept { events_ = events; }
+
     [[nodiscard]] const std::vector<GuestRegion>& regions() const noexcept { return regions_; }
     [[nodiscard]] PageBitmap& present(std::uint32_t region) noexcept { return present_[region]; }
     [[nodiscard]] PageBitmap& requested(std::uint32_t region) noexcept {
@@ -56,6 +64,11 @@ class Placer {
     // again, and are returned. Their requested bits stay: an answer already on its way is
     // still one that was asked for.
     std::vector<std::uint64_t> forget(const GuestPages& run);
+    // These pages read zeros from now on and are placed when touched: marked present (nothing
+    // from the source is placed there), whoever waits on them is done waiting.
+    void mark_zero(const GuestPages& run);
+    // A page of zeros at least as large as the largest page where ZEROPAGE is not allowed.
+    [[nodiscard]] const std::byte* zeros() const noexcept { return zeros_.data(); }
     // These pages were unmapped: nothing will be placed there and nobody can wait on them, so
     // they count as present. Returns how many were missing.
     std::uint64_t drop(const GuestPages& run);
@@ -79,6 +92,7 @@ class Placer {
     [[nodiscard]] std::uint64_t replaced_pages() const noexcept { return replaced_.load(); }
 
   private:
+    std::expected<void, transport::Failure> place_missing(const wire::PagesView& run, Path path);
     std::expected<void, transport::Failure> place_span(std::uint32_t region, std::uint64_t first,
                                                        std::uint64_t count, const std::byte* data,
                                                        bool zero, Path path);
@@ -100,6 +114,7 @@ class Placer {
     std::vector<std::byte> zeros_;  // the source of zero runs where ZEROPAGE is not allowed
     std::function<void()> on_complete_;
     std::function<bool()> replacing_;
+    std::shared_mutex* events_ = nullptr;
 
     std::atomic<std::uint64_t> present_count_{0};
     std::atomic<std::uint64_t> urgent_{0};

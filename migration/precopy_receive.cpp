@@ -62,6 +62,9 @@ void PrecopyReceiver::enter(Phase next) {
 
 std::string PrecopyReceiver::on_layout(const wire::Layout& source) {
     std::lock_guard lock(mutex_);
+    if (source.live() && !refuse_live_.empty()) {
+        return refuse_live_;
+    }
     if (phase() == Phase::Waiting) {
         live_.store(source.live(), std::memory_order_release);
         enter(source.live() ? Phase::Precopy : Phase::Running);

@@ -36,6 +36,10 @@ class PrecopyReceiver {
         const std::vector<PageBitmap>& pages)>;
     PrecopyReceiver(const wire::Layout& layout, Discard discard, std::function<void()> runnable);
 
+    // A live source is refused with this reason (set before the link starts): a destination
+    // whose guest memory another process maps cannot write newer copies over present pages.
+    void refuse_live(std::string why) { refuse_live_ = std::move(why); }
+
     // ---- The urgent loop.
     // The session's LAYOUT: "" or why it is refused (live, then not).
     [[nodiscard]] std::string on_layout(const wire::Layout& source);
@@ -104,6 +108,7 @@ class PrecopyReceiver {
     std::vector<PageBitmap> discards_;
     std::uint64_t discard_bits_ = 0;
     Stats stats_;
+    std::string refuse_live_;
 };
 
 }  // namespace uffdm::migration

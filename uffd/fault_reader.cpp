@@ -45,6 +45,7 @@ FaultReader::FaultReader(const UserfaultFd& uffd, const EventFd& stop, const Eve
 
 std::expected<FaultReader::Batch, std::error_code> FaultReader::next(int timeout_ms) {
     events_.clear();
+    release_guard();
     if (!uffd_.valid() || stop_.fd() < 0) {
         return fail(Errc::Closed);
     }
@@ -74,8 +75,12 @@ std::expected<FaultReader::Batch, std::error_code> FaultReader::next(int timeout
         if (fds[0].revents & (POLLERR | POLLNVAL)) {
             return fail_errno(fds[0].revents & POLLNVAL ? EBADF : EIO);
         }
+        if (guard_ != nullptr) {
+            held_ = std::unique_lock(*guard_);
+        }
         ssize_t got = ::read(uffd_.fd(), buffer_.data(), buffer_.size() * sizeof(uffd_msg));
         if (got < 0) {
+            release_guard();
             // EAGAIN: another waiter was woken first or the fault resolved itself (a page
             // placed by someone else); wait again.
             if (errno == EAGAIN || errno == EINTR) {
@@ -90,6 +95,12 @@ std::expected<FaultReader::Batch, std::error_code> FaultReader::next(int timeout
         messages_read_ += count;
         ++reads_;
         return Batch{.events = events_, .stopped = false, .timed_out = false};
+    }
+}
+
+void FaultReader::release_guard() noexcept {
+    if (held_.owns_lock()) {
+        held_.unlock();
     }
 }
 

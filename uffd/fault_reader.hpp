@@ -3,6 +3,8 @@
 
 #include <cstdint>
 #include <expected>
+#include <mutex>
+#include <shared_mutex>
 #include <span>
 #include <system_error>
 #include <variant>
@@ -87,6 +89,10 @@ class FaultReader {
     // passes (-1: no timeout), then drains up to the batch size in one read(2).
     [[nodiscard]] std::expected<Batch, std::error_code> next(int timeout_ms = -1);
 
+    // From here on every read(2) takes `guard` exclusively first and holds it until the next
+    // call or release_guard(): the batch is applied before anyone holding it shared goes on.
+    void guard_reads(std::shared_mutex* guard) noexcept { guard_ = guard; }
+    void release_guard() noexcept;
     // Messages read so far, and read(2) calls that returned at least one.
     [[nodiscard]] std::uint64_t messages_read() const noexcept { return messages_read_; }
     [[nodiscard]] std::uint64_t reads() const noexcept { return reads_; }
@@ -97,6 +103,8 @@ class FaultReader {
     const EventFd* nudge_ = nullptr;
     std::vector<uffd_msg> buffer_;
     std::vector<FaultEvent> events_;
+    std::shared_mutex* guard_ = nullptr;
+    std::unique_lock<std::shared_mutex> held_;
     std::uint64_t messages_read_ = 0;
     std::uint64_t reads_ = 0;
 };

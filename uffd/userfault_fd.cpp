@@ -8,6 +8,10 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <array>
+#include <cstdio>
+#include <string>
+#include <string_view>
 #include <utility>
 
 #include "uffd/system_error.hpp"
@@ -185,6 +189,74 @@ std::expected<UserfaultFd, std::error_code> UserfaultFd::adopt(UniqueFd fd, Feat
                        IoctlSet(minimal->ioctls), OpenRoute::Invalid, false);
 }
 
+namespace {
+
+// The "API:\taa:FEATURES:IOCTLS" line of a userfaultfd's fdinfo (features and ioctls in hex).
+struct FdInfoApi {
+    std::uint64_t features = 0;
+    std::uint64_t ioctls = 0;
+};
+
+std::expected<FdInfoApi, std::error_code> read_fdinfo_api(int fd) {
+    std::string path = "/proc/self/fdinfo/" + std::to_string(fd);
+    UniqueFd info(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!info) {
+        return fail_errno();
+    }
+    std::string text(4096, '\0');
+    ssize_t got = ::read(info.get(), text.data(), text.size());
+    if (got < 0) {
+        return fail_errno();
+    }
+    text.resize(static_cast<std::size_t>(got));
+    auto at = text.find("\nAPI:\t");
+    if (at == std::string::npos) {
+        return fail(Errc::InvalidArgument);
+    }
+    FdInfoApi api;
+    unsigned long long version = 0;
+    unsigned long long features = 0;
+    unsigned long long ioctls = 0;
+    if (std::sscanf(text.c_str() + at + 6, "%llx:%llx:%llx", &version, &features, &ioctls) != 3) {
+        return fail(Errc::InvalidArgument);
+    }
+    api.features = features;
+    api.ioctls = ioctls;
+    return api;
+}
+
+bool is_userfaultfd(int fd) {
+    std::string link = "/proc/self/fd/" + std::to_string(fd);
+    std::array<char, 64> target{};
+    ssize_t n = ::readlink(link.c_str(), target.data(), target.size() - 1);
+    return n > 0 && std::string_view(target.data(), static_cast<std::size_t>(n)) ==
+                        "anon_inode:[userfaultfd]";
+}
+
+// Kernels since 6.x show this internal bit once UFFDIO_API has run.
+constexpr std::uint64_t kFeatureInitialized = 1ULL << 31;
+
+}  // namespace
+
+std::expected<UserfaultFd, std::error_code> UserfaultFd::adopt_initialized(UniqueFd fd) {
+    if (!fd) {
+        return fail(Errc::Closed);
+    }
+    if (!is_userfaultfd(fd.get())) {
+        return fail(Errc::InvalidArgument);
+    }
+    auto api = read_fdinfo_api(fd.get());
+    if (!api) {
+        return std::unexpected(api.error());
+    }
+    if ((api->features & kFeatureInitialized) == 0 && api->features == 0) {
+        return fail(Errc::InvalidArgument);  // UFFDIO_API never ran: nothing is registered
+    }
+    FeatureSet features(api->features & ~kFeatureInitialized);
+    return UserfaultFd(std::move(fd), features, features, IoctlSet(api->ioctls), OpenRoute::Invalid,
+                       false);
+}
+
 std::expected<UserfaultFd, std::error_code> UserfaultFd::handshake(UniqueFd fd, FeatureSet offered,
                                                                    FeatureSet required,
                                                                    FeatureSet optional,
@@ -218,6 +290,45 @@ bool aligned(std::uint64_t value, std::uint64_t to) {
 }
 
 }  // namespace
+
+std::expected<Registration, std::error_code> UserfaultFd::adopt_registration(
+    std::uint64_t start, std::uint64_t length, std::uint64_t page_size) const {
+    if (!fd_) {
+        return fail(Errc::Closed);
+    }
+    if (length == 0 || page_size == 0 || start + length < start || !aligned(start, page_size) ||
+        !aligned(length, page_size)) {
+        return fail(Errc::InvalidArgument);
+    }
+    for (std::uint64_t page : {start, start + length - page_size}) {
+        uffdio_continue probe{.range = {.start = page, .len = page_size},
+                              .mode = UFFDIO_CONTINUE_MODE_DONTWAKE,
+                              .mapped = 0};
+        for (int attempt = 0;; ++attempt) {
+            if (::ioctl(fd_.get(), UFFDIO_CONTINUE, &probe) == 0) {
+                break;  // shmem with the page in its page cache: mapped, as a fault would
+            }
+            if (errno == ENOENT) {
+                return fail(Errc::NotRegistered);
+            }
+            if (errno == ESRCH) {
+                return fail_errno();  // the process whose memory it is has exited
+            }
+            if (errno == EAGAIN && attempt < 1000) {
+                continue;  // an event of the other process's is queued: read it, then ask
+            }
+            break;  // EINVAL (anonymous), EFAULT (no page-cache page), EEXIST: registered
+        }
+    }
+    int dup = ::fcntl(fd_.get(), F_DUPFD_CLOEXEC, 0);
+    if (dup < 0) {
+        return fail_errno();
+    }
+    std::uint64_t ioctls =
+        (1ULL << _UFFDIO_WAKE) | (1ULL << _UFFDIO_COPY) | (1ULL << _UFFDIO_ZEROPAGE);
+    return Registration(UniqueFd(dup), start, length, RegisterModes::missing_only(),
+                        IoctlSet(ioctls));
+}
 
 std::expected<Registration, std::error_code> UserfaultFd::register_range(
     std::uint64_t start, std::uint64_t length, RegisterModes modes) const {

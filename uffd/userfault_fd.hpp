@@ -80,6 +80,13 @@ class UserfaultFd {
                                                                            FeatureSet required,
                                                                            FeatureSet optional);
 
+    // A userfaultfd that another process created, initialised (UFFDIO_API) and registered its
+    // own memory with, then handed over (Firecracker does): it serves that process's address
+    // space, none of which is mapped here. What it was given is read from
+    // /proc/self/fdinfo (no second handshake: the kernel allows one). Errc::InvalidArgument
+    // for a descriptor that is no userfaultfd, or one never initialised.
+    [[nodiscard]] static std::expected<UserfaultFd, std::error_code> adopt_initialized(UniqueFd fd);
+
     [[nodiscard]] int fd() const noexcept { return fd_.get(); }
     [[nodiscard]] bool valid() const noexcept { return fd_.valid(); }
     [[nodiscard]] FeatureSet granted() const noexcept { return granted_; }
@@ -96,6 +103,12 @@ class UserfaultFd {
     // missing one is reported as Errc::Unsupported instead of a bare EINVAL.
     [[nodiscard]] std::expected<Registration, std::error_code> register_mapping(
         const Mapping& mapping, RegisterModes modes) const;
+    // A range whoever created the descriptor registered (MISSING mode), taken over: it is
+    // unregistered when the Registration goes. Checked without changing anything: UFFDIO_CONTINUE
+    // on its first and last page fails with ENOENT only where no registration is
+    // (Errc::NotRegistered), and maps nothing where the page cache has no page.
+    [[nodiscard]] std::expected<Registration, std::error_code> adopt_registration(
+        std::uint64_t start, std::uint64_t length, std::uint64_t page_size) const;
 
     [[nodiscard]] std::expected<std::uint64_t, std::error_code> copy(std::uint64_t dst,
                                                                      const void* src,

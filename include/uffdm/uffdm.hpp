@@ -378,6 +378,87 @@ struct RegionLayout {
 [[nodiscard]] std::expected<std::vector<RegionLayout>, Error> probe_source(
     const std::string& connect, const Security& security, const Timeouts& timeouts = {});
 
+// ---- Firecracker's page-fault handler ----------------------------------------------------
+
+// One guest memory region as Firecracker describes it when it hands over its userfaultfd
+// (snapshot restore with the Uffd memory backend): where the region is in Firecracker's address
+// space, its size, where its content starts in the snapshot's memory file, and its page size in
+// bytes (4 KiB, or 2 MiB for hugetlbfs guests).
+struct FirecrackerRegion {
+    std::uint64_t base_host_virt_addr = 0;
+    std::uint64_t size = 0;
+    std::uint64_t offset = 0;
+    std::uint64_t page_size = 0;
+};
+
+// The regions message: a JSON array of objects with base_host_virt_addr, size, offset and the
+// page size, named "page_size" (bytes) or, by releases before 1.7, "page_size_kib" (whose value
+// is bytes too despite its name; a value that is a page size in KiB is read as KiB). Both
+// present must agree. Unknown fields are ignored. Every field is checked: a clear error names
+// the region and the field.
+[[nodiscard]] std::expected<std::vector<FirecrackerRegion>, Error> parse_firecracker_regions(
+    std::string_view json);
+
+// One restored VM's session, reported when it ends.
+struct FirecrackerVm {
+    std::uint64_t id = 0;  // 1, 2, ... in the order the VMs connected
+    int pid = 0;           // Firecracker's process (SO_PEERCRED)
+    std::vector<FirecrackerRegion> regions;
+    bool remove_events = false;  // the descriptor reports balloon discards (UFFD_EVENT_REMOVE)
+    std::string source;          // "image FILE" or the remote endpoint
+    // How it ended: "complete" (every page there; the memory unregistered, Firecracker runs
+    // on without us), "vm exited", "refused: ..." (the handshake), or "failed: ...".
+    std::string end;
+    DestinationStats stats;  // none for a refused handshake
+};
+
+struct FirecrackerHandlerOptions {
+    std::string socket_path;  // created (mode 0600; an existing socket file is replaced)
+    // The snapshot's memory file on this host, or the endpoint of a source serving it
+    // (uffd-migrate serve --image FILE): one of the two.
+    std::string image;
+    std::string connect;
+    Security security;  // for `connect`
+    DataPathBackend data_path = DataPathBackend::Auto;
+    Timeouts timeouts;
+    std::size_t bulk_channels = 1;
+    bool verify = false;
+    std::chrono::milliseconds reconnect_timeout{30000};
+    // For the regions message and the descriptor after Firecracker connects.
+    std::chrono::milliseconds handshake_timeout{5000};
+    // Stop once this many VMs' sessions ended (0: serve until stop()).
+    std::size_t max_vms = 0;
+    // Drop every capability and set no_new_privs in create() (nothing here needs privilege:
+    // each descriptor is Firecracker's). The process must be single-threaded then.
+    bool drop_capabilities = true;
+    // From the VM's thread when its session starts (handshake checked) and when it ends.
+    std::function<void(const FirecrackerVm&)> on_vm_start;
+    std::function<void(const FirecrackerVm&)> on_vm_end;
+};
+
+// Firecracker's external page-fault handler: listens on a Unix socket; for every VM that
+// connects (several at once), takes its userfaultfd and regions, checks them against the
+// memory and the descriptor's registrations, and serves its faults from the memory file here or
+// from another host, faults first, the rest in the background, balloon discards reading zeros.
+// Needs no privilege: the descriptor is Firecracker's.
+class FirecrackerHandler {
+  public:
+    [[nodiscard]] static std::expected<FirecrackerHandler, Error> create(
+        FirecrackerHandlerOptions options);
+    FirecrackerHandler(FirecrackerHandler&&) noexcept;
+    FirecrackerHandler& operator=(FirecrackerHandler&&) noexcept;
+    ~FirecrackerHandler();
+
+    // Serves until stop() or max_vms; returns every VM's report, in the order they ended.
+    [[nodiscard]] std::vector<FirecrackerVm> run();
+    void stop();  // thread-safe: VMs still being served fail (their missing pages poisoned)
+
+  private:
+    struct Impl;
+    explicit FirecrackerHandler(std::unique_ptr<Impl> impl) noexcept;
+    std::unique_ptr<Impl> impl_;
+};
+
 // ---- The privileged helper ----------------------------------------------------------------
 
 struct HelperOptions {

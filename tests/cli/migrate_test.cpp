@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "migration/synthetic.hpp"
+#include "tests/cli/cli_support.hpp"
 #include "tests/support/fake_source.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/test_support.hpp"
@@ -27,28 +28,6 @@ namespace {
 
 using test::cli_path;
 using test::Process;
-
-// A scratch directory removed afterwards, and a token file in it (mode 600).
-class Scratch {
-  public:
-    Scratch() {
-        char pattern[] = "/tmp/uffdm-cli-XXXXXX";
-        dir_ = ::mkdtemp(pattern);
-        std::ofstream(token()) << "0123456789abcdef0123456789abcdef\n";
-        ::chmod(token().c_str(), 0600);
-    }
-    ~Scratch() { (void)std::system(("rm -rf " + dir_).c_str()); }
-    [[nodiscard]] std::string path(const std::string& name) const { return dir_ + "/" + name; }
-    [[nodiscard]] std::string token() const { return path("token"); }
-
-  private:
-    std::string dir_;
-};
-
-nlohmann::json read_json(const std::string& path) {
-    std::ifstream in(path);
-    return nlohmann::json::parse(in, nullptr, false);
-}
 
 class Migrate : public ::testing::Test {
   protected:
@@ -144,12 +123,6 @@ INSTANTIATE_TEST_SUITE_P(KindsAndWorkloads, Demo, ::testing::ValuesIn(every_kind
 // ---- serve + receive ----------------------------------------------------------------------
 
 // serve's first line is "listening on ENDPOINT".
-std::string endpoint_of(Process& source) {
-    std::string line = source.first_line();
-    const std::string prefix = "listening on ";
-    return line.rfind(prefix, 0) == 0 ? line.substr(prefix.size()) : "";
-}
-
 TEST_F(Migrate, ServeAndReceiveAsSeparateProcessesOverTcpAndUnixSockets) {
     for (std::string listen : {std::string("tcp:127.0.0.1:0"), "unix:" + scratch_.path("sock")}) {
         SCOPED_TRACE(listen);
