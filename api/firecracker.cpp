@@ -293,7 +293,8 @@ struct FirecrackerHandler::Impl {
     std::mutex mutex;  // guards everything below
     std::condition_variable changed;
     std::vector<FirecrackerVm> ended;
-    std::list<std::thread> threads;
+    std::list<std::pair<std::uint64_t, std::thread>> threads;
+    std::vector<std::uint64_t> done;  // ended: their threads are joined by run()
     std::vector<migration::FaultServer*> serving;
     std::uint64_t next_id = 0;
     std::size_t running = 0;
@@ -311,6 +312,19 @@ struct FirecrackerHandler::Impl {
     void serve(uffd::UniqueFd connection, std::uint64_t id);
     FirecrackerVm serve_vm(uffd::UniqueFd connection, std::uint64_t id);
     void finished(FirecrackerVm vm);
+    // Joins the threads of sessions that ended (a handler may serve VMs for months). Holds
+    // mutex; an ended session's thread only returns from serve() after finished().
+    void join_done() {
+        for (std::uint64_t id : done) {
+            auto it = std::find_if(threads.begin(), threads.end(),
+                                   [id](const auto& t) { return t.first == id; });
+            if (it != threads.end()) {
+                it->second.join();
+                threads.erase(it);
+            }
+        }
+        done.clear();
+    }
 };
 
 void FirecrackerHandler::Impl::finished(FirecrackerVm vm) {
@@ -318,6 +332,7 @@ void FirecrackerHandler::Impl::finished(FirecrackerVm vm) {
         options.on_vm_end(vm);
     }
     std::lock_guard lock(mutex);
+    done.push_back(vm.id);
     ended.push_back(std::move(vm));
     --running;
     changed.notify_all();
@@ -507,12 +522,12 @@ FirecrackerHandler& FirecrackerHandler::operator=(FirecrackerHandler&&) noexcept
 FirecrackerHandler::~FirecrackerHandler() {
     if (impl_) {
         stop();
-        std::list<std::thread> threads;
+        std::list<std::pair<std::uint64_t, std::thread>> threads;
         {
             std::lock_guard lock(impl_->mutex);
             threads.swap(impl_->threads);
         }
-        for (auto& t : threads) {
+        for (auto& [id, t] : threads) {
             t.join();
         }
     }
@@ -625,8 +640,10 @@ std::vector<FirecrackerVm> FirecrackerHandler::run() {
         std::lock_guard lock(h.mutex);
         std::uint64_t id = ++h.next_id;
         ++h.running;
-        h.threads.emplace_back(
-            [&h, id, c = std::move(connection)]() mutable { h.serve(std::move(c), id); });
+        h.threads.emplace_back(id, std::thread([&h, id, c = std::move(connection)]() mutable {
+                                   h.serve(std::move(c), id);
+                               }));
+        h.join_done();
     }
     std::unique_lock lock(h.mutex);
     h.changed.wait(lock, [&] { return h.running == 0; });

@@ -49,6 +49,8 @@ static struct {
     int threads;
     long balloon_first, balloon_count;  // pages of the whole memory, -1: none
     int no_fd, legacy, exit_after_ms, unregister, kernel_reads, wait_unregistered;
+    int latency, no_touch_all, file_backend, verify_late;
+    const char* samples;
 } opt = {.regions = 1,
          .page = 4096,
          .threads = 2,
@@ -112,6 +114,47 @@ static void* vcpu(void* arg) {
     return NULL;
 }
 
+static double now_us(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec * 1e6 + (double)t.tv_nsec / 1e3;
+}
+
+static int by_value(const void* a, const void* b) {
+    double x = *(const double*)a, y = *(const double*)b;
+    return (x > y) - (x < y);
+}
+
+// One vCPU touching random pages it has not touched, each touch timed: the guest's view of a
+// fault. Percentiles on stdout, every sample in opt.samples.
+static void latency_workload(void) {
+    size_t pages = snapshot_size / opt.page;
+    int n = opt.latency > (int)pages ? (int)pages : opt.latency;
+    double* took = calloc((size_t)n, sizeof(double));
+    unsigned long long x = 88172645463325252ULL;
+    for (int i = 0; i < n; ++i) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        size_t page = (size_t)(x % pages);
+        double start = now_us();
+        volatile unsigned char first = guest_page(page)[0];
+        (void)first;
+        took[i] = now_us() - start;
+    }
+    if (opt.samples != NULL) {
+        FILE* f = fopen(opt.samples, "w");
+        for (int i = 0; f && i < n; ++i) {
+            fprintf(f, "%.3f\n", took[i]);
+        }
+        if (f) {
+            fclose(f);
+        }
+    }
+    qsort(took, (size_t)n, sizeof(double), by_value);
+    printf("latency us p50 %.1f p90 %.1f p99 %.1f max %.1f over %d touches\n", took[n / 2],
+           took[n * 9 / 10], took[n * 99 / 100], took[n - 1], n);
+    free(took);
+}
+
 static int open_userfaultfd(void) {
     int flags = O_CLOEXEC | O_NONBLOCK;
     int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
@@ -130,7 +173,7 @@ static int open_userfaultfd(void) {
     return fd;
 }
 
-static void map_regions(int uffd) {
+static void map_regions(int uffd, int file) {
     size_t pages = snapshot_size / opt.page;
     size_t per = pages / (size_t)opt.regions;
     size_t offset = 0;
@@ -140,13 +183,17 @@ static void map_regions(int uffd) {
         regions[r].offset = offset;
         offset += regions[r].size;
         int huge = opt.page == (2u << 20) ? MAP_HUGETLB | MAP_HUGE_2MB : 0;
-        void* at = mmap(NULL, regions[r].size, PROT_READ | PROT_WRITE,
-                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | huge, -1, 0);
+        // The file backend (Firecracker without a handler): a private mapping of the memory
+        // file, faulted in by the kernel from its page cache.
+        void* at = file >= 0 ? mmap(NULL, regions[r].size, PROT_READ | PROT_WRITE, MAP_PRIVATE,
+                                    file, (off_t)regions[r].offset)
+                             : mmap(NULL, regions[r].size, PROT_READ | PROT_WRITE,
+                                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | huge, -1, 0);
         if (at == MAP_FAILED) {
             die("mmap guest region");
         }
         regions[r].base = at;
-        if (r == opt.unregister) {
+        if (file >= 0 || r == opt.unregister) {
             continue;  // a lying VMM: says it registered what it did not
         }
         struct uffdio_register reg = {.range = {.start = (uintptr_t)at, .len = regions[r].size},
@@ -279,7 +326,22 @@ static long wait_unregistered(int seconds) {
         if (ms > seconds * 1000L) {
             return -1;
         }
-        usleep(20000);
+        usleep(5000);
+    }
+}
+
+// Every page touched by opt.threads vCPU threads and compared with the memory file.
+static void touch_all(double start) {
+    pthread_t t[64];
+    int n = opt.threads > 64 ? 64 : opt.threads;
+    for (long i = 0; i < n; ++i) {
+        pthread_create(&t[i], NULL, vcpu, (void*)i);
+    }
+    for (int i = 0; i < n; ++i) {
+        pthread_join(t[i], NULL);
+    }
+    if (opt.file_backend) {
+        printf("every page touched after %.1f ms\n", (now_us() - start) / 1e3);
     }
 }
 
@@ -287,33 +349,45 @@ int main(int argc, char** argv) {
     for (int i = 1; i < argc; ++i) {
         const char* a = argv[i];
         const char* v = i + 1 < argc ? argv[i + 1] : "";
-        if (!strcmp(a, "--socket"))
-            opt.socket = v, ++i;
-        else if (!strcmp(a, "--memory"))
-            opt.memory = v, ++i;
-        else if (!strcmp(a, "--regions"))
-            opt.regions = atoi(v), ++i;
-        else if (!strcmp(a, "--page-size"))
-            opt.page = strtoul(v, NULL, 0), ++i;
-        else if (!strcmp(a, "--threads"))
-            opt.threads = atoi(v), ++i;
-        else if (!strcmp(a, "--balloon"))
-            sscanf(v, "%ld:%ld", &opt.balloon_first, &opt.balloon_count), ++i;
-        else if (!strcmp(a, "--json-template"))
-            opt.json_template = v, ++i;
-        else if (!strcmp(a, "--unregister"))
-            opt.unregister = atoi(v), ++i;
-        else if (!strcmp(a, "--kernel-reads"))
-            opt.kernel_reads = atoi(v), ++i;
-        else if (!strcmp(a, "--wait-unregistered"))
-            opt.wait_unregistered = atoi(v), ++i;
-        else if (!strcmp(a, "--no-fd"))
-            opt.no_fd = 1;
-        else if (!strcmp(a, "--legacy-field"))
-            opt.legacy = 1;
-        else if (!strcmp(a, "--exit-after-ms"))
-            opt.exit_after_ms = atoi(v), ++i;
-        else {
+        // Options with a value take the next argument; flags do not.
+        int* flag = !strcmp(a, "--no-fd")          ? &opt.no_fd
+                    : !strcmp(a, "--legacy-field") ? &opt.legacy
+                    : !strcmp(a, "--no-touch-all") ? &opt.no_touch_all
+                    : !strcmp(a, "--file-backend") ? &opt.file_backend
+                    : !strcmp(a, "--verify-late")  ? &opt.verify_late
+                                                   : NULL;
+        if (flag != NULL) {
+            *flag = 1;
+            continue;
+        }
+        ++i;
+        if (!strcmp(a, "--socket")) {
+            opt.socket = v;
+        } else if (!strcmp(a, "--memory")) {
+            opt.memory = v;
+        } else if (!strcmp(a, "--json-template")) {
+            opt.json_template = v;
+        } else if (!strcmp(a, "--samples")) {
+            opt.samples = v;
+        } else if (!strcmp(a, "--page-size")) {
+            opt.page = strtoul(v, NULL, 0);
+        } else if (!strcmp(a, "--balloon")) {
+            sscanf(v, "%ld:%ld", &opt.balloon_first, &opt.balloon_count);
+        } else if (!strcmp(a, "--regions")) {
+            opt.regions = atoi(v);
+        } else if (!strcmp(a, "--threads")) {
+            opt.threads = atoi(v);
+        } else if (!strcmp(a, "--unregister")) {
+            opt.unregister = atoi(v);
+        } else if (!strcmp(a, "--kernel-reads")) {
+            opt.kernel_reads = atoi(v);
+        } else if (!strcmp(a, "--wait-unregistered")) {
+            opt.wait_unregistered = atoi(v);
+        } else if (!strcmp(a, "--exit-after-ms")) {
+            opt.exit_after_ms = atoi(v);
+        } else if (!strcmp(a, "--latency")) {
+            opt.latency = atoi(v);
+        } else {
             fprintf(stderr, "fc_standin: unknown argument %s\n", a);
             return 2;
         }
@@ -335,9 +409,15 @@ int main(int argc, char** argv) {
     if (snapshot == MAP_FAILED) {
         die("mmap memory file");
     }
-    int uffd = open_userfaultfd();
-    map_regions(uffd);
-    send_handshake(uffd);
+    double start = now_us();
+    if (opt.file_backend) {
+        map_regions(-1, file);
+    } else {
+        int uffd = open_userfaultfd();
+        map_regions(uffd, -1);
+        send_handshake(uffd);
+        start = now_us();
+    }
     if (opt.exit_after_ms >= 0) {
         // A VM that ends (or a handshake the handler refuses) before touching anything.
         usleep((useconds_t)opt.exit_after_ms * 1000);
@@ -355,22 +435,26 @@ int main(int argc, char** argv) {
             }
         }
     }
-    pthread_t t[64];
-    int n = opt.threads > 64 ? 64 : opt.threads;
-    for (long i = 0; i < n; ++i) {
-        pthread_create(&t[i], NULL, vcpu, (void*)i);
+    if (opt.latency > 0) {
+        latency_workload();
     }
-    for (int i = 0; i < n; ++i) {
-        pthread_join(t[i], NULL);
+    if (!opt.no_touch_all && !opt.verify_late) {
+        touch_all(start);
     }
     kernel_reads();
     printf("checked %ld pages, %ld zero (ballooned), %ld differ\n", checked, zero_pages,
            mismatches);
-    if (opt.wait_unregistered > 0) {
+    if (opt.wait_unregistered > 0 && !opt.file_backend) {
         long ms = wait_unregistered(opt.wait_unregistered);
         printf("unregistered after %ld ms\n", ms);
         if (ms < 0) {
             return 4;
+        }
+        printf("resident after %.1f ms\n", (now_us() - start) / 1e3);
+        if (opt.verify_late) {
+            touch_all(start);  // after the end: what the stream placed, compared
+            printf("checked %ld pages, %ld zero (ballooned), %ld differ\n", checked, zero_pages,
+                   mismatches);
         }
         // The balloon again, with no handler left: nothing blocks, the page reads zeros.
         unsigned char* last = guest_page(snapshot_size / opt.page - 1);
