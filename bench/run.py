@@ -5,6 +5,7 @@
     bench/run.py --soak SECONDS [--kill-every SECONDS]
     bench/run.py --hybrid [--quick]   (bench/hybrid.py: pure postcopy vs precopy + postcopy)
     bench/run.py --link 1gbit|10gbit|loopback   (bench/link.py: a rate-limited two-host link)
+    bench/run.py --firecracker [--quick]   (bench/firecracker.py: a restored Firecracker VM)
 
 Measures the floors first (local userfaultfd fault round trip, raw 4 KiB TCP ping-pong, raw
 single-stream TCP throughput, memcpy), on the connection the migrations use (loopback, or a
@@ -803,7 +804,15 @@ def main():
     parser.add_argument("--link", metavar="RATE",
                         help="faults, marking and compression over a rate-limited link between "
                              "two namespaces (1gbit, 10gbit) or loopback (bench/link.py)")
+    parser.add_argument("--firecracker", action="store_true",
+                        help="instead of the matrix: firecracker-handler against Firecracker's "
+                             "file backend, local and remote (bench/firecracker.py)")
     args = parser.parse_args()
+    if args.firecracker:
+        fc = [sys.executable, os.path.join(ROOT, "bench", "firecracker.py"), "--build", args.build]
+        fc += ["--size", "256M", "--repetitions", "1"] if args.matrix in ("quick", "smoke") else []
+        fc += ["--out", args.out] if args.out else []
+        return subprocess.run(fc).returncode
     if args.link:
         link = [sys.executable, os.path.join(ROOT, "bench", "link.py"), "--build", args.build,
                 "--link", args.link]
