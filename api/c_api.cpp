@@ -14,6 +14,10 @@ struct uffdm_destination {
     uffdm::Destination destination;
 };
 
+struct uffdm_firecracker {
+    uffdm::FirecrackerHandler handler;
+};
+
 struct uffdm_source {
     uffdm::Source source;
     uffdm::SourceStats last;  // what run() reported, for uffdm_source_live_stats
@@ -473,6 +477,90 @@ const char* uffdm_strerror(int error) noexcept {
 
 const char* uffdm_version(void) noexcept {
     return uffdm::version().data();
+}
+
+int uffdm_firecracker_create(const uffdm_firecracker_options* options,
+                             uffdm_firecracker** out) noexcept {
+    return guarded([&] {
+        if (options == nullptr || out == nullptr) {
+            return fail(EINVAL, "uffdm_firecracker_create: NULL argument");
+        }
+        if (options->size != sizeof(uffdm_firecracker_options)) {
+            return fail(EINVAL, "uffdm_firecracker_options.size is not sizeof the struct");
+        }
+        constexpr std::uint32_t known =
+            UFFDM_FIRECRACKER_VERIFY | UFFDM_FIRECRACKER_KEEP_CAPABILITIES;
+        if ((options->flags & ~known) != 0) {
+            return fail(EINVAL, "uffdm_firecracker_options.flags has unknown bits");
+        }
+        auto security = security_of(options->security);
+        if (!security) {
+            return security.error();
+        }
+        uffdm::FirecrackerHandlerOptions o;
+        o.socket_path = text(options->socket_path);
+        o.image = text(options->image);
+        o.connect = text(options->connect);
+        o.security = *security;
+        o.bulk_channels = options->bulk_channels;
+        o.verify = (options->flags & UFFDM_FIRECRACKER_VERIFY) != 0;
+        o.drop_capabilities = (options->flags & UFFDM_FIRECRACKER_KEEP_CAPABILITIES) == 0;
+        o.max_vms = options->max_vms;
+        if (options->handshake_timeout_ms != 0) {
+            o.handshake_timeout = std::chrono::milliseconds(options->handshake_timeout_ms);
+        }
+        if (options->reconnect_timeout_ms == UINT32_MAX) {
+            o.reconnect_timeout = std::chrono::milliseconds(0);
+        } else if (options->reconnect_timeout_ms != 0) {
+            o.reconnect_timeout = std::chrono::milliseconds(options->reconnect_timeout_ms);
+        }
+        if (options->on_vm_end != nullptr) {
+            o.on_vm_end = [fn = options->on_vm_end,
+                           user = options->user](const uffdm::FirecrackerVm& vm) {
+                uffdm_firecracker_vm out{};
+                out.id = vm.id;
+                out.pid = vm.pid;
+                out.result = vm.end == "complete" ? 0 : -errno_of(vm.stats.error.code);
+                out.end = vm.end.c_str();
+                out.regions = static_cast<std::uint32_t>(vm.regions.size());
+                out.remove_events = vm.remove_events ? 1U : 0U;
+                copy_stats(out.stats, vm.stats, out.result);
+                fn(&out, user);
+            };
+        }
+        auto created = uffdm::FirecrackerHandler::create(std::move(o));
+        if (!created) {
+            return fail(created.error());
+        }
+        *out = new uffdm_firecracker{std::move(*created)};
+        return 0;
+    });
+}
+
+int uffdm_firecracker_run(uffdm_firecracker* handler) noexcept {
+    return guarded([&] {
+        if (handler == nullptr) {
+            return fail(EINVAL, "uffdm_firecracker_run: NULL handler");
+        }
+        for (const auto& vm : handler->handler.run()) {
+            if (vm.end != "complete") {
+                return fail(uffdm::Error{vm.stats.error.code ? vm.stats.error.code
+                                                             : make_error_code(uffdm::Errc::Closed),
+                                         "VM " + std::to_string(vm.id) + ": " + vm.end});
+            }
+        }
+        return 0;
+    });
+}
+
+void uffdm_firecracker_stop(uffdm_firecracker* handler) noexcept {
+    if (handler != nullptr) {
+        handler->handler.stop();
+    }
+}
+
+void uffdm_firecracker_destroy(uffdm_firecracker* handler) noexcept {
+    delete handler;
 }
 
 }  // extern "C"

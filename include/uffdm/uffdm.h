@@ -21,6 +21,7 @@ extern "C" {
 
 typedef struct uffdm_source uffdm_source;
 typedef struct uffdm_destination uffdm_destination;
+typedef struct uffdm_firecracker uffdm_firecracker;
 
 enum uffdm_memory_kind {
     UFFDM_MEMORY_ANONYMOUS = 1, /* private anonymous memory */
@@ -253,6 +254,48 @@ int uffdm_source_live_stats(const uffdm_source* source,
  * migration's failure. */
 int uffdm_destination_wait_runnable(uffdm_destination* destination,
                                     uint32_t timeout_ms) UFFDM_NOEXCEPT;
+
+/* ---- Firecracker's page-fault handler (uffd-migrate firecracker-handler) ---------------- */
+
+/* One VM's session, reported when it ends (from the VM's library thread). */
+struct uffdm_firecracker_vm {
+    uint64_t id;            /* 1, 2, ... in the order the VMs connected */
+    int32_t pid;            /* Firecracker's process */
+    int32_t result;         /* 0: every page arrived; else -errno */
+    const char* end;        /* "complete", "vm exited", "refused: ...", "failed: ..." */
+    uint32_t regions;       /* in its regions message (0 when refused before) */
+    uint32_t remove_events; /* 1: balloon discards are reported to the handler */
+    struct uffdm_destination_stats stats; /* zeros for a refused handshake */
+};
+typedef void (*uffdm_firecracker_vm_fn)(const struct uffdm_firecracker_vm* vm, void* user);
+
+#define UFFDM_FIRECRACKER_VERIFY (1u << 0)            /* a hash with every page, checked */
+#define UFFDM_FIRECRACKER_KEEP_CAPABILITIES (1u << 1) /* do not drop them in create() */
+
+struct uffdm_firecracker_options {
+    uint32_t size; /* sizeof(struct uffdm_firecracker_options) */
+    uint32_t flags;
+    const char* socket_path; /* created 0600; Firecracker's mem_backend backend_path */
+    const char* image;       /* the snapshot's memory file here, or NULL and: */
+    const char* connect;     /* a source serving it ("tcp:HOST:PORT", "unix:PATH") */
+    struct uffdm_security security;
+    uint32_t bulk_channels;        /* 0..16 (1 is the default to pass) */
+    uint32_t max_vms;              /* uffdm_firecracker_run returns after this many; 0: stop() */
+    uint32_t handshake_timeout_ms; /* 0: 5000 */
+    uint32_t reconnect_timeout_ms; /* 0: 30000; UINT32_MAX: fail at the first break */
+    uffdm_firecracker_vm_fn on_vm_end; /* may be NULL */
+    void* user;
+};
+
+/* Listens on the socket (and drops every capability unless KEEP_CAPABILITIES: the process must
+ * be single-threaded then). */
+int uffdm_firecracker_create(const struct uffdm_firecracker_options* options,
+                             uffdm_firecracker** out) UFFDM_NOEXCEPT;
+/* Serves VMs until max_vms ended or uffdm_firecracker_stop(); 0 when every VM's memory arrived
+ * whole, else the first failure's -errno. */
+int uffdm_firecracker_run(uffdm_firecracker* handler) UFFDM_NOEXCEPT;
+void uffdm_firecracker_stop(uffdm_firecracker* handler) UFFDM_NOEXCEPT; /* thread-safe */
+void uffdm_firecracker_destroy(uffdm_firecracker* handler) UFFDM_NOEXCEPT;
 
 /* Collects the open /dev/userfaultfd that `uffd-migrate helper --socket PATH` hands over: a
  * descriptor for uffdm_destination_options.userfaultfd, or -errno. */
