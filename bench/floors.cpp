@@ -4,7 +4,16 @@
 //   uffdm_floors warm-huge --bytes N              the same from the 2 MiB hugetlbfs pool
 //   uffdm_floors local  [--faults N] [--memcpy-mib M]   also UFFDIO_COPY into fresh memory
 //   uffdm_floors serve  --listen HOST:PORT        prints "listening on tcp:HOST:PORT"
-//   uffdm_floors client --connect HOST:PORT [--round-trips N] [--stream-mib M]
+//   uffdm_floors client --connect HOST:PORT [--round-trips N] [--stream-mib M] [--place-mib P]
+//
+// --place-mib: the background stream's work on the destination without the protocol, P MiB
+// received in 256 KiB runs and placed into fresh registered anonymous memory, three ways:
+//   serial    one thread receives a run, then places it with UFFDIO_COPY (today's bulk loop);
+//   pipeline  one thread receives into a ring of runs, another places from it (UFFDIO_COPY):
+//             the bound of a receive-and-place pipeline on this machine;
+//   move      as pipeline, but each run is received into page-aligned anonymous buffers and
+//             moved into place (UFFDIO_MOVE, no second copy); a moved buffer's pages are gone,
+//             so the next receive into it faults in fresh ones: the refill is counted.
 //
 // local, client: one JSON object on stdout. serve and client are separate processes so that
 // they can sit in two network namespaces across a veth link, as the migration's two sides do.
@@ -16,6 +25,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -291,7 +301,92 @@ int connect_to(const sockaddr_in& address, std::uint64_t mode, std::uint64_t arg
     return fd;
 }
 
-nlohmann::json client(const std::string& at, std::size_t round_trips, std::size_t stream_mib) {
+enum class PlaceMode { Serial, Pipeline, Move };
+
+// Bytes per second received and placed (see the top of the file).
+double receive_and_place(const sockaddr_in& address, std::uint64_t bytes, PlaceMode mode) {
+    constexpr std::size_t kRun = 256U << 10;
+    constexpr std::size_t kSlots = 16;
+    using uffdm::uffd::Feature;
+    uffdm::uffd::OpenOptions open;
+    open.optional = uffdm::uffd::FeatureSet{Feature::Move};
+    auto fd = uffdm::uffd::UserfaultFd::open(open);
+    if (!fd) {
+        die("userfaultfd: " + fd.error().message());
+    }
+    if (mode == PlaceMode::Move && !fd->granted().has(Feature::Move)) {
+        return 0;  // no UFFDIO_MOVE on this kernel
+    }
+    auto mapping = uffdm::uffd::Mapping::create(uffdm::uffd::MemoryKind::Anonymous, bytes);
+    if (!mapping) {
+        die("mapping: " + mapping.error().message());
+    }
+    auto registration = fd->register_mapping(*mapping, uffdm::uffd::RegisterModes::missing_only());
+    if (!registration) {
+        die("register: " + registration.error().message());
+    }
+    auto base = reinterpret_cast<std::uint64_t>(mapping->data());
+    // The ring: anonymous memory, page-aligned (what MOVE needs), written once first.
+    auto* ring = static_cast<std::byte*>(::mmap(nullptr, kRun * kSlots, PROT_READ | PROT_WRITE,
+                                                MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+    if (ring == MAP_FAILED) {
+        die("mmap: " + std::string(std::strerror(errno)));
+    }
+    std::memset(ring, 1, kRun * kSlots);
+    int conn = connect_to(address, kStream, bytes);
+    std::uint64_t runs = bytes / kRun;
+    auto place = [&](std::uint64_t run) {
+        std::byte* slot = ring + (run % kSlots) * kRun;
+        std::uint64_t dst = base + run * kRun;
+        auto placed = mode == PlaceMode::Move
+                          ? fd->move(dst, reinterpret_cast<std::uint64_t>(slot), kRun)
+                          : fd->copy(dst, slot, kRun);
+        if (!placed || *placed != kRun) {
+            die("placing a run failed");
+        }
+    };
+    auto receive = [&](std::uint64_t run) {
+        if (!recv_all(conn, ring + (run % kSlots) * kRun, kRun)) {
+            die("the floor server closed during the stream");
+        }
+    };
+    auto start = Clock::now();
+    if (mode == PlaceMode::Serial) {
+        for (std::uint64_t run = 0; run < runs; ++run) {
+            receive(run);
+            place(run);
+        }
+    } else {
+        std::atomic<std::uint64_t> received{0};
+        std::atomic<std::uint64_t> placed{0};
+        std::thread placer([&] {
+            for (std::uint64_t run = 0; run < runs; ++run) {
+                for (std::uint64_t seen = received.load(); seen <= run; seen = received.load()) {
+                    received.wait(seen);
+                }
+                place(run);
+                placed.store(run + 1);
+                placed.notify_one();
+            }
+        });
+        for (std::uint64_t run = 0; run < runs; ++run) {
+            for (std::uint64_t done = placed.load(); run - done >= kSlots; done = placed.load()) {
+                placed.wait(done);  // the ring is full: back-pressure
+            }
+            receive(run);
+            received.store(run + 1);
+            received.notify_one();
+        }
+        placer.join();
+    }
+    double seconds = since_us(start) / 1e6;
+    ::close(conn);
+    ::munmap(ring, kRun * kSlots);
+    return static_cast<double>(runs * kRun) / seconds;
+}
+
+nlohmann::json client(const std::string& at, std::size_t round_trips, std::size_t stream_mib,
+                      std::size_t place_mib) {
     sockaddr_in address = parse_address(at);
     nlohmann::json out;
     int fd = connect_to(address, kPing, round_trips);
@@ -324,6 +419,15 @@ nlohmann::json client(const std::string& at, std::size_t round_trips, std::size_
     ::close(fd);
     out["tcp_stream_bytes"] = bytes;
     out["tcp_throughput_bytes_per_s"] = static_cast<double>(bytes) / seconds;
+    if (place_mib > 0) {
+        std::uint64_t place_bytes = std::uint64_t{place_mib} << 20;
+        out["receive_place_serial_bytes_per_s"] =
+            receive_and_place(address, place_bytes, PlaceMode::Serial);
+        out["receive_place_pipeline_bytes_per_s"] =
+            receive_and_place(address, place_bytes, PlaceMode::Pipeline);
+        out["receive_place_move_bytes_per_s"] =
+            receive_and_place(address, place_bytes, PlaceMode::Move);
+    }
     ::close(connect_to(address, kQuit, 0));
     return out;
 }
@@ -366,13 +470,14 @@ int main(int argc, char** argv) {
         serve(text(argc, argv, "--listen"));
     } else if (mode == "client") {
         auto out = client(text(argc, argv, "--connect"), number(argc, argv, "--round-trips", 20000),
-                          number(argc, argv, "--stream-mib", 2048));
+                          number(argc, argv, "--stream-mib", 2048),
+                          number(argc, argv, "--place-mib", 0));
         std::printf("%s\n", out.dump().c_str());
     } else {
         std::fprintf(stderr,
                      "usage: uffdm_floors warm --bytes N | local [--faults N] [--memcpy-mib M] | "
                      "serve --listen HOST:PORT | client --connect HOST:PORT [--round-trips N] "
-                     "[--stream-mib M]\n");
+                     "[--stream-mib M] [--place-mib P]\n");
         return 2;
     }
     return 0;

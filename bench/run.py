@@ -265,7 +265,8 @@ class Runner:
             endpoint = line[len("listening on "):]
             client = subprocess.run(
                 prefix_b + [self.floors_bin, "client", "--connect", endpoint, "--round-trips",
-                            str(f["round_trips"]), "--stream-mib", str(f["stream_mib"])],
+                            str(f["round_trips"]), "--stream-mib", str(f["stream_mib"]),
+                            "--place-mib", str(min(f["stream_mib"], 1024))],
                 capture_output=True, text=True, timeout=600)
             if client.returncode != 0:
                 raise Failure("floor client: " + client.stderr.strip())
@@ -285,7 +286,9 @@ class Runner:
                        check=True)
         netns = Netns() if self.args.netns else None
         samples = {"local_fault_rtt_us": [], "tcp_rtt_us": [], "tcp_throughput_bytes_per_s": [],
-                   "memcpy_bytes_per_s": [], "placement_bytes_per_s": []}
+                   "memcpy_bytes_per_s": [], "placement_bytes_per_s": [],
+                   "receive_place_serial_bytes_per_s": [], "receive_place_pipeline_bytes_per_s": [],
+                   "receive_place_move_bytes_per_s": []}
         try:
             for rep in range(self.repetitions):
                 local = subprocess.run(
@@ -302,6 +305,9 @@ class Runner:
                 tcp = self.run_floor_pair(netns, f)
                 samples["tcp_rtt_us"].append(tcp["tcp_rtt_us"])
                 samples["tcp_throughput_bytes_per_s"].append(tcp["tcp_throughput_bytes_per_s"])
+                for way in ("serial", "pipeline", "move"):
+                    key = f"receive_place_{way}_bytes_per_s"
+                    samples[key].append(tcp[key])
                 self.progress(f"floors: raw TCP ping-pong and stream (rep {rep + 1})",
                               f"rtt p50 {tcp['tcp_rtt_us']['p50']:.1f} us, "
                               f"{tcp['tcp_throughput_bytes_per_s'] / 1e9:.2f} GB/s")
@@ -313,7 +319,9 @@ class Runner:
         for key in ("local_fault_rtt_us", "tcp_rtt_us"):
             floors[key] = {q: spread([s[q] for s in samples[key]])
                            for q in ("p50", "p90", "p99", "p99.9", "max")}
-        for key in ("tcp_throughput_bytes_per_s", "memcpy_bytes_per_s", "placement_bytes_per_s"):
+        for key in ("tcp_throughput_bytes_per_s", "memcpy_bytes_per_s", "placement_bytes_per_s",
+                    "receive_place_serial_bytes_per_s", "receive_place_pipeline_bytes_per_s",
+                    "receive_place_move_bytes_per_s"):
             floors[key] = spread(samples[key])
         # One receiving thread that reads the socket and then places what it read does both
         # in turn: the bound it can reach is the harmonic sum of the two rates.
@@ -673,7 +681,15 @@ def report_markdown(doc, plot_dir):
     w(f"| UFFDIO_COPY of 256 KiB runs into fresh memory (GB/s) | — | — | "
       f"{fmt_rate(fl['placement_bytes_per_s'])} |")
     w(f"| derived: one thread receiving then placing, 1 / (1/TCP + 1/COPY) (GB/s) | — | — | "
-      f"{fl['serial_receive_and_place_bytes_per_s'] / 1e9:.2f} |\n")
+      f"{fl['serial_receive_and_place_bytes_per_s'] / 1e9:.2f} |")
+    if "receive_place_pipeline_bytes_per_s" in fl:
+        w(f"| measured: one thread receiving then placing 256 KiB runs (GB/s) | — | — | "
+          f"{fmt_rate(fl['receive_place_serial_bytes_per_s'])} |")
+        w(f"| measured: two bare threads, receive into a ring / UFFDIO_COPY from it: the "
+          f"pipeline floor (GB/s) | — | — | {fmt_rate(fl['receive_place_pipeline_bytes_per_s'])} |")
+        w(f"| measured: the same with UFFDIO_MOVE of received pages, refills counted (GB/s) | — "
+          f"| — | {fmt_rate(fl['receive_place_move_bytes_per_s'])} |")
+    w("")
     floor_p50 = fl["tcp_rtt_us"]["p50"]["median"] + fl["local_fault_rtt_us"]["p50"]["median"]
     by = {}
     for r in doc["scenarios"]:
