@@ -327,8 +327,8 @@ double receive_and_place(const sockaddr_in& address, std::uint64_t bytes, PlaceM
     }
     auto base = reinterpret_cast<std::uint64_t>(mapping->data());
     // The ring: anonymous memory, page-aligned (what MOVE needs), written once first.
-    auto* ring = static_cast<std::byte*>(::mmap(nullptr, kRun * kSlots, PROT_READ | PROT_WRITE,
-                                                MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+    auto* ring = static_cast<std::byte*>(
+        ::mmap(nullptr, kRun * kSlots, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
     if (ring == MAP_FAILED) {
         die("mmap: " + std::string(std::strerror(errno)));
     }
@@ -469,9 +469,9 @@ int main(int argc, char** argv) {
     } else if (mode == "serve") {
         serve(text(argc, argv, "--listen"));
     } else if (mode == "client") {
-        auto out = client(text(argc, argv, "--connect"), number(argc, argv, "--round-trips", 20000),
-                          number(argc, argv, "--stream-mib", 2048),
-                          number(argc, argv, "--place-mib", 0));
+        auto out =
+            client(text(argc, argv, "--connect"), number(argc, argv, "--round-trips", 20000),
+                   number(argc, argv, "--stream-mib", 2048), number(argc, argv, "--place-mib", 0));
         std::printf("%s\n", out.dump().c_str());
     } else {
         std::fprintf(stderr,
