@@ -378,6 +378,7 @@ FirecrackerVm FirecrackerHandler::Impl::serve_vm(uffd::UniqueFd connection, std:
     std::uint64_t file_bytes = 0;
     std::uint64_t file_page_size = page_size;
     std::optional<Source> local;
+    std::optional<migration::GuestMemory> local_memory;  // faults placed from it directly
     if (remote) {
         auto layout = migration::probe_layout({.endpoint = *remote,
                                                .secret = credentials.secret_or_null(),
@@ -417,6 +418,11 @@ FirecrackerVm FirecrackerHandler::Impl::serve_vm(uffd::UniqueFd connection, std:
         }
         local.emplace(std::move(*made));
         endpoint = local->endpoint();
+        auto mapped = migration::GuestMemory::image(options.image, page_size);
+        if (!mapped) {
+            return refuse(api::to_error(mapped.error()));
+        }
+        local_memory.emplace(std::move(*mapped));
     }
     auto parsed = transport::parse_endpoint(endpoint);
     if (!parsed) {
@@ -426,6 +432,7 @@ FirecrackerVm FirecrackerHandler::Impl::serve_vm(uffd::UniqueFd connection, std:
     std::vector<migration::GuestRegion> guest{
         {nullptr, file_bytes, page_size, kind, kind != MemoryKind::Hugetlb}};
     migration::VmmMemory memory;
+    memory.local = local_memory ? &*local_memory : nullptr;
     for (const auto& r : *regions) {
         memory.pieces.push_back(
             {r.base_host_virt_addr, {0, r.offset / page_size, r.size / page_size}});

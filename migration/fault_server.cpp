@@ -260,6 +260,34 @@ void FaultServer::zero_or_wake(const GuestPages& page, std::uint64_t address) {
     }
 }
 
+void FaultServer::place_locally(const GuestPages& page, Clock::time_point now,
+                                std::uint32_t thread_id) {
+    waits_.add(page.region, page.first, now, thread_id);
+    (void)placer_.requested(page.region).test_and_set(page.first);  // its wait is completed
+    wire::PagesView run;
+    run.header.region = page.region;
+    run.header.first_page = page.first;
+    run.header.count = 1;
+    bool zero = vmm_->local->is_zero(page.region, page.first);
+    run.header.encoding = zero ? wire::Encoding::Zero : wire::Encoding::Raw;
+    if (!zero) {
+        run.data = vmm_->local->pages(page.region, page.first, 1);
+    }
+    auto placed = placer_.place_local(run);
+    if (placed) {
+        return;
+    }
+    if (placed.error().code == Errc::RetryLater) {
+        // An event of the VMM's is queued ahead (this thread reads it next): the woken thread
+        // faults again after it, and is served then.
+        if (auto where = addresses_.locate(page.region, page.first, 1)) {
+            (void)uffd_.wake(where->address, placer_.regions()[page.region].page_size);
+        }
+        return;
+    }
+    link_.fail(placed.error());
+}
+
 void FaultServer::fault_loop() {
     uffd::FaultReader reader(uffd_, stop_faults_, nudge_faults_);
     if (vmm_) {
@@ -337,6 +365,9 @@ void FaultServer::handle_fault(std::uint64_t address, std::uint32_t thread_id,
     }
     if (complete_.load(std::memory_order_relaxed)) {
         return missing_again(*page);  // discarded after the end, zero-filled since: zeros
+    }
+    if (vmm_ && vmm_->local != nullptr) {
+        return place_locally(*page, now, thread_id);
     }
     waits_.add(page->region, page->first, now, thread_id);
     if (requests_.request(page->region, page->first)) {

@@ -15,6 +15,7 @@
 
 #include "migration/destination_link.hpp"
 #include "migration/guest_addresses.hpp"
+#include "migration/guest_memory.hpp"
 #include "migration/placer.hpp"
 #include "migration/precopy_receive.hpp"
 #include "migration/report.hpp"
@@ -41,6 +42,10 @@ namespace uffdm::migration {
 // and at the end the pieces are unregistered, so that the VMM runs on without a handler.
 struct VmmMemory {
     std::vector<GuestAddresses::Placed> pieces;
+    // The source's memory mapped in this process too (a memory file here): a fault is placed
+    // from it by the fault thread itself, with no request, as a hand-written handler does; the
+    // rest still streams from the source. Must outlive the FaultServer.
+    const GuestMemory* local = nullptr;
 };
 
 class FaultServer {
@@ -85,6 +90,8 @@ class FaultServer {
     // A fault on a page marked present in the VMM's memory: placed meanwhile (wake), or
     // discarded since (zeros). No page table here to ask.
     void zero_or_wake(const GuestPages& page, std::uint64_t address);
+    // A fault served from vmm_->local on the fault thread (which holds events_).
+    void place_locally(const GuestPages& page, Clock::time_point now, std::uint32_t thread_id);
     void fault_loop();
     void handle(uffd::FaultEvent& event, Clock::time_point now);
     void handle_fault(std::uint64_t address, std::uint32_t thread_id, Clock::time_point now);

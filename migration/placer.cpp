@@ -83,6 +83,10 @@ std::expected<void, transport::Failure> Placer::place(const wire::PagesView& run
     }
 }
 
+std::expected<void, transport::Failure> Placer::place_local(const wire::PagesView& run) {
+    return place_missing(run, Path::Urgent);
+}
+
 std::expected<void, transport::Failure> Placer::place_missing(const wire::PagesView& run,
                                                               Path path) {
     const wire::PagesHeader& h = run.header;

@@ -45,6 +45,9 @@ class Placer {
     // retried for a while; other kernel errors, and those for too long, end the migration.
     [[nodiscard]] std::expected<void, transport::Failure> place(const wire::PagesView& run,
                                                                 Path path);
+    // A run read from this host's copy of the memory (no wire, no hashes), placed as an answer,
+    // by the fault thread while it holds the events lock (guard_with): no lock taken here.
+    [[nodiscard]] std::expected<void, transport::Failure> place_local(const wire::PagesView& run);
 
     // From here on place() holds `events` shared from its check of the present bitmap to the
     // end of its ioctls; the fault thread holds it exclusively from reading an event batch to

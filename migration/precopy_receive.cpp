@@ -61,18 +61,29 @@ void PrecopyReceiver::enter(Phase next) {
 }
 
 std::string PrecopyReceiver::on_layout(const wire::Layout& source) {
-    std::lock_guard lock(mutex_);
-    if (source.live() && !refuse_live_.empty()) {
-        return refuse_live_;
-    }
-    if (phase() == Phase::Waiting) {
+    {
+        std::lock_guard lock(mutex_);
+        if (source.live() && !refuse_live_.empty()) {
+            return refuse_live_;
+        }
+        if (phase() != Phase::Waiting) {
+            if (source.live() != live()) {
+                return std::string("LAYOUT says the guest ") +
+                       (source.live() ? "runs" : "is paused") +
+                       " on the source, but an earlier session's said otherwise";
+            }
+            return {};
+        }
         live_.store(source.live(), std::memory_order_release);
         enter(source.live() ? Phase::Precopy : Phase::Running);
-        return {};
+        if (source.live()) {
+            return {};
+        }
     }
-    if (source.live() != live()) {
-        return std::string("LAYOUT says the guest ") + (source.live() ? "runs" : "is paused") +
-               " on the source, but an earlier session's said otherwise";
+    // Running from the first LAYOUT on: every page may be present already (placed from a copy
+    // of the memory on this host), and completion waits for this phase.
+    if (runnable_) {
+        runnable_();
     }
     return {};
 }
