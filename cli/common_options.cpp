@@ -168,6 +168,14 @@ std::expected<std::chrono::milliseconds, std::string> parse_duration(std::string
     return std::chrono::milliseconds(static_cast<std::int64_t>(value * scale + 0.5));
 }
 
+void add_bulk_channels_option(CLI::App& command, std::size_t& channels) {
+    command
+        .add_option("--bulk-channels", channels,
+                    "Connections for the background stream (0: it shares the urgent one)")
+        ->capture_default_str()
+        ->check(CLI::Range(0, 16));
+}
+
 void add_timeout_options(CLI::App& command, Timeouts& timeouts,
                          std::chrono::milliseconds* reconnect) {
     auto add = [&](const char* name, std::chrono::milliseconds& target, const char* what) {

@@ -737,11 +737,7 @@ std::function<int()> add_demo_command(CLI::App& app) {
         ->capture_default_str();
     command->add_option("--touches", args->touches, "Pages each vCPU touches (0: until the end)")
         ->capture_default_str();
-    command
-        ->add_option("--bulk-channels", args->bulk_channels,
-                     "Connections for the background stream (0: it shares the urgent one)")
-        ->capture_default_str()
-        ->check(CLI::Range(0, 16));
+    add_bulk_channels_option(*command, args->bulk_channels);
     command->add_option("--memory", args->memory, "anonymous, shmem or hugetlb")
         ->capture_default_str();
     command

@@ -106,11 +106,7 @@ std::function<int()> add_firecracker_command(CLI::App& app) {
     add_security_options(*command, args->options.security);
     command->add_flag("--verify", args->options.verify,
                       "Ask for a hash with every page and check it before placing the page");
-    command
-        ->add_option("--bulk-channels", args->options.bulk_channels,
-                     "Connections for the background stream (0: it shares the urgent one)")
-        ->capture_default_str()
-        ->check(CLI::Range(0, 16));
+    add_bulk_channels_option(*command, args->options.bulk_channels);
     add_data_path_option(*command, args->options.data_path);
     add_timeout_options(*command, args->options.timeouts, &args->options.reconnect_timeout);
     command

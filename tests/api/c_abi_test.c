@@ -14,16 +14,7 @@
 #define PAGE 4096u
 #define PAGES 4096u
 
-static int failures = 0;
-#define CHECK(cond, ...)                                    \
-    do {                                                    \
-        if (!(cond)) {                                      \
-            fprintf(stderr, "FAILED %s: ", #cond);          \
-            fprintf(stderr, __VA_ARGS__);                   \
-            fprintf(stderr, " (%s)\n", uffdm_last_error()); \
-            failures++;                                     \
-        }                                                   \
-    } while (0)
+#include "check.h"
 
 static unsigned char expected(unsigned page, unsigned offset) {
     return page % 3 == 0 ? 0 : (unsigned char)(page * 131u + offset * 7u + 1u);

@@ -12,16 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static int failures = 0;
-#define CHECK(cond, ...)                                    \
-    do {                                                    \
-        if (!(cond)) {                                      \
-            fprintf(stderr, "FAILED %s: ", #cond);          \
-            fprintf(stderr, __VA_ARGS__);                   \
-            fprintf(stderr, " (%s)\n", uffdm_last_error()); \
-            failures++;                                     \
-        }                                                   \
-    } while (0)
+#include "check.h"
 
 struct ended {
     int calls;
