@@ -184,7 +184,22 @@ std::expected<void, transport::Failure> FaultServer::start() {
     if (started_) {
         return std::unexpected(transport::failure(Errc::InvalidArgument, "already started"));
     }
-    for (const GuestRegion& r : vmm_ ? std::vector<GuestRegion>{} : placer_.regions()) {
+    if (auto registered = vmm_ ? adopt_registrations() : register_regions(); !registered) {
+        return registered;
+    }
+    placer_.on_complete([this] { (void)nudge_faults_.signal(); });
+    started_ = true;
+    started_at_ = Clock::now();
+    fault_thread_ = std::thread([this] {
+        name_this_thread("uffdm-faults");
+        fault_loop();
+    });
+    link_.start(started_at_);
+    return {};
+}
+
+std::expected<void, transport::Failure> FaultServer::register_regions() {
+    for (const GuestRegion& r : placer_.regions()) {
         auto registration = uffd_.register_range(reinterpret_cast<std::uint64_t>(r.data), r.length,
                                                  uffd::RegisterModes::missing_only());
         if (!registration) {
@@ -204,19 +219,6 @@ std::expected<void, transport::Failure> FaultServer::start() {
         }
         registrations_.push_back(std::move(*registration));
     }
-    if (vmm_) {
-        if (auto adopted = adopt_registrations(); !adopted) {
-            return adopted;
-        }
-    }
-    placer_.on_complete([this] { (void)nudge_faults_.signal(); });
-    started_ = true;
-    started_at_ = Clock::now();
-    fault_thread_ = std::thread([this] {
-        name_this_thread("uffdm-faults");
-        fault_loop();
-    });
-    link_.start(started_at_);
     return {};
 }
 

@@ -85,7 +85,9 @@ class FaultServer {
     FaultServer(uffd::UserfaultFd uffd, std::vector<GuestRegion> regions, wire::Layout layout,
                 uffd::EventFd stop_faults, uffd::EventFd nudge_faults, FaultServerOptions options,
                 std::optional<VmmMemory> vmm);
-    // start(): the VMM's registrations, checked and taken over (unregistered at the end).
+    // start(): registers every region (ours), or takes over the VMM's registrations, checked
+    // (unregistered at the end either way).
+    std::expected<void, transport::Failure> register_regions();
     std::expected<void, transport::Failure> adopt_registrations();
     // A fault on a page marked present in the VMM's memory: placed meanwhile (wake), or
     // discarded since (zeros). No page table here to ask.
