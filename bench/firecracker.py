@@ -29,7 +29,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run import Plots, cdf_script  # noqa: E402
+from run import Plots, cdf_script, loopback_floor_client  # noqa: E402
 
 
 def log(message):
@@ -110,13 +110,7 @@ class Bench:
     def floors(self):
         local = json.loads(subprocess.run([self.floors_exe, "local", "--faults", "20000"],
                                           capture_output=True, text=True, check=True).stdout)
-        server = subprocess.Popen([self.floors_exe, "serve", "--listen", "127.0.0.1:0"],
-                                  stdout=subprocess.PIPE, text=True)
-        endpoint = server.stdout.readline().strip()[len("listening on "):]
-        client = json.loads(subprocess.run(
-            [self.floors_exe, "client", "--connect", endpoint, "--round-trips", "5000",
-             "--stream-mib", "256"], capture_output=True, text=True, check=True).stdout)
-        server.wait(timeout=10)
+        client = loopback_floor_client(self.floors_exe, 5000, 256)
         return {"uffd_fault_p50_us": local["local_fault_rtt_us"]["p50"],
                 "tcp_rtt_p50_us": client["tcp_rtt_us"]["p50"]}
 

@@ -31,7 +31,7 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run import Netns  # noqa: E402  (the namespace pair, shaped or not)
+from run import Netns, loopback_floor_client  # noqa: E402  (Netns: the namespace pair)
 
 
 def log(message):
@@ -100,14 +100,7 @@ class Bench:
             netns.close()
 
     def floors_loopback(self):
-        server = subprocess.Popen([self.floors, "serve", "--listen", "127.0.0.1:0"],
-                                  stdout=subprocess.PIPE, text=True)
-        endpoint = server.stdout.readline().strip()[len("listening on "):]
-        client = subprocess.run([self.floors, "client", "--connect", endpoint, "--round-trips",
-                                 "5000", "--stream-mib", "1024"], capture_output=True, text=True,
-                                timeout=600, check=True)
-        server.wait(timeout=10)
-        return json.loads(client.stdout)
+        return loopback_floor_client(self.floors, 5000, 1024)
 
 
 def med(rows, key):

@@ -108,6 +108,19 @@ def parse_size(text):
     return int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text)
 
 
+def loopback_floor_client(floors_bin, round_trips, stream_mib):
+    """Raw TCP floors on loopback: uffdm_floors serve, then its client (round trips and a
+    stream), the client's JSON."""
+    server = subprocess.Popen([floors_bin, "serve", "--listen", "127.0.0.1:0"],
+                              stdout=subprocess.PIPE, text=True)
+    endpoint = server.stdout.readline().strip()[len("listening on "):]
+    client = subprocess.run([floors_bin, "client", "--connect", endpoint, "--round-trips",
+                             str(round_trips), "--stream-mib", str(stream_mib)],
+                            capture_output=True, text=True, timeout=600, check=True)
+    server.wait(timeout=10)
+    return json.loads(client.stdout)
+
+
 class Netns:
     """Two network namespaces joined by a veth pair, for the floors across a link (--netns)."""
 
