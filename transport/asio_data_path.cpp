@@ -72,6 +72,15 @@ class AsioDataPath final : public DataPath {
         });
     }
 
+    void release(ChannelId channel, std::uint64_t ticket) override {
+        asio::post(io_, [this, channel, ticket] {
+            if (auto* c = find(channel)) {
+                c->core.release(ticket);
+                drive(channel);
+            }
+        });
+    }
+
     void post(std::function<void()> task) override { asio::post(io_, std::move(task)); }
 
     void stop() override {
@@ -167,10 +176,9 @@ class AsioDataPath final : public DataPath {
             }
             return;
         }
-        if (!channel->receiving) {
+        if (auto space = core.receive_space(); !channel->receiving && !space.empty()) {
             channel->receiving = true;
             ++core.stats().receive_calls;
-            auto space = core.receive_space();
             channel->socket.async_read_some(
                 asio::buffer(space.data(), space.size()),
                 [this, id](const boost::system::error_code& ec, std::size_t n) {

@@ -53,16 +53,52 @@ ChannelCore::ChannelCore(ChannelId id, ChannelHandler& handler, MirrorRing ring,
 void ChannelCore::preload(std::span<const std::byte> bytes, Clock::time_point now) {
     // Plaintext the handshake's decoder already holds goes straight to the ring.
     last_received_ = now;
-    while (!bytes.empty() && !done()) {
+    backlog_.insert(backlog_.end(), bytes.begin(), bytes.end());
+    take_backlog();
+    if (tls_) {
+        decrypt_into_ring();  // records that came with the handshake
+    }
+}
+
+void ChannelCore::take_backlog() {
+    std::size_t taken = 0;
+    while (taken < backlog_.size() && !done()) {
         auto space = ring_.free_space();
-        std::size_t n = std::min(space.size(), bytes.size());
-        std::memcpy(space.data(), bytes.data(), n);
-        bytes = bytes.subspan(n);
+        if (space.empty()) {
+            break;  // the ring is full of kept frames: the rest goes in on a release
+        }
+        std::size_t n = std::min(space.size(), backlog_.size() - taken);
+        std::memcpy(space.data(), backlog_.data() + taken, n);
+        taken += n;
         ring_.produced(n);
         deliver_frames();
     }
-    if (tls_) {
-        decrypt_into_ring();  // records that came with the handshake
+    backlog_.erase(backlog_.begin(), backlog_.begin() + static_cast<std::ptrdiff_t>(taken));
+}
+
+void ChannelCore::release(std::uint64_t ticket) {
+    if (ticket < kept_base_ || ticket - kept_base_ >= kept_.size()) {
+        return;  // not a kept frame of this channel (a second release): nothing to free
+    }
+    kept_[ticket - kept_base_].kept = false;
+    release_ring();
+    if (done()) {
+        return;
+    }
+    take_backlog();
+    if (tls_ && backlog_.empty()) {
+        decrypt_into_ring();  // plaintext OpenSSL held while the ring was full
+    }
+}
+
+void ChannelCore::release_ring() {
+    while (!kept_.empty() && !kept_.front().kept) {
+        ring_.released(kept_.front().end);
+        kept_.pop_front();
+        ++kept_base_;
+    }
+    if (kept_.empty()) {
+        ring_.released(ring_.parsed());
     }
 }
 
@@ -79,7 +115,7 @@ void ChannelCore::on_received(std::size_t n, Clock::time_point now) {
 }
 
 void ChannelCore::decrypt_into_ring() {
-    while (!done()) {
+    while (!done() && !ring_.free_space().empty()) {
         long n = tls_->decrypt(ring_.free_space());
         if (n < 0) {
             abort(failure(Errc::ProtocolViolation, tls_->error()));
@@ -116,15 +152,24 @@ void ChannelCore::deliver_frames() {
         }
         auto payload = data.subspan(kHeaderSize, header->length);
         ++stats_.frames_received;
+        bool kept = false;
         if (is_application(header->type)) {
             // After our GOODBYE the handler has asked to end; late frames are not its concern.
             if (state_ != State::Draining) {
-                handler_.on_frame(id_, FrameView{header->type, header->version, payload});
+                handler_.on_frame(id_, FrameView{.type = header->type,
+                                                 .version = header->version,
+                                                 .payload = payload,
+                                                 .kept = &kept,
+                                                 .ticket = kept_base_ + kept_.size()});
             }
         } else {
             handle_transport_frame(*header, payload);
         }
         ring_.consumed(whole);
+        if (kept || !kept_.empty()) {
+            kept_.push_back({ring_.parsed(), kept});
+        }
+        release_ring();
     }
 }
 
@@ -193,9 +238,10 @@ void ChannelCore::on_receive_error(int err) {
     if (err == 0) {
         if (state_ == State::Draining) {
             fail(Failure{});
-        } else if (ring_.size() > 0) {
+        } else if (!ring_.data().empty()) {
             fail(failure(Errc::PeerLost, "connection ended inside a frame (" +
-                                             std::to_string(ring_.size()) + " bytes buffered)"));
+                                             std::to_string(ring_.data().size()) +
+                                             " bytes buffered)"));
         } else {
             fail(failure(Errc::PeerLost, "peer closed the connection"));
         }
@@ -397,6 +443,9 @@ void ChannelCore::on_tick(Clock::time_point now, bool send_in_flight) {
             fail(Failure{});  // GOODBYE went out; the peer just never closed its side
         }
         return;
+    }
+    if (ring_.free_space().empty()) {
+        last_received_ = now;  // not reading: the ring is full of frames kept by the handler
     }
     if (live.idle_timeout.count() > 0 && now - last_received_ > live.idle_timeout) {
         fail(failure(Errc::PeerLost, "nothing received for " + millis(live.idle_timeout) +

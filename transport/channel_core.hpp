@@ -4,6 +4,7 @@
 #include <sys/uio.h>
 
 #include <chrono>
+#include <deque>
 #include <optional>
 #include <vector>
 
@@ -52,10 +53,18 @@ class ChannelCore {
     [[nodiscard]] bool reads_into_ring() const noexcept { return tls_ == nullptr; }
 
     // ---- receiving
-    // Where to read next (never empty while the channel is open: the ring holds a whole frame).
+    // Where to read next. Empty while the ring is full of kept frames (reading waits for a
+    // release; with TLS too, so that ciphertext does not pile up either).
     [[nodiscard]] std::span<std::byte> receive_space() noexcept {
+        if (ring_.free_space().empty()) {
+            return {};
+        }
         return tls_ ? std::span<std::byte>(cipher_in_) : ring_.free_space();
     }
+    // A kept frame's space may be written again (DataPath::release, on the loop thread); frames
+    // the ring could not take meanwhile (a handshake's leftovers, TLS plaintext) go in now.
+    void release(std::uint64_t ticket);
+    [[nodiscard]] std::size_t kept_frames() const noexcept { return kept_.size(); }
     // Bytes received before the data path took over (read during the handshake).
     void preload(std::span<const std::byte> bytes, Clock::time_point now);
     // n > 0 bytes arrived in receive_space(): hands every whole frame to the handler.
@@ -104,6 +113,9 @@ class ChannelCore {
     };
 
     void deliver_frames();
+    // Frees the ring space of every frame from the oldest up to the first still kept.
+    void release_ring();
+    void take_backlog();
     void decrypt_into_ring();
     void account_sent(std::size_t plaintext_bytes);
     std::span<const iovec> encrypt_batch();
@@ -137,6 +149,16 @@ class ChannelCore {
     std::uint64_t ping_token_ = 0;
     std::vector<std::byte> farewell_;
     DataPathStats stats_;
+
+    // Frames parsed since the oldest one still kept, oldest first: where each ends in the ring
+    // and whether it is still kept (empty when none is). kept_base_ is the ticket of the front.
+    struct Kept {
+        std::uint64_t end = 0;
+        bool kept = false;
+    };
+    std::deque<Kept> kept_;
+    std::uint64_t kept_base_ = 0;
+    std::vector<std::byte> backlog_;  // preloaded bytes the ring had no room for yet
 
     std::unique_ptr<TlsSession> tls_;
     std::vector<std::byte> cipher_in_;    // TLS: where reads land

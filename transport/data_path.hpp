@@ -46,11 +46,22 @@ struct OutgoingFrame {
 };
 
 // A received application frame. The payload lies in the channel's receive ring and is valid only
-// during on_frame: the ring space is reused once on_frame returns.
+// during on_frame, unless on_frame keeps it: then it stays valid, unwritten, until
+// DataPath::release with the ticket keep() returned (from any thread), or until on_closed
+// returns, whichever comes first. Kept frames hold their ring space: when the ring is full of
+// them the channel stops reading and TCP pushes back on the sender.
 struct FrameView {
     FrameType type = FrameType::Invalid;
     std::uint16_t version = 0;
     std::span<const std::byte> payload;
+    bool* kept = nullptr;  // set by keep()
+    std::uint64_t ticket = 0;
+
+    // Only in on_frame. Every kept frame must be released once (or its channel end).
+    [[nodiscard]] std::uint64_t keep() const noexcept {
+        *kept = true;
+        return ticket;
+    }
 };
 
 // What the data path calls, always on its loop thread.
@@ -130,6 +141,9 @@ class DataPath {
     // for a peer whose frames are well formed but wrong for the layer above. on_closed follows
     // with this failure.
     virtual void abort(ChannelId channel, Failure why) = 0;
+    // Thread-safe: the kept frame's ring space (FrameView::keep) may be written again. A
+    // channel that has ended ignores it.
+    virtual void release(ChannelId channel, std::uint64_t ticket) = 0;
     // Thread-safe: runs task on the loop thread.
     virtual void post(std::function<void()> task) = 0;
     // The loop. Returns after stop(), once every channel has had its on_closed.

@@ -62,6 +62,7 @@ MirrorRing::MirrorRing(MirrorRing&& other) noexcept
     : base_(std::exchange(other.base_, nullptr)),
       capacity_(std::exchange(other.capacity_, 0)),
       head_(std::exchange(other.head_, 0)),
+      parsed_(std::exchange(other.parsed_, 0)),
       tail_(std::exchange(other.tail_, 0)) {}
 
 MirrorRing& MirrorRing::operator=(MirrorRing&& other) noexcept {
@@ -70,6 +71,7 @@ MirrorRing& MirrorRing::operator=(MirrorRing&& other) noexcept {
         base_ = std::exchange(other.base_, nullptr);
         capacity_ = std::exchange(other.capacity_, 0);
         head_ = std::exchange(other.head_, 0);
+        parsed_ = std::exchange(other.parsed_, 0);
         tail_ = std::exchange(other.tail_, 0);
     }
     return *this;
@@ -91,7 +93,7 @@ std::span<std::byte> MirrorRing::free_space() const noexcept {
 }
 
 std::span<const std::byte> MirrorRing::data() const noexcept {
-    return {base_ + head_ % capacity_, size()};
+    return {base_ + parsed_ % capacity_, static_cast<std::size_t>(tail_ - parsed_)};
 }
 
 }  // namespace uffdm::transport

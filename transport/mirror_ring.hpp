@@ -15,7 +15,9 @@ namespace uffdm::transport {
 // and any run of buffered bytes are always one contiguous span: a frame that wraps is read,
 // validated and handed to UFFDIO_COPY in place, with no bounce copy.
 //
-// Single producer (the receive into free()), single consumer (consume()); not thread-safe.
+// Single producer (the receive into free_space()), single consumer; not thread-safe. The
+// consumer has two cursors: what it has parsed (consumed()) and what it no longer needs
+// (released()): a frame handed on and held stays in the ring, unwritten, until released.
 class MirrorRing {
   public:
     // capacity is rounded up to the page size.
@@ -38,7 +40,12 @@ class MirrorRing {
     // The bytes received and not yet consumed, contiguous.
     [[nodiscard]] std::span<const std::byte> data() const noexcept;
     void produced(std::size_t bytes) noexcept { tail_ += bytes; }
-    void consumed(std::size_t bytes) noexcept { head_ += bytes; }
+    // Parsed: data() starts after them. Their space is free again once released.
+    void consumed(std::size_t bytes) noexcept { parsed_ += bytes; }
+    // Bytes produced since creation up to the end of what is parsed: a position for released().
+    [[nodiscard]] std::uint64_t parsed() const noexcept { return parsed_; }
+    // Every byte before this position (at most parsed()) may be written over again.
+    void released(std::uint64_t position) noexcept { head_ = position; }
 
     // Both views, for registering with io_uring as one fixed buffer.
     [[nodiscard]] std::span<std::byte> whole_mapping() const noexcept {
@@ -51,8 +58,9 @@ class MirrorRing {
 
     std::byte* base_ = nullptr;
     std::size_t capacity_ = 0;
-    std::uint64_t head_ = 0;  // bytes consumed since creation
-    std::uint64_t tail_ = 0;  // bytes produced since creation
+    std::uint64_t head_ = 0;    // bytes released since creation
+    std::uint64_t parsed_ = 0;  // bytes consumed (parsed) since creation
+    std::uint64_t tail_ = 0;    // bytes produced since creation
 };
 
 }  // namespace uffdm::transport

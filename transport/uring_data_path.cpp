@@ -143,6 +143,12 @@ class UringDataPath final : public DataPath {
         wake_locked();
     }
 
+    void release(ChannelId channel, std::uint64_t ticket) override {
+        std::lock_guard lock(mutex_);
+        requests_.releases.emplace_back(channel, ticket);
+        wake_locked();
+    }
+
     void post(std::function<void()> task) override {
         std::lock_guard lock(mutex_);
         requests_.tasks.push_back(std::move(task));
@@ -214,6 +220,7 @@ class UringDataPath final : public DataPath {
         std::vector<Add> adds;
         std::vector<ChannelId> closes;
         std::vector<std::pair<ChannelId, Failure>> aborts;
+        std::vector<std::pair<ChannelId, std::uint64_t>> releases;
         std::vector<std::function<void()>> tasks;
         bool stop = false;
     };
@@ -253,6 +260,11 @@ class UringDataPath final : public DataPath {
         auto now = Clock::now();
         for (Add& add : taken.adds) {
             open_channel(add, now);
+        }
+        for (auto [id, ticket] : taken.releases) {
+            if (auto it = channels_.find(id); it != channels_.end()) {
+                it->second->core.release(ticket);
+            }
         }
         for (ChannelId id : taken.closes) {
             if (auto it = channels_.find(id); it != channels_.end()) {
@@ -329,8 +341,8 @@ class UringDataPath final : public DataPath {
             finish(channel);
             return true;
         }
-        if (!channel.receiving) {
-            auto space = core.receive_space();
+        auto space = core.receive_space();
+        if (!channel.receiving && !space.empty()) {
             io_uring_sqe* entry = sqe();
             if (channel.fixed_reads) {
                 ::io_uring_prep_read_fixed(entry, channel.fd, space.data(),

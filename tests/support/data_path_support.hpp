@@ -42,6 +42,9 @@ class Recorder final : public ChannelHandler {
         }
         std::lock_guard lock(mutex_);
         received_.push_back({frame.type, {frame.payload.begin(), frame.payload.end()}});
+        if (keep_) {
+            kept_.push_back({frame.keep(), frame.payload});
+        }
         changed_.notify_all();
     }
     std::optional<OutgoingFrame> next_frame(ChannelId) override {
@@ -91,6 +94,13 @@ class Recorder final : public ChannelHandler {
     std::size_t taken_ = 0;
     std::size_t max_outstanding_ = 0;
     std::chrono::milliseconds frame_delay_{0};
+    // Keep every frame (FrameView::keep): its ticket and its payload in the ring.
+    bool keep_ = false;
+    struct Kept {
+        std::uint64_t ticket;
+        std::span<const std::byte> payload;
+    };
+    std::vector<Kept> kept_;
 
     std::mutex mutex_;
 

@@ -191,6 +191,79 @@ TEST_P(DataPathTest, SlowReceiverPushesBackAndTheSenderHoldsAtMostItsWindow) {
     EXPECT_EQ(sender.max_outstanding_, 4u);
 }
 
+// A handler that keeps frames past on_frame (a placement thread working from the ring): the kept
+// payloads stay intact in the ring while later frames arrive, a ring full of them stops reading
+// (the sender is pushed back, nothing is lost or written over), and releases from another
+// thread, in any order, let the stream go on.
+TEST_P(DataPathTest, KeptFramesStayIntactInTheRingUntilReleasedAndAFullRingPushesBack) {
+    auto pair = test::joined_pair();
+    ASSERT_TRUE(pair->error.empty()) << pair->error;
+    DataPathOptions small = options();
+    small.receive_ring_bytes = 4U << 20;
+    small.max_payload = 1U << 20;
+    Recorder sender;
+    Recorder receiver;
+    receiver.keep_ = true;
+    Running a(options());
+    Running b(small);
+    constexpr int kFrames = 40;  // 40 x 700 KiB: the 4 MiB ring holds 5 of them
+    std::vector<std::vector<std::byte>> payloads;
+    for (int i = 0; i < kFrames; ++i) {
+        payloads.push_back(pattern(700 << 10, static_cast<unsigned>(i) + 100));
+        sender.queue(payloads.back(), static_cast<std::uint64_t>(i));
+    }
+    ChannelId out = a->add(std::move(*pair->client), sender);
+    ChannelId in = b->add(std::move(*pair->server), receiver);
+    a->want_send(out);
+    auto intact = [&](std::size_t from, std::size_t to) {
+        std::lock_guard lock(receiver.mutex_);
+        for (std::size_t i = from; i < to; ++i) {
+            const auto& kept = receiver.kept_[i].payload;
+            if (!std::equal(kept.begin(), kept.end(), payloads[i].begin(), payloads[i].end())) {
+                ADD_FAILURE() << "kept frame " << i << " was written over in the ring";
+                return false;
+            }
+        }
+        return true;
+    };
+    auto received = [&] {
+        std::lock_guard lock(receiver.mutex_);
+        return receiver.received_.size();
+    };
+    // Nothing released: the ring fills with kept frames and reading stops.
+    ASSERT_TRUE(receiver.wait([](Recorder& r) { return r.received_.size() >= 5; }));
+    std::size_t before = 0;
+    for (int i = 0; i < 100 && received() != before; ++i) {  // settled: 100 ms without a frame
+        before = received();
+        std::this_thread::sleep_for(100ms);
+    }
+    ASSERT_EQ(received(), 5U) << "a 4 MiB ring holds five kept 700 KiB frames, no more";
+    ASSERT_TRUE(intact(0, 5));
+    // Released newest first: the oldest still holds the ring where it is, so nothing moves.
+    for (std::size_t i = 4; i >= 1; --i) {
+        b->release(in, receiver.kept_[i].ticket);
+    }
+    std::this_thread::sleep_for(300ms);
+    EXPECT_EQ(received(), 5U) << "the oldest kept frame no longer held its ring space";
+    ASSERT_TRUE(intact(0, 1));
+    b->release(in, receiver.kept_[0].ticket);
+    // From here each frame is checked and released by this thread as it comes.
+    for (std::size_t next = 5; next < kFrames; ++next) {
+        ASSERT_TRUE(receiver.wait([&](Recorder& r) { return r.received_.size() > next; }))
+            << next << " frames arrived";
+        ASSERT_TRUE(intact(next, next + 1));
+        b->release(in, receiver.kept_[next].ticket);
+    }
+    std::lock_guard lock(receiver.mutex_);
+    for (std::size_t i = 0; i < kFrames; ++i) {
+        ASSERT_TRUE(std::equal(receiver.received_[i].payload.begin(),
+                               receiver.received_[i].payload.end(), payloads[i].begin(),
+                               payloads[i].end()))
+            << "frame " << i;
+    }
+    EXPECT_FALSE(receiver.closed_) << receiver.closed_->detail;
+}
+
 TEST_P(DataPathTest, MalformedFrameEndsTheChannelAndThePeerIsToldWhy) {
     auto pair = test::joined_pair();
     ASSERT_TRUE(pair->error.empty()) << pair->error;
