@@ -143,8 +143,13 @@ int uffdm_destination_create(const uffdm_destination_options* options, const uff
             UFFDM_DESTINATION_USER_FAULTS_ONLY | UFFDM_DESTINATION_HOLD_STREAM |
             UFFDM_DESTINATION_POISON_ON_FAILURE | UFFDM_DESTINATION_DISCARDS_READ_ZERO |
             UFFDM_DESTINATION_REFUSE_COMPRESSION | UFFDM_DESTINATION_NO_MARKING;
-        if ((options->flags & ~known) != 0 || options->reserved != 0) {
-            return fail(EINVAL, "uffdm_destination_options.flags or .reserved has unknown bits");
+        if ((options->flags & ~known) != 0) {
+            return fail(EINVAL, "uffdm_destination_options.flags has unknown bits");
+        }
+        if (options->placement_threads < -1 || options->placement_threads > 16) {
+            return fail(EINVAL,
+                        "uffdm_destination_options.placement_threads is not -1 (none), 0 (the "
+                        "library's choice) or 1..16");
         }
         auto security = security_of(options->security);
         if (!security) {
@@ -154,6 +159,9 @@ int uffdm_destination_create(const uffdm_destination_options* options, const uff
         o.connect = text(options->connect);
         o.security = *security;
         o.bulk_channels = options->bulk_channels;
+        o.placement_threads = options->placement_threads == 0    ? -1
+                              : options->placement_threads == -1 ? 0
+                                                                 : options->placement_threads;
         o.verify = (options->flags & UFFDM_DESTINATION_VERIFY) != 0;
         o.drop_capabilities = (options->flags & UFFDM_DESTINATION_DROP_CAPABILITIES) != 0;
         o.require_kernel_faults = (options->flags & UFFDM_DESTINATION_USER_FAULTS_ONLY) == 0;

@@ -1,9 +1,23 @@
 // conversions.cpp — Loading token files and TLS contexts; mapping options and summaries.
 #include "api/conversions.hpp"
 
+#include <sched.h>
+
 #include <algorithm>
 
 namespace uffdm::api {
+
+std::size_t placement_threads(int wanted) {
+    if (wanted >= 0) {
+        return static_cast<std::size_t>(wanted);
+    }
+    cpu_set_t cpus;
+    CPU_ZERO(&cpus);
+    int usable = ::sched_getaffinity(0, sizeof cpus, &cpus) == 0 ? CPU_COUNT(&cpus) : 1;
+    // Two cores are taken by the bulk loop and whoever sends (or the vCPUs); on two cores a
+    // third busy thread only adds hand-offs (BENCHMARKS.md, "Placement pipeline").
+    return static_cast<std::size_t>(std::clamp(usable - 2, 0, 4));
+}
 
 std::expected<Credentials, Error> load_credentials(const Security& security,
                                                    transport::TlsContext::Side side) {

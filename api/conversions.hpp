@@ -34,5 +34,8 @@ struct Credentials {
 [[nodiscard]] transport::Backend to_backend(DataPathBackend backend);
 [[nodiscard]] migration::SyntheticSpec to_spec(const SyntheticGuest& guest);
 [[nodiscard]] transport::TrafficMarking to_marking(const TrafficMarking& marking);
+// DestinationOptions::placement_threads: -1 is one per core this process may use beyond two
+// (the loops'), at most four: none on two cores.
+[[nodiscard]] std::size_t placement_threads(int wanted);
 
 }  // namespace uffdm::api

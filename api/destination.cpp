@@ -169,6 +169,7 @@ std::expected<Destination, Error> Destination::create(std::vector<DestinationReg
         .on_progress = {},
         .on_pause = options.on_pause,
         .on_resume = options.on_resume};
+    server_options.placement_threads = api::placement_threads(options.placement_threads);
     if (options.on_progress) {
         server_options.on_progress = [callback = options.on_progress](
                                          const migration::DestinationProgress& p) { callback(p); };

@@ -455,6 +455,7 @@ FirecrackerVm FirecrackerHandler::Impl::serve_vm(uffd::UniqueFd connection, std:
         .on_progress = {},
         .on_pause = {},
         .on_resume = {}};
+    server_options.placement_threads = api::placement_threads(-1);
     auto server = migration::FaultServer::create(std::move(*adopted), std::move(guest),
                                                  std::move(server_options), std::move(memory));
     if (!server) {

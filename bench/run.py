@@ -222,6 +222,9 @@ class Runner:
         if self.args.netns:
             for c in cases:
                 c["argv"].append("--netns")
+        if self.args.placement_threads is not None:
+            for c in cases:
+                c["argv"] += ["--placement-threads", str(self.args.placement_threads)]
         return cases
 
     def huge_pages_for(self, size):
@@ -820,6 +823,9 @@ def main():
     parser.add_argument("--netns", action="store_true",
                         help="floors and migrations across a veth link between two namespaces")
     parser.add_argument("--repetitions", type=int, default=0, help="override the matrix's count")
+    parser.add_argument("--placement-threads", type=int, metavar="N",
+                        help="every migration with this many placement threads (default: "
+                             "the destination's own choice)")
     parser.add_argument("--publish", action="store_true",
                         help="copy the plots to bench/plots/ and update BENCHMARKS.md")
     parser.add_argument("--soak", type=float, metavar="SECONDS",

@@ -176,6 +176,16 @@ void add_bulk_channels_option(CLI::App& command, std::size_t& channels) {
         ->check(CLI::Range(0, 16));
 }
 
+void add_placement_option(CLI::App& command, int& threads) {
+    command
+        .add_option("--placement-threads", threads,
+                    "Threads placing the background stream while the bulk connections receive "
+                    "(0: the receiving loop places; -1: one per usable core beyond two, at "
+                    "most 4)")
+        ->capture_default_str()
+        ->check(CLI::Range(-1, 16));
+}
+
 void add_timeout_options(CLI::App& command, Timeouts& timeouts,
                          std::chrono::milliseconds* reconnect) {
     auto add = [&](const char* name, std::chrono::milliseconds& target, const char* what) {
@@ -295,6 +305,7 @@ nlohmann::json to_json(const DestinationStats& s) {
                            {"hashes_verified", s.hashes_verified},
                            {"bookkeeping_bytes", s.bookkeeping_bytes},
                            {"data_path", s.data_path},
+                           {"placement_threads", s.placement_threads},
                            {"userfaultfd_grant", s.grant},
                            {"pauses", pauses}};
     if (s.live_source) {
@@ -380,6 +391,12 @@ void print_summary(const DestinationStats& s, std::FILE* out) {
     std::fprintf(out, "wire          %s received over %s; userfaultfd via %s\n",
                  format_bytes(static_cast<double>(s.bytes_received)).c_str(), s.data_path.c_str(),
                  s.grant.c_str());
+    if (s.placement_threads > 0) {
+        std::fprintf(out, "placement     %u threads beside the bulk loops, from their rings\n",
+                     s.placement_threads);
+    } else {
+        std::fprintf(out, "placement     in the bulk loops, each run as it arrives\n");
+    }
     if (!s.pauses.empty()) {
         double longest = 0;
         std::size_t resumed = 0;

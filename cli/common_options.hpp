@@ -15,6 +15,8 @@ void add_security_options(CLI::App& command, Security& security);
 void add_data_path_option(CLI::App& command, DataPathBackend& backend);
 // --bulk-channels N: connections for the background stream, 0..16.
 void add_bulk_channels_option(CLI::App& command, std::size_t& channels);
+// --placement-threads N: threads placing the stream beside the bulk loops (-1: by the cores).
+void add_placement_option(CLI::App& command, int& threads);
 // --handshake-timeout, --idle-timeout, --stall-timeout and, with reconnect, --reconnect-timeout:
 // durations such as 500ms, 2s or 1m.
 void add_timeout_options(CLI::App& command, Timeouts& timeouts,

@@ -41,6 +41,7 @@ struct DemoArguments {
     unsigned vcpus = 2;
     std::string workload = "random";
     std::size_t bulk_channels = 1;
+    int placement_threads = -1;
     std::string memory = "anonymous";
     bool netns = false;
     std::string link;  // a rate-limited link between the namespaces (implies --netns)
@@ -463,6 +464,7 @@ std::expected<Migrated, Stop> migrate(const DemoArguments& args, const DemoPlan&
     options.connect = endpoint;
     options.security.token_file = token;
     options.bulk_channels = args.bulk_channels;
+    options.placement_threads = args.placement_threads;
     options.verify = args.verify;
     options.marking = args.marking;
     options.hold_stream = args.hold_stream;
@@ -738,6 +740,7 @@ std::function<int()> add_demo_command(CLI::App& app) {
     command->add_option("--touches", args->touches, "Pages each vCPU touches (0: until the end)")
         ->capture_default_str();
     add_bulk_channels_option(*command, args->bulk_channels);
+    add_placement_option(*command, args->placement_threads);
     command->add_option("--memory", args->memory, "anonymous, shmem or hugetlb")
         ->capture_default_str();
     command

@@ -149,6 +149,7 @@ std::function<int()> add_receive_command(CLI::App& app) {
     command->add_option("--memory", args->memory, "Guest memory: anonymous, shmem or hugetlb")
         ->capture_default_str();
     add_bulk_channels_option(*command, args->options.bulk_channels);
+    add_placement_option(*command, args->options.placement_threads);
     add_data_path_option(*command, args->options.data_path);
     add_marking_options(*command, args->options.marking);
     add_timeout_options(*command, args->options.timeouts, &args->options.reconnect_timeout);

@@ -245,7 +245,7 @@ void DestinationBulkChannel::on_frame(ChannelId channel, const FrameView& frame)
                                                     "connection"));
     }
     if (type == wire::MessageType::Pages && running) {
-        auto run = expander_.read(frame.payload, link_.layout(), accept_);
+        auto run = wire::decode_pages(frame.payload, link_.layout(), accept_);
         if (!run) {
             return link_.refuse_bulk(channel, run.error());
         }
@@ -257,16 +257,44 @@ void DestinationBulkChannel::on_frame(ChannelId channel, const FrameView& frame)
         if (auto refusal = link_.precopy().may_stream(); !refusal.empty()) {
             return link_.refuse_bulk(channel, violation(refusal));
         }
-        if (auto placed = link_.placer().place(*run, Path::Background); !placed) {
-            return link_.refuse_bulk(channel, placed.error());
-        }
         pages_received_ += run->header.count;
         round_pages_ += run->header.count;
-        link_.precopy().on_stream_pages(generation_, run->header.count);
-        link_.progressed(generation_);
+        PlacementPipeline& pipeline = link_.placement();
+        if (link_.precopy().live() || !pipeline.threaded()) {
+            // Placed here, before the next frame. Always for a live source's rounds: in order,
+            // so that a newer copy is never overtaken by an older one still waiting to be placed.
+            auto expanded = expander_.expand(*run, link_.layout());
+            if (!expanded) {
+                return link_.refuse_bulk(channel, expanded.error());
+            }
+            if (auto placed = link_.placer().place(*expanded, Path::Background); !placed) {
+                return link_.refuse_bulk(channel, placed.error());
+            }
+            link_.precopy().on_stream_pages(generation_, run->header.count);
+            link_.progressed(generation_);
+            return;
+        }
+        // Expanded and placed by a placement thread, straight from the ring, while this loop
+        // receives the next runs.
+        pipeline.submit(
+            channel, *run,
+            [link = &link_, channel, ticket = frame.keep()] {
+                link->release_bulk(channel, ticket);
+            },
+            [link = &link_, channel, generation = generation_](
+                const std::expected<void, transport::Failure>& placed, std::uint64_t pages) {
+                if (!placed) {
+                    return link->refuse_bulk(channel, placed.error());
+                }
+                link->precopy().on_stream_pages(generation, pages);
+                link->progressed(generation);
+            });
         return;
     }
     if (type == wire::MessageType::RoundEnd && running) {
+        if (!link_.placement().drain()) {
+            return;  // stopped: the migration is over
+        }
         auto end = wire::decode_round_end(frame.payload);
         if (!end) {
             return link_.refuse_bulk(channel, end.error());
@@ -281,6 +309,9 @@ void DestinationBulkChannel::on_frame(ChannelId channel, const FrameView& frame)
         return;
     }
     if (type == wire::MessageType::StreamEnd && running) {
+        if (!link_.placement().drain()) {
+            return;  // stopped: the migration is over
+        }
         auto end = wire::decode_stream_end(frame.payload);
         if (!end) {
             return link_.refuse_bulk(channel, end.error());
@@ -301,7 +332,9 @@ void DestinationBulkChannel::on_frame(ChannelId channel, const FrameView& frame)
                            " on a bulk connection"));
 }
 
-void DestinationBulkChannel::on_closed(ChannelId, const transport::Failure& why) {
+void DestinationBulkChannel::on_closed(ChannelId channel, const transport::Failure& why) {
+    // The ring goes with the channel: no placement thread may still read a run kept in it.
+    link_.forget_placements(channel);
     if (!link_.complete()) {
         link_.lost(generation_,
                    transport::Failure{why.code, "a bulk connection: " + describe_end(why)});

@@ -94,6 +94,7 @@ std::expected<void, transport::Failure> DestinationLink::open() {
 
 void DestinationLink::start(Clock::time_point started_at) {
     started_at_ = started_at;
+    placement_.emplace(placer_, layout(), options_.placement_threads);
     // Named, so that top -H, perf and a VMM's own thread listing tell them apart.
     urgent_thread_ = std::thread([this] {
         name_this_thread("uffdm-d-urgent");
@@ -468,6 +469,16 @@ void DestinationLink::refuse_bulk(transport::ChannelId channel, const transport:
     fail(why);
 }
 
+void DestinationLink::release_bulk(transport::ChannelId channel, std::uint64_t ticket) {
+    bulk_path_->release(channel, ticket);
+}
+
+void DestinationLink::forget_placements(transport::ChannelId channel) {
+    if (placement_) {
+        placement_->forget(channel);
+    }
+}
+
 void DestinationLink::channel_closed() {
     std::lock_guard lock(mutex_);
     --open_channels_;
@@ -511,6 +522,9 @@ void DestinationLink::shutdown() {
     }
     urgent_path_->stop();
     bulk_path_->stop();
+    if (placement_) {
+        placement_->stop();  // a bulk loop waiting in drain() goes on
+    }
     if (urgent_thread_.joinable()) {
         urgent_thread_.join();
         bulk_thread_.join();

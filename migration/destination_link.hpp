@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "migration/placement_pipeline.hpp"
 #include "migration/placer.hpp"
 #include "migration/precopy_receive.hpp"
 #include "migration/report.hpp"
@@ -56,6 +57,10 @@ struct FaultServerOptions {
     std::function<void(const Pause&)> on_resume;
     // The newest protocol version offered (tests: a destination built before version 2).
     std::uint16_t max_version = transport::kMaxVersion;
+    // Threads placing the background stream's runs while the bulk loop receives the next ones
+    // (0: the bulk loop places each run itself); the runs wait in the receive rings. A live
+    // source's rounds are placed by the bulk loop whatever this says.
+    std::size_t placement_threads = 0;
 };
 
 class DestinationUrgentChannel;
@@ -116,6 +121,12 @@ class DestinationLink {
     [[nodiscard]] Placer& placer() noexcept { return placer_; }
     [[nodiscard]] RequestQueue& requests() noexcept { return requests_; }
     [[nodiscard]] PrecopyReceiver& precopy() noexcept { return precopy_; }
+    [[nodiscard]] PlacementPipeline& placement() noexcept { return *placement_; }
+    // A run kept in a bulk connection's ring is placed (any thread).
+    void release_bulk(transport::ChannelId channel, std::uint64_t ticket);
+    // The bulk connection ends: runs of its ring still queued are dropped, those being placed
+    // waited for (its loop thread).
+    void forget_placements(transport::ChannelId channel);
     // The current session (a live source's PAGES of an older one are dropped): read per frame,
     // so without the lock.
     [[nodiscard]] std::uint64_t generation() const noexcept {
@@ -169,7 +180,8 @@ class DestinationLink {
     std::vector<std::unique_ptr<DestinationBulkChannel>> bulk_;
     std::unique_ptr<transport::DataPath> urgent_path_;
     std::unique_ptr<transport::DataPath> bulk_path_;
-    transport::asio::io_context connect_io_;  // connecting, on the link thread (stop(): any)
+    std::optional<PlacementPipeline> placement_;  // started with the loops, stopped after them
+    transport::asio::io_context connect_io_;      // connecting, on the link thread (stop(): any)
 
     std::thread urgent_thread_;
     std::thread bulk_thread_;

@@ -655,6 +655,9 @@ DestinationStats FaultServer::wait() {
     report.hashes_verified = placer_.hashes_verified();
     report.bookkeeping_bytes = placer_.bookkeeping_bytes();
     report.data_path = link_.data_path();
+    // What ran: a live source's rounds are placed by the bulk loop, in order, whatever was asked.
+    report.placement_threads =
+        precopy_.live() ? 0 : static_cast<std::uint32_t>(options_.placement_threads);
     waits_.latency().for_each_bucket(
         [&](double upper, std::uint64_t n) { report.latency_buckets.emplace_back(upper, n); });
     report.pauses = link_.pauses(end);

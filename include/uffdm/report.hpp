@@ -135,7 +135,8 @@ struct DestinationStats {
     double max_thread_blocked_ms = 0;
     LatencyStats fault_latency;
     std::string data_path;  // how bytes moved, e.g. "io_uring (receive rings as fixed buffers)"
-    std::string grant;      // how the userfaultfd was obtained (device-node, cap-sys-ptrace, ...)
+    std::uint32_t placement_threads = 0;  // placing the stream beside the bulk loop (0: in it)
+    std::string grant;  // how the userfaultfd was obtained (device-node, cap-sys-ptrace, ...)
     // Fault latency histogram: (bucket upper bound in ns, faults), for plots.
     std::vector<std::pair<double, std::uint64_t>> latency_buckets;
     std::vector<Pause> pauses;  // every break in the connection, in order

@@ -93,7 +93,11 @@ struct uffdm_destination_options {
     /* After a break: how long without a page before the migration fails. 0: the default
      * (30 s); UINT32_MAX: fail at the first break. */
     uint32_t reconnect_timeout_ms;
-    uint32_t reserved; /* 0 */
+    /* Threads placing the background stream while the bulk connections go on receiving:
+     * 0, the library's choice (one per usable core beyond two, at most four; none on two
+     * cores, where the bulk loop placing itself measured faster); -1, none (each bulk loop
+     * places what it received); 1..16, that many. (The field was `reserved`, always 0.) */
+    int32_t placement_threads;
 };
 
 struct uffdm_latency {

@@ -312,6 +312,11 @@ struct DestinationOptions {
     // Accept compressed runs (lz4, zstd) when the source offers them (it decides, per run).
     bool accept_compression = true;
     TrafficMarking marking;
+    // Threads placing the background stream's runs while the bulk connections go on receiving
+    // (0: each bulk loop places what it received itself). -1: one per core this process may
+    // use beyond two, at most four (none on two cores, where placing in the bulk loop
+    // measured faster: BENCHMARKS.md, "Placement pipeline").
+    int placement_threads = -1;
     // From a library thread: a break in the connection, and its end (a session resumed).
     std::function<void(const Pause&)> on_pause;
     std::function<void(const Pause&)> on_resume;

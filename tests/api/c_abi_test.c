@@ -125,9 +125,14 @@ int main(void) {
     options.flags = 1u << 30;
     CHECK(uffdm_destination_create(&options, &region, 1, &destination) == -EINVAL, "flags");
     options.flags = 0;
-    options.reserved = 1;
-    CHECK(uffdm_destination_create(&options, &region, 1, &destination) == -EINVAL, "reserved");
-    options.reserved = 0;
+    options.placement_threads = 17;
+    CHECK(uffdm_destination_create(&options, &region, 1, &destination) == -EINVAL,
+          "17 placement threads");
+    CHECK(strstr(uffdm_last_error(), "placement_threads") != NULL, "the field is not named");
+    options.placement_threads = -2;
+    CHECK(uffdm_destination_create(&options, &region, 1, &destination) == -EINVAL,
+          "-2 placement threads");
+    options.placement_threads = 0;
     region.flags = 1;
     CHECK(uffdm_destination_create(&options, &region, 1, &destination) == -EINVAL, "region flags");
     region.flags = 0;
@@ -137,6 +142,7 @@ int main(void) {
     options.flags = UFFDM_DESTINATION_VERIFY | UFFDM_DESTINATION_HOLD_STREAM |
                     UFFDM_DESTINATION_DISCARDS_READ_ZERO;
     options.bulk_channels = 2;
+    options.placement_threads = 2; /* the stream placed beside the bulk loops */
     options.on_progress = on_progress;
     options.on_complete = on_complete;
     rc = uffdm_destination_create(&options, &region, 1, &destination);

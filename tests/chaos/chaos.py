@@ -40,12 +40,17 @@ def log(message):
     print(f"chaos: {message}", flush=True)
 
 
+# Added to every demo's arguments (--placement-threads).
+DEMO_EXTRA = []
+
+
 class Demo:
     """uffd-migrate demo in the background; its source endpoint is read from its first line."""
 
     def __init__(self, cli, args, json_path):
         self.json_path = json_path
         self.output = []
+        args = args + DEMO_EXTRA
         self.process = subprocess.Popen([cli, "demo"] + args + ["--json", json_path],
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, text=True)
@@ -465,11 +470,16 @@ def main():
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--kill-every", type=float, default=0.3)
     parser.add_argument("--seed", type=int, default=int(time.time()))
+    parser.add_argument("--placement-threads", type=int,
+                        help="every demo's destination places the stream with this many threads")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("chaos: needs root (ss -K, network namespaces, signals to the source)")
         return 77  # meson: skipped
-    log(f"{args.case} (seed {args.seed})")
+    if args.placement_threads is not None:
+        DEMO_EXTRA.extend(["--placement-threads", str(args.placement_threads)])
+    log(f"{args.case} (seed {args.seed})"
+        + (f", {args.placement_threads} placement threads" if DEMO_EXTRA else ""))
     try:
         {"kill-connections": case_kill_connections, "restart-source": case_restart_source,
          "partition": case_partition, "stop-peer": case_stop_peer,

@@ -46,6 +46,7 @@ struct DemoCase {
     const char* workload;
     const char* size;
     const char* extra;
+    int placement = 0;  // --placement-threads
 };
 
 class Demo : public Migrate, public ::testing::WithParamInterface<DemoCase> {};
@@ -58,6 +59,7 @@ TEST_P(Demo, MigratesBetweenTwoProcessesAndEveryPageChecksOut) {
     if (std::string(c.extra).size() > 0) {
         argv.push_back(c.extra);
     }
+    argv.insert(argv.end(), {"--placement-threads", std::to_string(c.placement)});
     // Whether a touch finds its page missing is a race the stream may win: a few dozen 2 MiB
     // pages, or a sequential walk behind a stream going the same way, are all in before a
     // slow-starting vCPU (TSan) touches one. Held, every touch is a fault, so the loopback
@@ -94,6 +96,7 @@ TEST_P(Demo, MigratesBetweenTwoProcessesAndEveryPageChecksOut) {
     EXPECT_EQ(report["source_exit_status"].get<int>(), 0);
     EXPECT_TRUE(report["source"]["ok"].get<bool>());
     EXPECT_EQ(report["userfaultfd_grant"], "device-node");
+    EXPECT_EQ(report["placement_threads"].get<int>(), c.placement);
 }
 
 // Every memory kind with every workload, over loopback and across two network namespaces.
@@ -106,7 +109,9 @@ std::vector<DemoCase> every_kind_and_workload() {
             // the way in as well as the content checked after.
             bool verify = std::string(workload) == "io" || std::string(memory) == "shmem";
             cases.push_back({memory, workload, size, verify ? "--verify" : ""});
-            cases.push_back({memory, workload, size, "--netns"});
+            // Across the namespaces the stream runs beside the vCPUs: placed by two threads
+            // from the receive ring, racing the faults for the same pages.
+            cases.push_back({memory, workload, size, "--netns", 2});
         }
     }
     return cases;
@@ -498,20 +503,28 @@ TEST_P(Compress, EveryPageChecksOutAndTheRunsWentCompressed) {
               compression["raw_bytes"].get<std::uint64_t>() * 3 / 4);
     // Fewer bytes crossed than the guest's non-zero pages hold.
     EXPECT_LT(report["bytes_received"].get<std::uint64_t>(), (64ULL << 20) / 2);
+    auto threads = std::find(c.extra.begin(), c.extra.end(), "--placement-threads");
+    if (threads != c.extra.end()) {
+        EXPECT_EQ(report["placement_threads"].get<int>(), std::stoi(*(threads + 1)));
+    }
 }
 
-INSTANTIATE_TEST_SUITE_P(Codecs, Compress,
-                         ::testing::Values(CompressCase{"lz4", {}, "lz4"},
-                                           CompressCase{"zstd:1", {"--verify"}, "zstd_verified"},
-                                           CompressCase{
-                                               "lz4",
-                                               {"--compress-answers", "--bulk-channels", "0"},
-                                               "lz4_answers_one_connection"},
-                                           CompressCase{"zstd",
-                                                        {"--precopy", "--source-writers", "1",
-                                                         "--write-rate", "2000", "--hot-set", "5"},
-                                                        "zstd_live_source"}),
-                         [](const auto& info) { return std::string(info.param.name); });
+INSTANTIATE_TEST_SUITE_P(
+    Codecs, Compress,
+    ::testing::Values(
+        CompressCase{"lz4", {}, "lz4"}, CompressCase{"zstd:1", {"--verify"}, "zstd_verified"},
+        // Expanded and placed by placement threads.
+        CompressCase{
+            "lz4", {"--placement-threads", "2", "--bulk-channels", "2"}, "lz4_placement_threads"},
+        CompressCase{
+            "zstd:1", {"--verify", "--placement-threads", "1"}, "zstd_verified_placement_thread"},
+        CompressCase{
+            "lz4", {"--compress-answers", "--bulk-channels", "0"}, "lz4_answers_one_connection"},
+        CompressCase{
+            "zstd",
+            {"--precopy", "--source-writers", "1", "--write-rate", "2000", "--hot-set", "5"},
+            "zstd_live_source"}),
+    [](const auto& info) { return std::string(info.param.name); });
 
 // Two hosts on a 1 Gbit/s shaped link (tbf with pfifo_fast under it, each end): every page
 // checks out, the stream runs at the link's rate, not loopback's, and the namespaces go away.

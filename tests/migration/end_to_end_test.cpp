@@ -1,5 +1,8 @@
 // end_to_end_test.cpp — A real postcopy migration in one process: source, destination, guest.
 #include <gtest/gtest.h>
+#include <linux/userfaultfd.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstring>
@@ -26,6 +29,7 @@ struct Case {
     transport::Backend backend;
     std::size_t bulk;
     bool verify;
+    std::size_t placement = 0;  // placement threads beside the bulk loops (0: in them)
 };
 
 class Migrate : public ::testing::TestWithParam<Case> {};
@@ -69,6 +73,7 @@ TEST_P(Migrate, EveryPageArrivesWithItsContentWhileGuestThreadsFault) {
     receive.backend = c.backend;
     receive.bulk_channels = c.bulk;
     receive.verify_hashes = c.verify;
+    receive.placement_threads = c.placement;
     auto destination = FaultServer::create(std::move(*uffd), regions, receive);
     ASSERT_TRUE(destination) << destination.error().detail;
     ASSERT_TRUE((*destination)->start());
@@ -117,6 +122,7 @@ TEST_P(Migrate, EveryPageArrivesWithItsContentWhileGuestThreadsFault) {
     EXPECT_GT(report.faults, 0u);
     EXPECT_GT(report.fault_latency.count, 0u);
     EXPECT_EQ(report.hashes_verified > 0, c.verify);
+    EXPECT_EQ(report.placement_threads, c.placement);
     EXPECT_EQ(
         source_report->pages_streamed + source_report->pages_answered - source_report->pages_resent,
         report.pages_total);
@@ -130,16 +136,23 @@ TEST_P(Migrate, EveryPageArrivesWithItsContentWhileGuestThreadsFault) {
 
 INSTANTIATE_TEST_SUITE_P(
     Kinds, Migrate,
+    // Every memory kind placed both ways: by the bulk loop, and by placement threads working
+    // from the receive rings while the guest threads' faults race them for the same pages.
     ::testing::Values(Case{uffd::MemoryKind::Anonymous, transport::Backend::IoUring, 1, false},
+                      Case{uffd::MemoryKind::Anonymous, transport::Backend::IoUring, 1, false, 2},
                       Case{uffd::MemoryKind::Anonymous, transport::Backend::Asio, 2, true},
+                      Case{uffd::MemoryKind::Anonymous, transport::Backend::Asio, 2, true, 3},
                       Case{uffd::MemoryKind::Anonymous, transport::Backend::IoUring, 0, false},
                       Case{uffd::MemoryKind::Anonymous, transport::Backend::Asio, 0, true},
                       Case{uffd::MemoryKind::Shmem, transport::Backend::IoUring, 1, true},
-                      Case{uffd::MemoryKind::Hugetlb, transport::Backend::IoUring, 1, false}),
+                      Case{uffd::MemoryKind::Shmem, transport::Backend::IoUring, 2, true, 2},
+                      Case{uffd::MemoryKind::Hugetlb, transport::Backend::IoUring, 1, false},
+                      Case{uffd::MemoryKind::Hugetlb, transport::Backend::Asio, 1, false, 2}),
     [](const auto& info) {
         return std::string(uffdm::to_string(info.param.kind)) + "_" +
                std::string(transport::to_string(info.param.backend)) + "_bulk" +
-               std::to_string(info.param.bulk) + (info.param.verify ? "_verify" : "");
+               std::to_string(info.param.bulk) + (info.param.verify ? "_verify" : "") +
+               (info.param.placement > 0 ? "_place" + std::to_string(info.param.placement) : "");
     });
 
 }  // namespace
@@ -199,6 +212,44 @@ TEST(SourceSessions, ADestinationThatNeverStartedIsReplacedByTheNextOne) {
 
 namespace uffdm::migration {
 namespace {
+
+// A placement the kernel refuses, on a placement thread: a quarter of the guest is unregistered
+// under the pipeline (through a second descriptor of the same userfaultfd), so the stream's
+// UFFDIO_COPY there fails with ENOENT. The migration ends with the pages named, the source is
+// told, and nothing hangs.
+TEST(PlacementFailure, ARangeUnregisteredUnderThePipelineIsReportedByName) {
+    SyntheticSpec spec{.size = 32ULL << 20, .seed = 12, .zero_percent = 0};
+    // The source waits this long for the failed destination to come back.
+    LoopbackSource served(spec, std::chrono::milliseconds(500));
+    ASSERT_TRUE(served.server) << served.error;
+    auto mapping = uffd::Mapping::anonymous(spec.size);
+    auto uffd = uffd::UserfaultFd::open(test::test_open_options());
+    ASSERT_TRUE(mapping && uffd);
+    uffd::UniqueFd second(::dup(uffd->fd()));
+    ASSERT_TRUE(second);
+    FaultServerOptions receive;
+    receive.source = served.server->local_endpoint();
+    receive.hold_stream = true;
+    receive.placement_threads = 2;
+    auto destination = FaultServer::create(
+        std::move(*uffd),
+        {{mapping->data(), mapping->size(), 4096, uffd::MemoryKind::Anonymous, true}}, receive);
+    ASSERT_TRUE(destination && (*destination)->start());
+    uffdio_range gone{.start = reinterpret_cast<std::uint64_t>(mapping->data()) + (24ULL << 20),
+                      .len = 8ULL << 20};
+    ASSERT_EQ(::ioctl(second.get(), UFFDIO_UNREGISTER, &gone), 0) << std::strerror(errno);
+    (*destination)->hold_stream(false);
+    DestinationStats report = (*destination)->wait();
+    served.thread.join();
+    ASSERT_FALSE(report.ok);
+    const std::string& why = report.error.message;
+    auto at = why.find("placing region 0 pages ");
+    ASSERT_NE(at, std::string::npos) << why;
+    std::uint64_t first = std::stoull(why.substr(at + 23));
+    EXPECT_GE(first, 6144U) << why << ": a page that was still registered";
+    EXPECT_NE(why.find("not inside a registration"), std::string::npos) << why;
+    EXPECT_LT(report.pages_background, spec.size / 4096);
+}
 
 // With the stream held, the only pages that arrive are answers to faults; once released, the
 // stream brings the rest. Without the hold, 32 MiB streams in well under the wait below.

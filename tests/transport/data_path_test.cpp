@@ -226,6 +226,10 @@ TEST_P(DataPathTest, KeptFramesStayIntactInTheRingUntilReleasedAndAFullRingPushe
         }
         return true;
     };
+    auto ticket = [&](std::size_t i) {
+        std::lock_guard lock(receiver.mutex_);
+        return receiver.kept_[i].ticket;
+    };
     auto received = [&] {
         std::lock_guard lock(receiver.mutex_);
         return receiver.received_.size();
@@ -241,18 +245,18 @@ TEST_P(DataPathTest, KeptFramesStayIntactInTheRingUntilReleasedAndAFullRingPushe
     ASSERT_TRUE(intact(0, 5));
     // Released newest first: the oldest still holds the ring where it is, so nothing moves.
     for (std::size_t i = 4; i >= 1; --i) {
-        b->release(in, receiver.kept_[i].ticket);
+        b->release(in, ticket(i));
     }
     std::this_thread::sleep_for(300ms);
     EXPECT_EQ(received(), 5U) << "the oldest kept frame no longer held its ring space";
     ASSERT_TRUE(intact(0, 1));
-    b->release(in, receiver.kept_[0].ticket);
+    b->release(in, ticket(0));
     // From here each frame is checked and released by this thread as it comes.
     for (std::size_t next = 5; next < kFrames; ++next) {
         ASSERT_TRUE(receiver.wait([&](Recorder& r) { return r.received_.size() > next; }))
             << next << " frames arrived";
         ASSERT_TRUE(intact(next, next + 1));
-        b->release(in, receiver.kept_[next].ticket);
+        b->release(in, ticket(next));
     }
     std::lock_guard lock(receiver.mutex_);
     for (std::size_t i = 0; i < kFrames; ++i) {
