@@ -3,6 +3,7 @@
 //   uffdm_floors warm   --bytes N                 write N bytes of fresh memory once, then free it
 //   uffdm_floors warm-huge --bytes N              the same from the 2 MiB hugetlbfs pool
 //   uffdm_floors local  [--faults N] [--memcpy-mib M]   also UFFDIO_COPY into fresh memory
+//   uffdm_floors touch  --bytes N [--held M]       first touch of N fresh bytes, M filled first
 //   uffdm_floors serve  --listen HOST:PORT        prints "listening on tcp:HOST:PORT"
 //   uffdm_floors client --connect HOST:PORT [--round-trips N] [--stream-mib M] [--place-mib P]
 //
@@ -14,10 +15,19 @@
 //   move      as pipeline, but each run is received into page-aligned anonymous buffers and
 //             moved into place (UFFDIO_MOVE, no second copy); a moved buffer's pages are gone,
 //             so the next receive into it faults in fresh ones: the refill is counted.
+// and into a shmem (memfd) guest, one thread, two ways:
+//   shmem_copy      receive into the ring, UFFDIO_COPY into the registered (MISSING) mapping;
+//   shmem_continue  receive straight into a second, unregistered mapping of the same memfd (the
+//                   page cache: one copy in all), then UFFDIO_CONTINUE maps the run in the
+//                   registered (MINOR) one;
+//   shmem_splice    the same with the bytes spliced from the socket through a pipe into the
+//                   memfd (the kernel copies once, from the socket buffers to the page cache,
+//                   with no page zeroed first), then UFFDIO_CONTINUE.
 //
 // local, client: one JSON object on stdout. serve and client are separate processes so that
 // they can sit in two network namespaces across a veth link, as the migration's two sides do.
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/mman.h>
@@ -98,6 +108,37 @@ void warm(std::uint64_t bytes, bool huge) {
     for (auto [p, step] : held) {
         ::munmap(p, step);
     }
+}
+
+// Fresh anonymous memory made present by writing each page once, in bytes per second: the bound
+// on placing a guest of this size into memory nobody touched yet. `held` bytes are filled first
+// and stay mapped meanwhile (the source's copy of the guest, on a one-host run), so that the
+// timed pages come from where the destination's would. On a virtual machine whose freed memory
+// goes back to the host (free page reporting), each of them is a fault in the host as well.
+double first_touch(std::uint64_t bytes, std::uint64_t held) {
+    auto map = [](std::uint64_t size) {
+        void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (p == MAP_FAILED) {
+            die("touch: mmap: " + std::string(std::strerror(errno)));
+        }
+        return static_cast<char*>(p);
+    };
+    char* source = held > 0 ? map(held) : nullptr;
+    if (source != nullptr) {
+        std::memset(source, 1, held);
+    }
+    char* fresh = map(bytes);
+    auto start = Clock::now();
+    for (std::uint64_t at = 0; at < bytes; at += 4096) {
+        fresh[at] = 1;
+    }
+    double seconds = since_us(start) / 1e6;
+    ::munmap(fresh, bytes);
+    if (source != nullptr) {
+        ::munmap(source, held);
+    }
+    return static_cast<double>(bytes) / seconds;
 }
 
 // A thread touches a missing page of a registered mapping; a reader thread places it with one
@@ -301,7 +342,7 @@ int connect_to(const sockaddr_in& address, std::uint64_t mode, std::uint64_t arg
     return fd;
 }
 
-enum class PlaceMode { Serial, Pipeline, Move };
+enum class PlaceMode { Serial, Pipeline, Move, ShmemCopy, ShmemContinue, ShmemSplice };
 
 // Bytes per second received and placed (see the top of the file).
 double receive_and_place(const sockaddr_in& address, std::uint64_t bytes, PlaceMode mode) {
@@ -309,7 +350,7 @@ double receive_and_place(const sockaddr_in& address, std::uint64_t bytes, PlaceM
     constexpr std::size_t kSlots = 16;
     using uffdm::uffd::Feature;
     uffdm::uffd::OpenOptions open;
-    open.optional = uffdm::uffd::FeatureSet{Feature::Move};
+    open.optional = uffdm::uffd::FeatureSet{Feature::Move, Feature::MinorShmem};
     auto fd = uffdm::uffd::UserfaultFd::open(open);
     if (!fd) {
         die("userfaultfd: " + fd.error().message());
@@ -317,13 +358,34 @@ double receive_and_place(const sockaddr_in& address, std::uint64_t bytes, PlaceM
     if (mode == PlaceMode::Move && !fd->granted().has(Feature::Move)) {
         return 0;  // no UFFDIO_MOVE on this kernel
     }
-    auto mapping = uffdm::uffd::Mapping::create(uffdm::uffd::MemoryKind::Anonymous, bytes);
+    const bool shmem = mode == PlaceMode::ShmemCopy || mode == PlaceMode::ShmemContinue ||
+                       mode == PlaceMode::ShmemSplice;
+    auto mapping = uffdm::uffd::Mapping::create(
+        shmem ? uffdm::uffd::MemoryKind::Shmem : uffdm::uffd::MemoryKind::Anonymous, bytes);
     if (!mapping) {
         die("mapping: " + mapping.error().message());
     }
-    auto registration = fd->register_mapping(*mapping, uffdm::uffd::RegisterModes::missing_only());
+    auto registration = fd->register_mapping(
+        *mapping, mode == PlaceMode::ShmemContinue || mode == PlaceMode::ShmemSplice
+                      ? uffdm::uffd::RegisterModes{.minor = true}
+                      : uffdm::uffd::RegisterModes::missing_only());
     if (!registration) {
         die("register: " + registration.error().message());
+    }
+    std::optional<uffdm::uffd::Mapping> cache;  // ShmemContinue: the unregistered second view
+    int pipe[2] = {-1, -1};                     // ShmemSplice
+    if (mode == PlaceMode::ShmemSplice) {
+        if (::pipe2(pipe, O_CLOEXEC) < 0) {
+            die("pipe: " + std::string(std::strerror(errno)));
+        }
+        ::fcntl(pipe[1], F_SETPIPE_SZ, static_cast<int>(kRun));
+    }
+    if (mode == PlaceMode::ShmemContinue) {
+        auto alias = mapping->alias();
+        if (!alias) {
+            die("alias: " + alias.error().message());
+        }
+        cache.emplace(std::move(*alias));
     }
     auto base = reinterpret_cast<std::uint64_t>(mapping->data());
     // The ring: anonymous memory, page-aligned (what MOVE needs), written once first.
@@ -340,18 +402,42 @@ double receive_and_place(const sockaddr_in& address, std::uint64_t bytes, PlaceM
         std::uint64_t dst = base + run * kRun;
         auto placed = mode == PlaceMode::Move
                           ? fd->move(dst, reinterpret_cast<std::uint64_t>(slot), kRun)
+                      : mode == PlaceMode::ShmemContinue || mode == PlaceMode::ShmemSplice
+                          ? fd->continue_minor(dst, kRun)
                           : fd->copy(dst, slot, kRun);
         if (!placed || *placed != kRun) {
             die("placing a run failed");
         }
     };
     auto receive = [&](std::uint64_t run) {
-        if (!recv_all(conn, ring + (run % kSlots) * kRun, kRun)) {
+        std::byte* into = cache ? cache->data() + run * kRun : ring + (run % kSlots) * kRun;
+        if (mode == PlaceMode::ShmemSplice) {
+            // Socket to pipe (the skb pages, no copy), pipe to the memfd (the one copy).
+            std::size_t left = kRun;
+            auto offset = static_cast<loff_t>(run * kRun);
+            while (left > 0) {
+                ssize_t in = ::splice(conn, nullptr, pipe[1], nullptr, left, SPLICE_F_MOVE);
+                if (in <= 0) {
+                    die("splicing from the socket: " + std::string(std::strerror(errno)));
+                }
+                for (ssize_t out = 0; out < in;) {
+                    ssize_t n = ::splice(pipe[0], nullptr, mapping->file(), &offset,
+                                         static_cast<std::size_t>(in - out), SPLICE_F_MOVE);
+                    if (n <= 0) {
+                        die("splicing into the memfd: " + std::string(std::strerror(errno)));
+                    }
+                    out += n;
+                }
+                left -= static_cast<std::size_t>(in);
+            }
+            return;
+        }
+        if (!recv_all(conn, into, kRun)) {
             die("the floor server closed during the stream");
         }
     };
     auto start = Clock::now();
-    if (mode == PlaceMode::Serial) {
+    if (mode != PlaceMode::Pipeline && mode != PlaceMode::Move) {
         for (std::uint64_t run = 0; run < runs; ++run) {
             receive(run);
             place(run);
@@ -381,6 +467,10 @@ double receive_and_place(const sockaddr_in& address, std::uint64_t bytes, PlaceM
     }
     double seconds = since_us(start) / 1e6;
     ::close(conn);
+    if (pipe[0] >= 0) {
+        ::close(pipe[0]);
+        ::close(pipe[1]);
+    }
     ::munmap(ring, kRun * kSlots);
     return static_cast<double>(runs * kRun) / seconds;
 }
@@ -427,6 +517,12 @@ nlohmann::json client(const std::string& at, std::size_t round_trips, std::size_
             receive_and_place(address, place_bytes, PlaceMode::Pipeline);
         out["receive_place_move_bytes_per_s"] =
             receive_and_place(address, place_bytes, PlaceMode::Move);
+        out["receive_place_shmem_copy_bytes_per_s"] =
+            receive_and_place(address, place_bytes, PlaceMode::ShmemCopy);
+        out["receive_place_shmem_continue_bytes_per_s"] =
+            receive_and_place(address, place_bytes, PlaceMode::ShmemContinue);
+        out["receive_place_shmem_splice_bytes_per_s"] =
+            receive_and_place(address, place_bytes, PlaceMode::ShmemSplice);
     }
     ::close(connect_to(address, kQuit, 0));
     return out;
@@ -465,6 +561,12 @@ int main(int argc, char** argv) {
         out["memcpy_bytes_per_s"] = memcpy_gbps(number(argc, argv, "--memcpy-mib", 256)) * 1e9;
         out["placement_bytes_per_s"] =
             placement_gbps(number(argc, argv, "--memcpy-mib", 256)) * 1e9;
+        std::printf("%s\n", out.dump().c_str());
+    } else if (mode == "touch") {
+        nlohmann::json out;
+        std::uint64_t bytes = number(argc, argv, "--bytes", 1ULL << 30);
+        out["first_touch_bytes"] = bytes;
+        out["first_touch_bytes_per_s"] = first_touch(bytes, number(argc, argv, "--held", 0));
         std::printf("%s\n", out.dump().c_str());
     } else if (mode == "serve") {
         serve(text(argc, argv, "--listen"));

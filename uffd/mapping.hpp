@@ -47,6 +47,8 @@ class Mapping {
     [[nodiscard]] std::size_t page_size() const noexcept { return page_size_; }
     [[nodiscard]] std::size_t page_count() const noexcept { return size_ / page_size_; }
     [[nodiscard]] MemoryKind kind() const noexcept { return kind_; }
+    // The memfd behind a shmem or hugetlb mapping (-1 for anonymous memory): its page cache.
+    [[nodiscard]] int file() const noexcept { return backing_.get(); }
     [[nodiscard]] std::uint64_t address() const noexcept {
         return reinterpret_cast<std::uint64_t>(data_);
     }
