@@ -696,6 +696,9 @@ void FaultServer::poison_missing() {
                 registrations_.clear();  // the VMM's process is gone, and its memory with it
                 return;
             }
+            if (!poisoned && poisoned.error() == Errc::NotRegistered) {
+                continue;  // unregistered under us: no thread of ours can wait on it
+            }
             if (!poisoned && poisoned.error() != Errc::AlreadyPresent) {
                 // No UFFDIO_POISON here: unregistering would hand waiting threads pages of zeros.
                 return keep_blocked_until_exit();
