@@ -511,18 +511,15 @@ nlohmann::json client(const std::string& at, std::size_t round_trips, std::size_
     out["tcp_throughput_bytes_per_s"] = static_cast<double>(bytes) / seconds;
     if (place_mib > 0) {
         std::uint64_t place_bytes = std::uint64_t{place_mib} << 20;
-        out["receive_place_serial_bytes_per_s"] =
-            receive_and_place(address, place_bytes, PlaceMode::Serial);
-        out["receive_place_pipeline_bytes_per_s"] =
-            receive_and_place(address, place_bytes, PlaceMode::Pipeline);
-        out["receive_place_move_bytes_per_s"] =
-            receive_and_place(address, place_bytes, PlaceMode::Move);
-        out["receive_place_shmem_copy_bytes_per_s"] =
-            receive_and_place(address, place_bytes, PlaceMode::ShmemCopy);
-        out["receive_place_shmem_continue_bytes_per_s"] =
-            receive_and_place(address, place_bytes, PlaceMode::ShmemContinue);
-        out["receive_place_shmem_splice_bytes_per_s"] =
-            receive_and_place(address, place_bytes, PlaceMode::ShmemSplice);
+        for (auto [name, way] : {std::pair{"serial", PlaceMode::Serial},
+                                 {"pipeline", PlaceMode::Pipeline},
+                                 {"move", PlaceMode::Move},
+                                 {"shmem_copy", PlaceMode::ShmemCopy},
+                                 {"shmem_continue", PlaceMode::ShmemContinue},
+                                 {"shmem_splice", PlaceMode::ShmemSplice}}) {
+            out["receive_place_" + std::string(name) + "_bytes_per_s"] =
+                receive_and_place(address, place_bytes, way);
+        }
     }
     ::close(connect_to(address, kQuit, 0));
     return out;

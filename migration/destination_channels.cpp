@@ -292,9 +292,7 @@ void DestinationBulkChannel::on_frame(ChannelId channel, const FrameView& frame)
         return;
     }
     if (type == wire::MessageType::RoundEnd && running) {
-        if (!link_.placement().drain()) {
-            return;  // stopped: the migration is over
-        }
+        // Only a live source sends rounds, and their runs were placed by this loop: all in.
         auto end = wire::decode_round_end(frame.payload);
         if (!end) {
             return link_.refuse_bulk(channel, end.error());
@@ -309,6 +307,7 @@ void DestinationBulkChannel::on_frame(ChannelId channel, const FrameView& frame)
         return;
     }
     if (type == wire::MessageType::StreamEnd && running) {
+        // The runs before it are counted placed only once they are.
         if (!link_.placement().drain()) {
             return;  // stopped: the migration is over
         }

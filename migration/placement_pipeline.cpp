@@ -16,10 +16,6 @@ struct PlacementPipeline::Worker {
 PlacementPipeline::PlacementPipeline(Placer& placer, const wire::Layout& layout,
                                      std::size_t threads)
     : placer_(placer), layout_(layout) {
-    if (threads == 0) {
-        inline_ = std::make_unique<Worker>();
-        return;
-    }
     for (std::size_t i = 0; i < threads; ++i) {
         workers_.push_back(std::make_unique<Worker>());
     }
@@ -47,10 +43,6 @@ void PlacementPipeline::place(Worker& worker, const Job& job) {
 void PlacementPipeline::submit(std::uint32_t channel, const wire::PagesView& run, Release release,
                                Done done) {
     Job job{channel, run, std::move(release), std::move(done)};
-    if (!threaded()) {
-        place(*inline_, job);
-        return;
-    }
     std::lock_guard lock(mutex_);
     if (stopping_) {
         return;  // dropped: the migration is over or failed

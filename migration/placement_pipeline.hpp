@@ -22,8 +22,8 @@ namespace uffdm::migration {
 // Nothing is copied on the way: the ring is the queue, and a ring full of runs waiting for
 // placement stops the loop reading, so TCP pushes back on the source. Answers to faults
 // never come here: the urgent loop places them itself, ahead of anything queued, and a page
-// placed by both is placed once (the present bitmap, EEXIST). With no threads, submit()
-// expands and places at once on the caller's thread (the bulk loop's own way).
+// placed by both is placed once (the present bitmap, EEXIST). With no threads the bulk loop
+// places each run itself and submits nothing.
 class PlacementPipeline {
   public:
     // After a run is placed (or failed), on the thread that placed it.
@@ -39,11 +39,10 @@ class PlacementPipeline {
     ~PlacementPipeline();  // stop()
 
     [[nodiscard]] bool threaded() const noexcept { return !threads_.empty(); }
-    // run views a kept frame of `channel` (threaded()), or a frame only valid during this
-    // call (not threaded(): placed before it returns, release not called).
+    // Only when threaded(): run views a frame of `channel` kept in its receive ring.
     void submit(std::uint32_t channel, const wire::PagesView& run, Release release, Done done);
-    // Until every run submitted before this call is placed (a ROUND_END or STREAM_END counts
-    // what was placed). False once stopped.
+    // Until every run submitted before this call is placed (STREAM_END counts what was
+    // placed). False once stopped.
     bool drain();
     // The channel is ending and its ring goes with it: its runs still queued are dropped (their
     // pages are still missing, and a new session asks for them), the ones being placed are
@@ -77,7 +76,6 @@ class PlacementPipeline {
     bool stopping_ = false;
     std::vector<std::unique_ptr<Worker>> workers_;
     std::vector<std::thread> threads_;
-    std::unique_ptr<Worker> inline_;  // no threads: the caller's expander
 };
 
 }  // namespace uffdm::migration
