@@ -160,14 +160,22 @@ FaultServer::~FaultServer() {
 }
 
 void FaultServer::drain_events() {
+    // A discard that saw the range still registered queues its REMOVE only after it dropped
+    // the mmap lock, so it can come after the unregistering, and its caller waits until it is
+    // read (the VMM keeps its own descriptor open: closing ours wakes nobody). Read until
+    // nothing has come for a while, at most a few seconds (found by the three-VM test under
+    // ASan: a stand-in's balloon thread waited for ever).
+    constexpr int kQuietMs = 100;
+    constexpr auto kAtMost = std::chrono::seconds(3);
     auto never = uffd::EventFd::create();
     if (!never) {
         return;
     }
     uffd::FaultReader reader(uffd_, *never);
-    for (;;) {
-        auto batch = reader.next(0);
-        if (!batch || batch->timed_out || batch->events.empty()) {
+    auto until = Clock::now() + kAtMost;
+    while (Clock::now() < until) {
+        auto batch = reader.next(kQuietMs);
+        if (!batch || batch->timed_out) {
             return;
         }
     }
