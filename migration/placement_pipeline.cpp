@@ -18,9 +18,7 @@ PlacementPipeline::PlacementPipeline(Placer& placer, const wire::Layout& layout,
     : placer_(placer), layout_(layout) {
     for (std::size_t i = 0; i < threads; ++i) {
         workers_.push_back(std::make_unique<Worker>());
-    }
-    for (std::size_t i = 0; i < threads; ++i) {
-        threads_.emplace_back([this, worker = workers_[i].get()] {
+        threads_.emplace_back([this, worker = workers_.back().get()] {
             name_this_thread("uffdm-d-place");
             work(*worker);
         });
@@ -48,7 +46,6 @@ void PlacementPipeline::submit(std::uint32_t channel, const wire::PagesView& run
         return;  // dropped: the migration is over or failed
     }
     queue_.push_back(std::move(job));
-    runs_queued_max_ = std::max<std::uint64_t>(runs_queued_max_, queue_.size());
     changed_.notify_all();
 }
 
@@ -99,11 +96,6 @@ void PlacementPipeline::stop() {
             t.join();
         }
     }
-}
-
-std::uint64_t PlacementPipeline::runs_queued_max() const {
-    std::lock_guard lock(mutex_);
-    return runs_queued_max_;
 }
 
 }  // namespace uffdm::migration

@@ -52,8 +52,6 @@ class PlacementPipeline {
     void stop();
 
     [[nodiscard]] std::size_t threads() const noexcept { return threads_.size(); }
-    // The most runs ever waiting at once (how far placement fell behind the wire).
-    [[nodiscard]] std::uint64_t runs_queued_max() const;
 
   private:
     struct Job {
@@ -72,7 +70,6 @@ class PlacementPipeline {
     std::condition_variable changed_;
     std::deque<Job> queue_;
     std::vector<std::uint32_t> in_flight_;  // the channel of each run taken and not yet done
-    std::uint64_t runs_queued_max_ = 0;
     bool stopping_ = false;
     std::vector<std::unique_ptr<Worker>> workers_;
     std::vector<std::thread> threads_;

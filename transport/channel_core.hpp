@@ -64,7 +64,6 @@ class ChannelCore {
     // A kept frame's space may be written again (DataPath::release, on the loop thread); frames
     // the ring could not take meanwhile (a handshake's leftovers, TLS plaintext) go in now.
     void release(std::uint64_t ticket);
-    [[nodiscard]] std::size_t kept_frames() const noexcept { return kept_.size(); }
     // Bytes received before the data path took over (read during the handshake).
     void preload(std::span<const std::byte> bytes, Clock::time_point now);
     // n > 0 bytes arrived in receive_space(): hands every whole frame to the handler.
