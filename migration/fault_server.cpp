@@ -162,20 +162,27 @@ FaultServer::~FaultServer() {
 void FaultServer::drain_events() {
     // A discard that saw the range still registered queues its REMOVE only after it dropped
     // the mmap lock, so it can come after the unregistering, and its caller waits until it is
-    // read (the VMM keeps its own descriptor open: closing ours wakes nobody). Read until
-    // nothing has come for a while, at most a few seconds (found by the three-VM test under
-    // ASan: a stand-in's balloon thread waited for ever).
-    constexpr int kQuietMs = 100;
-    constexpr auto kAtMost = std::chrono::seconds(3);
+    // read (the VMM keeps its own descriptor open: closing ours wakes nobody; found by the
+    // three-VM test under ASan, a stand-in's balloon thread waited for ever). The kernel counts
+    // such an event from before the lock is dropped, so the ranges being unregistered now,
+    // read until it says none is in flight. Bounded: a VMM that forks (UFFD_EVENT_FORK) could
+    // keep one in flight for longer than this session should wait.
+    constexpr int kReadMs = 50;
+    constexpr auto kAtMost = std::chrono::seconds(10);
     auto never = uffd::EventFd::create();
-    if (!never) {
+    if (!never || vmm_->pieces.empty()) {
         return;
     }
+    const auto& piece = vmm_->pieces.front();
+    std::uint64_t page = placer_.regions()[piece.pages.region].page_size;
     uffd::FaultReader reader(uffd_, *never);
     auto until = Clock::now() + kAtMost;
     while (Clock::now() < until) {
-        auto batch = reader.next(kQuietMs);
-        if (!batch || batch->timed_out) {
+        auto in_flight = uffd_.event_in_flight(piece.address, page);
+        if (!in_flight || !*in_flight) {
+            return;
+        }
+        if (auto batch = reader.next(kReadMs); !batch) {
             return;
         }
     }

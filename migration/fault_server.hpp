@@ -113,8 +113,9 @@ class FaultServer {
     // has: a discard whose pages went after a copy of them was placed again. True if none.
     bool discarded_pages_are_there();
     void stop_fault_thread();
-    // Reads every event still queued (after the fault thread stopped): whoever caused one may
-    // go on. Nothing is applied: the migration is over.
+    // Reads events (after the ranges were unregistered and the fault thread stopped) until the
+    // kernel says none is in flight: whoever caused one may go on. Nothing is applied: the
+    // migration is over.
     void drain_events();
     // Applies every event already queued (a REMOVE among them makes pages missing again).
     // Fault thread.

@@ -217,4 +217,26 @@ std::expected<void, std::error_code> UserfaultFd::writeprotect(std::uint64_t sta
     }
 }
 
+std::expected<bool, std::error_code> UserfaultFd::event_in_flight(std::uint64_t start,
+                                                                  std::uint64_t len) const {
+    if (auto ok = check_range(fd_.get(), start, len); !ok) {
+        return std::unexpected(ok.error());
+    }
+    // The kernel answers EAGAIN while such an event is in flight before it looks at the range;
+    // otherwise ENOENT where no write-protect registration is (nothing is changed or woken).
+    uffdio_writeprotect arg{.range = {.start = start, .len = len},
+                            .mode = UFFDIO_WRITEPROTECT_MODE_DONTWAKE};
+    for (;;) {
+        if (::ioctl(fd_.get(), UFFDIO_WRITEPROTECT, &arg) == 0 || errno == ENOENT) {
+            return false;
+        }
+        if (errno == EAGAIN) {
+            return true;
+        }
+        if (errno != EINTR) {
+            return std::unexpected(placement_error(errno));
+        }
+    }
+}
+
 }  // namespace uffdm::uffd

@@ -133,6 +133,14 @@ class UserfaultFd {
     [[nodiscard]] std::expected<void, std::error_code> writeprotect(std::uint64_t start,
                                                                     std::uint64_t len, bool protect,
                                                                     bool dont_wake = false) const;
+    // Whether a REMOVE, UNMAP or REMAP event of this descriptor is in flight: queued, or read
+    // while its sender has not yet resumed. The kernel counts such an event from before the
+    // sender drops the mmap lock, so once a range is unregistered, a discard that saw it
+    // registered is seen here even before its event is queued. Asked with a write-protect
+    // release of [start, start + len) that changes nothing: the range must hold no
+    // write-protect registration of this descriptor (any unregistered range will do).
+    [[nodiscard]] std::expected<bool, std::error_code> event_in_flight(std::uint64_t start,
+                                                                       std::uint64_t len) const;
 
   private:
     UserfaultFd(UniqueFd fd, FeatureSet offered, FeatureSet granted, IoctlSet api_ioctls,

@@ -309,6 +309,44 @@ TEST_P(AnonymousPlacement, PendingRemoveEventMakesPlacementRetryLater) {
     EXPECT_EQ(*fd->copy(address(1), content.data(), page()), page());
 }
 
+// A discard that saw the range registered queues its REMOVE after dropping the mmap lock, so
+// it can come after the range is unregistered: event_in_flight sees it from the unregistering
+// on (before the event is read, and even before it is queued), and no longer once it is read.
+TEST_P(AnonymousPlacement, DiscardInFlightIsSeenAfterTheRangeIsUnregistered) {
+    OpenOptions options = test::test_open_options();
+    options.required = FeatureSet{Feature::EventRemove};
+    auto fd = UserfaultFd::open(options);
+    ASSERT_TRUE(fd);
+    auto reg = fd->register_mapping(*mapping_, RegisterModes::missing_only());
+    ASSERT_TRUE(reg);
+    auto content = test::page_of(0x31, page());
+    ASSERT_TRUE(fd->copy(address(0), content.data(), page()));
+    EXPECT_FALSE(*fd->event_in_flight(address(0), page()));
+
+    std::atomic<pid_t> tid{0};
+    std::thread remover([&] {
+        tid = ::gettid();
+        ::madvise(mapping_->page(0), page(), MADV_DONTNEED);  // waits for the REMOVE to be read
+    });
+    while (tid == 0) {
+        std::this_thread::yield();
+    }
+    ASSERT_TRUE(test::wait_until_blocked_in({tid.load()}, "userfaultfd_event_wait_completion"));
+    ASSERT_TRUE(reg->unregister());  // the discard's event stays pending
+    EXPECT_TRUE(*fd->event_in_flight(address(0), page()));
+    EXPECT_TRUE(*fd->event_in_flight(address(1), page()));  // any range answers it
+
+    auto stop = EventFd::create();
+    FaultReader reader(*fd, *stop);
+    auto batch = reader.next(5000);
+    ASSERT_TRUE(batch);
+    ASSERT_EQ(batch->events.size(), 1u);
+    EXPECT_NE(std::get_if<RemoveEvent>(&batch->events[0]), nullptr);
+    remover.join();
+    EXPECT_FALSE(*fd->event_in_flight(address(0), page()));
+    EXPECT_EQ(fd->event_in_flight(address(0) + 1, page()).error(), Errc::Unaligned);
+}
+
 INSTANTIATE_TEST_SUITE_P(Anonymous, AnonymousPlacement, ::testing::Values(MemoryKind::Anonymous),
                          [](const auto& info) { return std::string(to_string(info.param)); });
 
