@@ -6,6 +6,7 @@
 #include <fstream>
 #include <uffdm/uffdm.hpp>
 
+#include "migration/placement_mode.hpp"
 #include "uffd/dirty_tracker.hpp"
 #include "uffd/mapping.hpp"
 #include "uffd/privilege_probe.hpp"
@@ -15,8 +16,8 @@ namespace uffdm {
 
 namespace {
 
-std::vector<std::string> ioctls_for(const uffd::UserfaultFd& fd, const uffd::Mapping& mapping,
-                                    uffd::RegisterModes modes, std::string* error) {
+uffd::IoctlSet ioctls_for(const uffd::UserfaultFd& fd, const uffd::Mapping& mapping,
+                          uffd::RegisterModes modes, std::string* error) {
     auto reg = fd.register_mapping(mapping, modes);
     if (!reg) {
         if (error != nullptr) {
@@ -24,7 +25,7 @@ std::vector<std::string> ioctls_for(const uffd::UserfaultFd& fd, const uffd::Map
         }
         return {};
     }
-    return reg->ioctls().names();
+    return reg->ioctls();
 }
 
 // Tracks a write to a page of this kind for real: the features, the registration, the
@@ -74,15 +75,26 @@ MemoryKindReport check_kind(const uffd::UserfaultFd& fd, uffd::MemoryKind kind) 
         return report;
     }
     std::string error;
-    report.missing_ioctls = ioctls_for(fd, *mapping, {.missing = true}, &error);
+    uffd::IoctlSet missing = ioctls_for(fd, *mapping, {.missing = true}, &error);
+    uffd::IoctlSet minor;
+    report.missing_ioctls = missing.names();
     report.available = !report.missing_ioctls.empty();
     if (!report.available) {
         report.note = "cannot register in MISSING mode: " + error;
     }
     if (kind != uffd::MemoryKind::Anonymous) {
-        report.minor_ioctls = ioctls_for(fd, *mapping, {.minor = true}, nullptr);
+        minor = ioctls_for(fd, *mapping, {.minor = true}, nullptr);
+        report.minor_ioctls = minor.names();
     }
-    report.wp_ioctls = ioctls_for(fd, *mapping, {.write_protect = true}, nullptr);
+    report.wp_ioctls = ioctls_for(fd, *mapping, {.write_protect = true}, nullptr).names();
+    if (report.available) {
+        // The same choice a destination makes when it registers this kind.
+        auto mode = migration::choose_placement(kind, missing, minor);
+        report.placement = mode ? mode->describe() : "none: " + mode.error();
+        if (mode) {
+            report.placement_passed_over = mode->passed_over;
+        }
+    }
     return report;
 }
 

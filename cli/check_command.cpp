@@ -49,6 +49,10 @@ void print_check_text(const HostReport& r, std::ostream& out) {
                 out << "  minor       " << join(k.minor_ioctls) << "\n";
             }
             out << "  wp          " << join(k.wp_ioctls) << "\n";
+            out << "  placement   " << k.placement << "\n";
+            for (const auto& other : k.placement_passed_over) {
+                out << "    not used: " << other << "\n";
+            }
         }
     }
     out << "huge pages    " << r.huge_pages_free << " free of " << r.huge_pages_total << " ("
@@ -102,7 +106,9 @@ void print_check_json(const HostReport& r, std::ostream& out) {
                                      {"note", k.note},
                                      {"missing_ioctls", k.missing_ioctls},
                                      {"minor_ioctls", k.minor_ioctls},
-                                     {"wp_ioctls", k.wp_ioctls}});
+                                     {"wp_ioctls", k.wp_ioctls},
+                                     {"placement", k.placement},
+                                     {"placement_passed_over", k.placement_passed_over}});
     }
     j["huge_pages"] = {{"page_size", r.huge_page_size},
                        {"total", r.huge_pages_total},

@@ -306,6 +306,7 @@ nlohmann::json to_json(const DestinationStats& s) {
                            {"bookkeeping_bytes", s.bookkeeping_bytes},
                            {"data_path", s.data_path},
                            {"placement_threads", s.placement_threads},
+                           {"placement", s.placement},
                            {"userfaultfd_grant", s.grant},
                            {"pauses", pauses}};
     if (s.live_source) {
@@ -396,6 +397,9 @@ void print_summary(const DestinationStats& s, std::FILE* out) {
                      s.placement_threads);
     } else {
         std::fprintf(out, "placement     in the bulk loops, each run as it arrives\n");
+    }
+    if (!s.placement.empty()) {
+        std::fprintf(out, "              %s\n", s.placement.c_str());
     }
     if (!s.pauses.empty()) {
         double longest = 0;

@@ -214,6 +214,7 @@ std::expected<void, transport::Failure> FaultServer::start() {
 }
 
 std::expected<void, transport::Failure> FaultServer::register_regions() {
+    std::uint32_t index = 0;
     for (const GuestRegion& r : placer_.regions()) {
         auto registration = uffd_.register_range(reinterpret_cast<std::uint64_t>(r.data), r.length,
                                                  uffd::RegisterModes::missing_only());
@@ -223,18 +224,25 @@ std::expected<void, transport::Failure> FaultServer::register_regions() {
                 registration.error(), "registering guest memory with the userfaultfd: " +
                                           registration.error().message()});
         }
-        bool copy = registration->ioctls().has(uffd::Ioctl::Copy);
-        bool zeropage = registration->ioctls().has(uffd::Ioctl::Zeropage);
-        if (!copy || (r.zeropage_ioctl && !zeropage)) {
+        // What the kernel allows on this registration decides how its pages are placed.
+        auto mode = choose_placement(r.kind, registration->ioctls(), {});
+        if (!mode) {
             registrations_.clear();
-            return std::unexpected(transport::failure(
-                Errc::Unsupported, std::string("the kernel does not allow ") +
-                                       (copy ? "UFFDIO_ZEROPAGE" : "UFFDIO_COPY") + " on " +
-                                       std::string(uffdm::to_string(r.kind)) + " guest memory"));
+            return std::unexpected(transport::failure(Errc::Unsupported, mode.error()));
         }
+        placer_.use_zeropage(index, mode->zeropage);
+        note_placement(r.kind, *mode);
         registrations_.push_back(std::move(*registration));
+        ++index;
     }
     return {};
+}
+
+void FaultServer::note_placement(uffd::MemoryKind kind, const PlacementMode& mode) {
+    std::string line = std::string(uffdm::to_string(kind)) + ": " + mode.describe();
+    if (placement_.find(line) == std::string::npos) {
+        placement_ += (placement_.empty() ? "" : "; ") + line;
+    }
 }
 
 std::expected<void, transport::Failure> FaultServer::adopt_registrations() {
@@ -254,6 +262,10 @@ std::expected<void, transport::Failure> FaultServer::adopt_registrations() {
                                    : ": " + adopted.error().message())});
         }
         registrations_.push_back(std::move(*adopted));
+        const GuestRegion& region = placer_.regions()[piece.pages.region];
+        PlacementMode mode;
+        mode.zeropage = region.zeropage_ioctl;
+        note_placement(region.kind, mode);
     }
     return {};
 }
@@ -671,6 +683,7 @@ DestinationStats FaultServer::wait() {
     report.bookkeeping_bytes = placer_.bookkeeping_bytes();
     report.data_path = link_.data_path();
     // What ran: a live source's rounds are placed by the bulk loop, in order, whatever was asked.
+    report.placement = placement_;
     report.placement_threads =
         precopy_.live() ? 0 : static_cast<std::uint32_t>(options_.placement_threads);
     waits_.latency().for_each_bucket(

@@ -10,12 +10,14 @@
 #include <mutex>
 #include <optional>
 #include <shared_mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
 #include "migration/destination_link.hpp"
 #include "migration/guest_addresses.hpp"
 #include "migration/guest_memory.hpp"
+#include "migration/placement_mode.hpp"
 #include "migration/placer.hpp"
 #include "migration/precopy_receive.hpp"
 #include "migration/report.hpp"
@@ -89,6 +91,8 @@ class FaultServer {
     // (unregistered at the end either way).
     std::expected<void, transport::Failure> register_regions();
     std::expected<void, transport::Failure> adopt_registrations();
+    // Adds "kind: how" to the report's placement, once per memory kind.
+    void note_placement(uffd::MemoryKind kind, const PlacementMode& mode);
     // A fault on a page marked present in the VMM's memory: placed meanwhile (wake), or
     // discarded since (zeros). No page table here to ask.
     void zero_or_wake(const GuestPages& page, std::uint64_t address);
@@ -135,6 +139,7 @@ class FaultServer {
     FaultServerOptions options_;
     std::optional<VmmMemory> vmm_;
     std::shared_mutex events_;  // vmm_: placements against the events the fault thread reads
+    std::string placement_;     // per memory kind, for the report (start())
     uffd::UserfaultFd uffd_;
     wire::Layout layout_;
     FaultWaits waits_;

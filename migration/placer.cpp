@@ -43,6 +43,15 @@ Placer::Placer(const uffd::UserfaultFd& uffd, std::vector<GuestRegion> regions,
     zeros_.resize(largest);
 }
 
+void Placer::use_zeropage(std::uint32_t region, bool allowed) {
+    GuestRegion& r = regions_[region];
+    r.zeropage_ioctl = allowed;
+    if (!allowed) {
+        zeros_.resize(
+            std::max<std::size_t>(zeros_.size(), std::max(r.page_size, wire::kMaxRunBytes)));
+    }
+}
+
 std::expected<void, transport::Failure> Placer::place(const wire::PagesView& run, Path path) {
     const wire::PagesHeader& h = run.header;
     const GuestRegion& region = regions_[h.region];

@@ -24,7 +24,8 @@ struct GuestRegion {
     std::uint64_t length = 0;
     std::uint64_t page_size = 0;
     uffd::MemoryKind kind = uffd::MemoryKind::Anonymous;
-    bool zeropage_ioctl = true;  // UFFDIO_ZEROPAGE allowed here (not on hugetlbfs)
+    bool zeropage_ioctl = true;  // UFFDIO_ZEROPAGE allowed here (not on hugetlbfs); the kernel's
+                                 // answer at registration has the last word (Placer::use_zeropage)
 };
 
 // Where a placed page came from: an answer, the stream, or this host (zeros for a page the
@@ -57,6 +58,9 @@ class Placer {
     void guard_with(std::shared_mutex* events) noexcept { events_ = events; }
 
     [[nodiscard]] const std::vector<GuestRegion>& regions() const noexcept { return regions_; }
+    // Whether zero runs of a region are placed by UFFDIO_ZEROPAGE or copied from a zero page,
+    // as the kernel allows on its registration. Before any placement.
+    void use_zeropage(std::uint32_t region, bool allowed);
     [[nodiscard]] PageBitmap& present(std::uint32_t region) noexcept { return present_[region]; }
     [[nodiscard]] PageBitmap& requested(std::uint32_t region) noexcept {
         return requested_[region];

@@ -136,6 +136,9 @@ struct DestinationStats {
     LatencyStats fault_latency;
     std::string data_path;  // how bytes moved, e.g. "io_uring (receive rings as fixed buffers)"
     std::uint32_t placement_threads = 0;  // placing the stream beside the bulk loop (0: in it)
+    // The placement chosen per memory kind from what the kernel allows on its registration,
+    // e.g. "anonymous: UFFDIO_COPY from the receive ring, zero runs UFFDIO_ZEROPAGE".
+    std::string placement;
     std::string grant;  // how the userfaultfd was obtained (device-node, cap-sys-ptrace, ...)
     // Fault latency histogram: (bucket upper bound in ns, faults), for plots.
     std::vector<std::pair<double, std::uint64_t>> latency_buckets;

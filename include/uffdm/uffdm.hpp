@@ -43,6 +43,10 @@ struct MemoryKindReport {
     std::vector<std::string> missing_ioctls;  // registered in MISSING mode
     std::vector<std::string> minor_ioctls;    // MINOR mode (empty where unsupported)
     std::vector<std::string> wp_ioctls;       // WP mode (empty where unsupported)
+    // How a destination places this kind's pages, chosen from the ioctls above, and the ways
+    // the kernel offers that were measured slower and not chosen (each with the figure).
+    std::string placement;
+    std::vector<std::string> placement_passed_over;
 };
 
 // Whether this host can track a running guest's writes to one kind of memory (a live source:

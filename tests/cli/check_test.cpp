@@ -81,6 +81,21 @@ TEST_F(CheckCommand, RootCanServeKernelFaultsAndTheJsonSaysWhy) {
     EXPECT_EQ(anonymous["kind"], "anonymous");
     auto ioctls = anonymous["missing_ioctls"].get<std::vector<std::string>>();
     EXPECT_NE(std::find(ioctls.begin(), ioctls.end(), "COPY"), ioctls.end());
+    // The placement a destination would choose, per kind, from those ioctls.
+    EXPECT_EQ(anonymous["placement"],
+              "UFFDIO_COPY from the receive ring, zero runs UFFDIO_ZEROPAGE");
+    EXPECT_NE(anonymous["placement_passed_over"][0].get<std::string>().find("UFFDIO_MOVE"),
+              std::string::npos);
+    for (const auto& kind : j["memory_kinds"]) {
+        if (kind["kind"] == "hugetlb" && kind["available"].get<bool>()) {
+            EXPECT_EQ(kind["placement"],
+                      "UFFDIO_COPY from the receive ring, zero runs UFFDIO_COPY of a zero page");
+        }
+        if (kind["kind"] == "shmem") {
+            EXPECT_NE(kind["placement_passed_over"][0].get<std::string>().find("UFFDIO_CONTINUE"),
+                      std::string::npos);
+        }
+    }
     EXPECT_TRUE(j["io_uring"].contains("available"));
     EXPECT_TRUE(j["huge_pages"].contains("free"));
     EXPECT_FALSE(j["kernel"]["release"].get<std::string>().empty());

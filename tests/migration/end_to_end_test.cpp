@@ -62,8 +62,9 @@ TEST_P(Migrate, EveryPageArrivesWithItsContentWhileGuestThreadsFault) {
             GTEST_SKIP() << "cannot map " << uffdm::to_string(c.kind) << ": "
                          << m.error().message();
         }
-        regions.push_back(
-            {m->data(), m->size(), m->page_size(), c.kind, c.kind != uffd::MemoryKind::Hugetlb});
+        // ZEROPAGE asked for everywhere: the kernel's answer at registration decides (hugetlbfs
+        // has none, so its zero runs are copied from a zero page).
+        regions.push_back({m->data(), m->size(), m->page_size(), c.kind, true});
         mappings.push_back(std::move(*m));
     }
     auto uffd = uffd::UserfaultFd::open(test::test_open_options());
@@ -123,6 +124,11 @@ TEST_P(Migrate, EveryPageArrivesWithItsContentWhileGuestThreadsFault) {
     EXPECT_GT(report.fault_latency.count, 0u);
     EXPECT_EQ(report.hashes_verified > 0, c.verify);
     EXPECT_EQ(report.placement_threads, c.placement);
+    EXPECT_EQ(report.placement,
+              std::string(uffdm::to_string(c.kind)) +
+                  ": UFFDIO_COPY from the receive ring, zero runs " +
+                  (c.kind == uffd::MemoryKind::Hugetlb ? "UFFDIO_COPY of a zero page"
+                                                       : "UFFDIO_ZEROPAGE"));
     EXPECT_EQ(
         source_report->pages_streamed + source_report->pages_answered - source_report->pages_resent,
         report.pages_total);
