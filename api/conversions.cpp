@@ -7,13 +7,30 @@
 
 namespace uffdm::api {
 
+namespace {
+
+int usable_cores() {
+    cpu_set_t cpus;
+    CPU_ZERO(&cpus);
+    return ::sched_getaffinity(0, sizeof cpus, &cpus) == 0 ? CPU_COUNT(&cpus) : 1;
+}
+
+}  // namespace
+
+std::size_t compression_threads(int wanted) {
+    if (wanted >= 0) {
+        return static_cast<std::size_t>(wanted);
+    }
+    // They work only while the stream is compressed, when the link, not the CPU, is the
+    // bottleneck: the cores beside the bulk loop are then idle enough to help it.
+    return static_cast<std::size_t>(std::clamp(usable_cores() - 1, 0, 3));
+}
+
 std::size_t placement_threads(int wanted) {
     if (wanted >= 0) {
         return static_cast<std::size_t>(wanted);
     }
-    cpu_set_t cpus;
-    CPU_ZERO(&cpus);
-    int usable = ::sched_getaffinity(0, sizeof cpus, &cpus) == 0 ? CPU_COUNT(&cpus) : 1;
+    int usable = usable_cores();
     // Two cores are taken by the bulk loop and whoever sends (or the vCPUs); on two cores a
     // third busy thread only adds hand-offs (BENCHMARKS.md, "Placement pipeline").
     return static_cast<std::size_t>(std::clamp(usable - 2, 0, 4));

@@ -37,5 +37,8 @@ struct Credentials {
 // DestinationOptions::placement_threads: -1 is one per core this process may use beyond two
 // (the loops'), at most four: none on two cores.
 [[nodiscard]] std::size_t placement_threads(int wanted);
+// StreamCompression::threads: -1 is one per core this process may use beyond the first (the
+// bulk loop's), at most three.
+[[nodiscard]] std::size_t compression_threads(int wanted);
 
 }  // namespace uffdm::api

@@ -43,6 +43,12 @@ std::expected<Source, Error> Source::from_memory(Memory memory, SourceOptions op
             Errc::InvalidArgument, "zstd level " + std::to_string(options.compression.zstd_level) +
                                        " is out of range (-7 to 19)")));
     }
+    if (options.compression.threads < -1 || options.compression.threads > 16) {
+        return std::unexpected(api::to_error(transport::failure(
+            Errc::InvalidArgument, "compression threads " +
+                                       std::to_string(options.compression.threads) +
+                                       " is out of range (-1 for one per spare core, 0 to 16)")));
+    }
     auto endpoint = transport::parse_endpoint(options.listen);
     if (!endpoint) {
         return std::unexpected(api::to_error(endpoint.error()));
@@ -71,7 +77,8 @@ std::expected<Source, Error> Source::from_memory(Memory memory, SourceOptions op
                  .on_round = options.live.on_round},
         .compression = {.codec = static_cast<migration::Codec>(options.compression.codec),
                         .zstd_level = options.compression.zstd_level,
-                        .answers = options.compression.answers},
+                        .answers = options.compression.answers,
+                        .threads = api::compression_threads(options.compression.threads)},
         .marking = api::to_marking(options.marking),
         .max_bandwidth = options.max_bandwidth};
 

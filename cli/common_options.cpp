@@ -118,15 +118,21 @@ void add_stream_options(CLI::App& command, SourceOptions& options) {
                 if (!parsed) {
                     throw CLI::ValidationError(parsed.error());
                 }
-                bool answers = options.compression.answers;
-                options.compression = *parsed;
-                options.compression.answers = answers;
+                // The codec only: --compress-answers and --compress-threads stay as given.
+                options.compression.codec = parsed->codec;
+                options.compression.zstd_level = parsed->zstd_level;
             },
             "The stream's data runs: off, lz4, zstd[:LEVEL], or auto (lz4 while it makes the "
             "stream faster: a link that is the bottleneck and a CPU that keeps up)")
         ->default_str("off");
     command.add_flag("--compress-answers", options.compression.answers,
                      "Compress answers to faults too (with lz4 or zstd)");
+    command
+        .add_option("--compress-threads", options.compression.threads,
+                    "Threads compressing the stream beside each bulk loop, in batches with it "
+                    "(-1: one per core beyond the first, at most 3)")
+        ->default_str("-1")
+        ->check(CLI::Range(-1, 16));
     command
         .add_option_function<std::string>(
             "--max-bandwidth",
@@ -345,6 +351,7 @@ nlohmann::json to_json(const SourceStats& s) {
                            {"compress_seconds", c.compress_seconds},
                            {"auto_switches", c.auto_switches},
                            {"compressing_at_end", c.compressing_at_end},
+                           {"threads", c.threads},
                            {"auto_choice", c.auto_choice}};
     if (s.live) {
         nlohmann::json rounds = nlohmann::json::array();
@@ -452,7 +459,8 @@ void print_summary(const SourceStats& s, std::FILE* out) {
         std::fprintf(
             out,
             "compression   %s (the destination accepts %s): %llu runs, %s -> %s (%.2fx), "
-            "%.3f s compressing, %llu runs sent raw (did not shrink)%s\n",
+            "%.3f s compressing (the loop and %u helpers), %llu runs sent raw (did not "
+            "shrink)%s\n",
             c.mode.c_str(), c.accepted.empty() ? "none" : c.accepted.c_str(),
             static_cast<unsigned long long>(c.runs_compressed),
             format_bytes(static_cast<double>(c.raw_bytes)).c_str(),
@@ -460,7 +468,7 @@ void print_summary(const SourceStats& s, std::FILE* out) {
             c.compressed_bytes > 0
                 ? static_cast<double>(c.raw_bytes) / static_cast<double>(c.compressed_bytes)
                 : 0.0,
-            c.compress_seconds, static_cast<unsigned long long>(c.runs_not_shrunk),
+            c.compress_seconds, c.threads, static_cast<unsigned long long>(c.runs_not_shrunk),
             c.mode == "auto" ? (", " + std::to_string(c.auto_switches) + " switches").c_str() : "");
     }
     if (s.max_bandwidth > 0) {

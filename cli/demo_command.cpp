@@ -62,6 +62,7 @@ struct DemoArguments {
     // Passed to the source (serve): the stream's encoding and cap.
     std::string compress = "off";
     bool compress_answers = false;
+    int compress_threads = -1;
     SyntheticGuest::Content content = SyntheticGuest::Content::Random;
     TrafficMarking marking;  // both sides
     std::string max_bandwidth;
@@ -406,6 +407,7 @@ std::expected<std::string, Stop> spawn(const DemoArguments& args, const DemoPlan
     if (args.compress_answers) {
         argv.emplace_back("--compress-answers");
     }
+    argv.insert(argv.end(), {"--compress-threads", std::to_string(args.compress_threads)});
     if (!args.max_bandwidth.empty()) {
         argv.insert(argv.end(), {"--max-bandwidth", args.max_bandwidth});
     }
@@ -812,6 +814,11 @@ std::function<int()> add_demo_command(CLI::App& app) {
         });
     add_content_option(*command, args->content);
     add_marking_options(*command, args->marking);
+    command
+        ->add_option("--compress-threads", args->compress_threads,
+                     "The source's threads compressing beside each bulk loop (as serve)")
+        ->capture_default_str()
+        ->check(CLI::Range(-1, 16));
     command->add_flag("--compress-answers", args->compress_answers,
                       "The source compresses answers to faults too");
     command

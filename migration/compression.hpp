@@ -23,6 +23,9 @@ struct CompressionOptions {
     // this). Off by default: BENCHMARKS.md "Real links" measured it (a fault waits for the
     // compression and the expansion of its run, not for the link, at 1 Gbit/s).
     bool answers = false;
+    // Threads that compress the stream's runs beside each bulk loop (0: the loop alone). Used
+    // only while runs are compressed; the loop works on each batch too.
+    std::size_t threads = 0;
 };
 
 // Compresses one run into a buffer of its own. One per FrameBuilder (one loop thread).

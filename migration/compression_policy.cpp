@@ -83,10 +83,52 @@ RunCodec CompressionPolicy::for_stream(std::uint64_t raw_bytes, Clock::time_poin
         window_bytes_ = 0;
     }
     std::size_t on = probing_.value_or(current_);
-    if (on == 0 && ++runs_seen_ % kSampleEvery == 0) {
-        return step(1);  // a sample: does the guest shrink, and how fast is lz4 here?
+    if (!probing_ && ++runs_seen_ % kSampleEvery == 0) {
+        // A sample of another step: what does it shrink the guest's pages to, how fast here?
+        // lz4 every other time (the ratio that says whether to compress at all).
+        // The zstd steps only where they may pay: in the first window, or once lz4 outruns
+        // the stream (on a link that holds it; on loopback they would cost the CPU it needs).
+        bool wide = rates_[0] == 0 || current_ > 0 || speed_[1] > rates_[0];
+        std::size_t top = wide ? top_step() : 1;
+        std::size_t other = ++samples_taken_ % 2 == 1 ? 1 : 1 + (samples_taken_ / 2) % top;
+        if (other != on) {
+            return step(other);
+        }
     }
     return step(on);
+}
+
+std::size_t CompressionPolicy::step_of(RunCodec codec) noexcept {
+    switch (codec.encoding) {
+        case wire::Encoding::Lz4:
+            return 1;
+        case wire::Encoding::Zstd:
+            return codec.zstd_level < 0 ? 2 : 3;
+        default:
+            return 0;
+    }
+}
+
+std::size_t CompressionPolicy::predicted_best(double rate) const {
+    // What the link carries now, if it is what holds the stream back; each step would then
+    // reach the wire's rate over its ratio. Its compression speed is left to the window that
+    // follows: a sample's speed says little of a step's (a context and buffers used every
+    // 48th run are cold: samples measured a third of the speed the same step sustains), and
+    // a step that jumped too high is left for the one below by the next probe down.
+    double wire = rate * ratio_[current_];
+    std::size_t best = current_;
+    double best_rate = rate;
+    for (std::size_t s = 1; s <= top_step(); ++s) {
+        if (s == current_ || tries_[s] == 0) {
+            continue;
+        }
+        double predicted = wire / ratio_[s];
+        if (predicted > kBetter * best_rate) {
+            best = s;
+            best_rate = predicted;
+        }
+    }
+    return best;
 }
 
 void CompressionPolicy::settle(std::size_t on, Clock::time_point now, bool held) {
@@ -123,15 +165,22 @@ void CompressionPolicy::close_window_of(double rate, Clock::time_point now) {
         return;
     }
     rates_[current_] = rate;
-    if (current_ > 0 && ratio_ >= kWorthProbing) {
+    if (current_ > 0 && ratio_[1] >= kWorthProbing) {
         settle(0, now, false);  // the guest's pages stopped shrinking
         return;
     }
     if (now < next_probe_) {
         return;
     }
+    // From raw only where lz4 outruns the stream (the link, not this CPU, holds it).
+    if (current_ > 0 || (ratio_[1] < kWorthProbing && speed_[1] > rate)) {
+        if (std::size_t best = predicted_best(rate); best > current_) {
+            probing_ = best;  // the link holds the stream: straight to the step that pays most
+            return;
+        }
+    }
     bool can_up =
-        current_ < top_step() && (current_ > 0 || (ratio_ < kWorthProbing && lz4_speed_ > rate));
+        current_ < top_step() && (current_ > 0 || (ratio_[1] < kWorthProbing && speed_[1] > rate));
     bool can_down = current_ > 0;
     if (can_up && (probe_up_next_ || !can_down)) {
         probing_ = current_ + 1;
@@ -140,9 +189,8 @@ void CompressionPolicy::close_window_of(double rate, Clock::time_point now) {
     }
 }
 
-void CompressionPolicy::record(wire::Encoding tried, std::uint64_t raw_bytes,
-                               std::uint64_t wire_bytes, std::chrono::nanoseconds spent,
-                               bool stream) {
+void CompressionPolicy::record(RunCodec tried, std::uint64_t raw_bytes, std::uint64_t wire_bytes,
+                               std::chrono::nanoseconds spent, bool stream) {
     compress_ns_.fetch_add(static_cast<std::uint64_t>(spent.count()), std::memory_order_relaxed);
     if (wire_bytes == 0) {
         runs_not_shrunk_.fetch_add(1, std::memory_order_relaxed);
@@ -151,7 +199,8 @@ void CompressionPolicy::record(wire::Encoding tried, std::uint64_t raw_bytes,
         raw_bytes_.fetch_add(raw_bytes, std::memory_order_relaxed);
         compressed_bytes_.fetch_add(wire_bytes, std::memory_order_relaxed);
     }
-    if (!stream || tried != wire::Encoding::Lz4 || raw_bytes == 0) {
+    std::size_t s = step_of(tried);
+    if (!stream || s == 0 || raw_bytes == 0 || options_.codec != Codec::Auto) {
         return;
     }
     // Moving averages over about the last eight tries.
@@ -159,8 +208,9 @@ void CompressionPolicy::record(wire::Encoding tried, std::uint64_t raw_bytes,
         wire_bytes == 0 ? 1.0 : static_cast<double>(wire_bytes) / static_cast<double>(raw_bytes);
     double seconds = std::max(std::chrono::duration<double>(spent).count(), 1e-9);
     double speed = static_cast<double>(raw_bytes) / seconds;
-    ratio_ += (ratio - ratio_) / 8;
-    lz4_speed_ = lz4_speed_ == 0 ? speed : lz4_speed_ + (speed - lz4_speed_) / 8;
+    bool first = tries_[s]++ == 0;  // the first try of a step is its estimate
+    ratio_[s] = first ? ratio : ratio_[s] + (ratio - ratio_[s]) / 8;
+    speed_[s] = first ? speed : speed_[s] + (speed - speed_[s]) / 8;
 }
 
 CompressionReport CompressionPolicy::report() const {
@@ -191,6 +241,7 @@ CompressionReport CompressionPolicy::report() const {
     out.compressed_bytes = compressed_bytes_.load(std::memory_order_relaxed);
     out.compress_seconds = static_cast<double>(compress_ns_.load(std::memory_order_relaxed)) / 1e9;
     out.auto_switches = auto_switches_.load(std::memory_order_relaxed);
+    out.threads = options_.codec == Codec::Off ? 0 : static_cast<std::uint32_t>(options_.threads);
     if (options_.codec == Codec::Auto) {
         static constexpr const char* kNames[kSteps] = {"raw", "lz4", "zstd:-1", "zstd:1"};
         std::size_t at = step_at_end_.load(std::memory_order_relaxed);

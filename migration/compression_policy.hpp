@@ -28,9 +28,13 @@ struct RunCodec {
 // compressing more and costing more CPU: raw, lz4, zstd:-1, zstd:1. It tries the next step up
 // and keeps it only while it measures at least 5 % faster, checks the step below the same way,
 // and tries again with a backoff that doubles while the choice holds (0.4 s up to 16 s); a step
-// that paid is followed by the next one up. While raw, every 16th run is compressed with lz4 as
-// a sample, so that the ladder is climbed only when the guest's pages shrink (ratio < 0.9) and
-// lz4 on this CPU outruns the measured stream.
+// that paid is followed by the next one up. Every 16th run is compressed with another step as a
+// sample (in turn), so that the policy knows what each step shrinks the guest's pages to and
+// how fast it compresses here: the ladder is climbed only when the pages shrink (lz4's ratio
+// < 0.9) and lz4 outruns the stream, and then the step predicted fastest were the link what
+// holds the stream (the wire's rate over the step's ratio) is tried at once rather than a step
+// at a time, the window deciding as for any probe (and a step too costly for this CPU is left
+// for the one below by the next probe down).
 class CompressionPolicy {
   public:
     using Clock = std::chrono::steady_clock;
@@ -46,7 +50,7 @@ class CompressionPolicy {
     [[nodiscard]] RunCodec for_answer() const noexcept;
     // What a try cost and gave (wire_bytes 0: it did not shrink and went raw). Any thread;
     // `stream` feeds Auto's estimates (the streaming loop's runs only).
-    void record(wire::Encoding tried, std::uint64_t raw_bytes, std::uint64_t wire_bytes,
+    void record(RunCodec tried, std::uint64_t raw_bytes, std::uint64_t wire_bytes,
                 std::chrono::nanoseconds spent, bool stream);
 
     [[nodiscard]] CompressionReport report() const;
@@ -59,6 +63,10 @@ class CompressionPolicy {
     void close_window(double rate, Clock::time_point now);
     void close_window_of(double rate, Clock::time_point now);
     void settle(std::size_t on, Clock::time_point now, bool held);
+    // The step predicted fastest from the samples, with the stream at `rate` on current_;
+    // current_ when none is predicted at least kBetter faster.
+    [[nodiscard]] std::size_t predicted_best(double rate) const;
+    [[nodiscard]] static std::size_t step_of(RunCodec codec) noexcept;
 
     CompressionOptions options_;
     std::atomic<std::uint32_t> accepted_{0};
@@ -82,8 +90,12 @@ class CompressionPolicy {
     Clock::time_point settled_at_{};  // windows count only from here (after a change)
     std::chrono::milliseconds backoff_{400};
     std::uint64_t runs_seen_ = 0;
-    double ratio_ = 1.0;    // compressed / raw bytes of recent stream runs (moving average)
-    double lz4_speed_ = 0;  // raw bytes per second lz4 compresses here (moving average)
+    std::uint64_t samples_taken_ = 0;
+    // Per step, from its recent stream runs (moving averages): compressed / raw bytes, and raw
+    // bytes per second one thread compresses here (0: not sampled yet). Raw: 1 and unbounded.
+    std::array<double, kSteps> ratio_{1.0, 1.0, 1.0, 1.0};
+    std::array<double, kSteps> speed_{};
+    std::array<std::uint64_t, kSteps> tries_{};
 };
 
 }  // namespace uffdm::migration

@@ -290,7 +290,8 @@ std::uint64_t StreamBacklog::budget() const noexcept {
 SourceBulkChannel::SourceBulkChannel(SourceLink& link, std::size_t window, std::uint64_t session)
     : backlog_(window * (256U << 10)),
       link_(link),
-      builder_(link.pages().memory(), window, link.compression()),
+      builder_(link.pages().memory(), window, link.compression(),
+               link.compression_pool() != nullptr ? kBatchFrames : 0),
       session_(session) {}
 
 void SourceBulkChannel::on_frame(ChannelId channel, const FrameView& frame) {
@@ -316,6 +317,12 @@ std::optional<OutgoingFrame> SourceBulkChannel::choose_frame() {
         stream_waits(link_) || backlog_.full() || !link_.stream_may_send()) {
         return std::nullopt;  // (the backlog and the cap wake the streams when a frame may go)
     }
+    if (!made_.empty()) {
+        auto frame = std::move(made_.front());
+        made_.pop_front();
+        link_.stream_sent(frame);
+        return frame;
+    }
     auto run = link_.pages().next_stream_run();
     if (!run && link_.precopy() != nullptr &&
         link_.precopy()->phase() != PrecopySource::Phase::Postcopy) {
@@ -325,9 +332,38 @@ std::optional<OutgoingFrame> SourceBulkChannel::choose_frame() {
         ended_ = true;
         return message_frame(wire::MessageType::StreamEnd, wire::encode(wire::StreamEnd{sent_}));
     }
-    sent_ += run->count;
-    rounds_.pages += run->count;
-    auto frame = builder_.pages(*run, link_.want_hashes(), false, guest_running(link_));
+    return stream_frame(*run);
+}
+
+std::optional<OutgoingFrame> SourceBulkChannel::stream_frame(const PageRun& first) {
+    bool hashes = link_.want_hashes();
+    bool live = guest_running(link_);
+    sent_ += first.count;
+    rounds_.pages += first.count;
+    CompressionPool* pool = link_.compression_pool();
+    batch_.clear();
+    batch_.push_back(builder_.begin(first, hashes, false, live));
+    if (pool != nullptr && batch_.front().compresses()) {
+        // Taken now, sent in order behind this one: the stream's order moves on from there.
+        std::uint64_t bytes = batch_.front().data.size();
+        while (batch_.size() < kBatchFrames && bytes < kBatchBytes) {
+            auto run = link_.pages().next_stream_run();
+            if (!run) {
+                break;  // the end (or the round's) comes once these are out
+            }
+            sent_ += run->count;
+            rounds_.pages += run->count;
+            batch_.push_back(builder_.begin(*run, hashes, false, live));
+            bytes += batch_.back().data.size();
+        }
+        pool->compress(builder_, batch_, builder_.compressor());
+    } else {
+        builder_.compress(batch_.front(), builder_.compressor());
+    }
+    auto frame = builder_.finish(batch_.front());
+    for (std::size_t i = 1; i < batch_.size(); ++i) {
+        made_.push_back(builder_.finish(batch_[i]));
+    }
     link_.stream_sent(frame);
     return frame;
 }

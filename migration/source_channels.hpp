@@ -103,7 +103,16 @@ class SourceBulkChannel final : public transport::ChannelHandler {
     void on_closed(transport::ChannelId channel, const transport::Failure& why) override;
 
   private:
+    // Frames compressed together with the pool's helpers, made ahead of the send window: at
+    // most this many, and batches of about this many guest bytes (the wake-ups amortised over
+    // small runs; a request's new stream order waits at most one batch).
+    static constexpr std::size_t kBatchFrames = 256;
+    static constexpr std::uint64_t kBatchBytes = 1U << 20;
+
     std::optional<transport::OutgoingFrame> choose_frame();
+    // The stream's next frame, and when it is compressed and a pool helps, a batch of them
+    // behind it in made_.
+    std::optional<transport::OutgoingFrame> stream_frame(const PageRun& run);
 
     StreamBacklog backlog_;
     SourceLink& link_;
@@ -112,6 +121,8 @@ class SourceBulkChannel final : public transport::ChannelHandler {
     std::uint64_t sent_ = 0;
     bool ended_ = false;
     RoundCounter rounds_;
+    std::deque<transport::OutgoingFrame> made_;  // compressed in a batch, not yet handed out
+    std::vector<FrameBuilder::Pending> batch_;
 };
 
 }  // namespace uffdm::migration

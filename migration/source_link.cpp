@@ -65,6 +65,9 @@ SourceLink::SourceLink(const PageServerOptions& options, SentPages& pages)
     : options_(options),
       pages_(pages),
       compression_(options.compression),
+      compression_pool_(options.compression.codec != Codec::Off && options.compression.threads > 0
+                            ? std::make_unique<CompressionPool>(options.compression.threads)
+                            : nullptr),
       layout_bytes_(wire::encode([&] {
           wire::Layout layout = pages.memory().layout();
           layout.flags = options.live.enabled ? wire::Layout::kLive : 0U;

@@ -13,6 +13,7 @@
 
 #include "migration/bandwidth_cap.hpp"
 #include "migration/compression_policy.hpp"
+#include "migration/compression_pool.hpp"
 #include "migration/precopy_source.hpp"
 #include "migration/session_link.hpp"
 #include "migration/source_pages.hpp"
@@ -97,6 +98,8 @@ class SourceLink {
     [[nodiscard]] SentPages& pages() noexcept { return pages_; }
     [[nodiscard]] CompressionPolicy& compression() noexcept { return compression_; }
     [[nodiscard]] const CompressionPolicy& compression() const noexcept { return compression_; }
+    // Helpers that compress a bulk loop's batch of runs with it (nullptr: none).
+    [[nodiscard]] CompressionPool* compression_pool() noexcept { return compression_pool_.get(); }
     // The live source's rounds (nullptr for a guest that no longer runs). Set before open().
     void set_precopy(PrecopySource* precopy) noexcept { precopy_ = precopy; }
     [[nodiscard]] PrecopySource* precopy() const noexcept { return precopy_; }
@@ -145,6 +148,7 @@ class SourceLink {
     const PageServerOptions& options_;
     SentPages& pages_;
     CompressionPolicy compression_;
+    std::unique_ptr<CompressionPool> compression_pool_;
     PrecopySource* precopy_ = nullptr;
     std::vector<std::byte> layout_bytes_;
     std::size_t window_ = 16;  // the data paths' send window: hash slots per channel

@@ -158,53 +158,72 @@ PageRun SentPages::grow(PageBitmap& sent, std::uint64_t first) {
 
 transport::OutgoingFrame FrameBuilder::pages(const PageRun& run, bool hashes, bool answer,
                                              bool live) {
-    wire::PagesHeader header{
+    Pending pending = begin(run, hashes, answer, live);
+    compress(pending, compressor_);
+    return finish(pending);
+}
+
+FrameBuilder::Pending FrameBuilder::begin(const PageRun& run, bool hashes, bool answer, bool live) {
+    Pending p;
+    p.answer = answer;
+    p.header = wire::PagesHeader{
         .region = run.region,
         .encoding = run.zero ? wire::Encoding::Zero : wire::Encoding::Raw,
         .flags = static_cast<std::uint8_t>((hashes && !run.zero ? wire::PagesHeader::kHashes : 0) |
                                            (answer ? wire::PagesHeader::kAnswer : 0)),
         .first_page = run.first,
         .count = static_cast<std::uint32_t>(run.count)};
-    transport::OutgoingFrame frame{.type = wire::frame_type(wire::MessageType::Pages)};
+    p.frame = transport::OutgoingFrame{.type = wire::frame_type(wire::MessageType::Pages)};
     if (run.zero) {
-        (void)frame.set_inline(wire::encode(header));
-        return frame;
+        return p;
     }
-    auto data = memory_.pages(run.region, run.first, run.count);
-    RunCodec codec = answer ? policy_.for_answer()
-                            : policy_.for_stream(data.size(), CompressionPolicy::Clock::now());
-    wire::Encoding encoding = codec.encoding;
-    if (hashes || encoding != wire::Encoding::Raw) {
-        std::size_t index = next_++ % slots_.size();
+    p.data = memory_.pages(run.region, run.first, run.count);
+    p.codec = answer ? policy_.for_answer()
+                     : policy_.for_stream(p.data.size(), CompressionPolicy::Clock::now());
+    if (hashes || p.codec.encoding != wire::Encoding::Raw) {
+        p.slot = next_++ % slots_.size();
         if (hashes && live) {
-            auto& copy = copies_[index];
-            copy.assign(data.begin(), data.end());
-            data = copy;
+            auto& copy = copies_[p.slot];
+            copy.assign(p.data.begin(), p.data.end());
+            p.data = copy;
         }
         if (hashes) {
-            auto& slot = slots_[index];
+            auto& slot = slots_[p.slot];
             slot.resize(run.count * 8);
-            std::uint64_t page_size = data.size() / run.count;
+            std::uint64_t page_size = p.data.size() / run.count;
             for (std::uint64_t i = 0; i < run.count; ++i) {
                 transport::store_le<std::uint64_t>(
-                    slot, i * 8, page_hash(data.subspan(i * page_size, page_size)));
+                    slot, i * 8, page_hash(p.data.subspan(i * page_size, page_size)));
             }
-            frame.borrowed[0] = slot;
-        }
-        if (encoding != wire::Encoding::Raw) {
-            auto started = CompressionPolicy::Clock::now();
-            bool shrank = compressor_.compress(encoding, codec.zstd_level, data, packed_[index]);
-            policy_.record(encoding, data.size(), shrank ? packed_[index].size() : 0,
-                           CompressionPolicy::Clock::now() - started, !answer);
-            if (shrank) {
-                header.encoding = encoding;
-                data = packed_[index];
-            }
+            p.frame.borrowed[0] = slot;
         }
     }
-    (void)frame.set_inline(wire::encode(header));
-    frame.borrowed[1] = data;
-    return frame;
+    return p;
+}
+
+void FrameBuilder::compress(Pending& p, RunCompressor& compressor) {
+    if (!p.compresses()) {
+        return;
+    }
+    auto started = CompressionPolicy::Clock::now();
+    p.shrank = compressor.compress(p.codec.encoding, p.codec.zstd_level, p.data, packed_[p.slot]);
+    p.spent = CompressionPolicy::Clock::now() - started;
+}
+
+transport::OutgoingFrame FrameBuilder::finish(Pending& p) {
+    if (p.compresses()) {
+        policy_.record(p.codec, p.data.size(), p.shrank ? packed_[p.slot].size() : 0, p.spent,
+                       !p.answer);
+        if (p.shrank) {
+            p.header.encoding = p.codec.encoding;
+            p.data = packed_[p.slot];
+        }
+    }
+    (void)p.frame.set_inline(wire::encode(p.header));
+    if (!p.data.empty()) {
+        p.frame.borrowed[1] = p.data;
+    }
+    return std::move(p.frame);
 }
 
 }  // namespace uffdm::migration

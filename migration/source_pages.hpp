@@ -98,8 +98,15 @@ class SentPages {
 // channel; the policy says which encoding each data run tries.
 class FrameBuilder {
   public:
-    FrameBuilder(const GuestMemory& memory, std::size_t window, CompressionPolicy& policy)
-        : memory_(memory), policy_(policy), slots_(window), copies_(window), packed_(window) {}
+    // `ahead`: frames made and not yet handed to the send window (a batch compressed on
+    // several threads): their slots are not reused either.
+    FrameBuilder(const GuestMemory& memory, std::size_t window, CompressionPolicy& policy,
+                 std::size_t ahead = 0)
+        : memory_(memory),
+          policy_(policy),
+          slots_(window + ahead),
+          copies_(window + ahead),
+          packed_(window + ahead) {}
 
     // `live`: the guest may write these pages while the frame waits to be sent. Its bytes
     // are then copied with the hashes, so that each hash matches the bytes it travels with
@@ -107,6 +114,27 @@ class FrameBuilder {
     // compressed run of a page written meanwhile still expands to the run's size).
     [[nodiscard]] transport::OutgoingFrame pages(const PageRun& run, bool hashes, bool answer,
                                                  bool live = false);
+
+    // The same in three steps, so that compressing may run on other threads: begin() on the
+    // loop (the page data, hashes, the encoding to try), compress() on any thread with a
+    // compressor of its own, finish() on the loop again, in the order begun.
+    struct Pending {
+        wire::PagesHeader header;
+        transport::OutgoingFrame frame;
+        std::span<const std::byte> data;
+        RunCodec codec;
+        std::size_t slot = 0;
+        bool answer = false;
+        bool shrank = false;
+        std::chrono::nanoseconds spent{};
+        [[nodiscard]] bool compresses() const noexcept {
+            return codec.encoding != wire::Encoding::Raw && !data.empty();
+        }
+    };
+    [[nodiscard]] Pending begin(const PageRun& run, bool hashes, bool answer, bool live = false);
+    void compress(Pending& pending, RunCompressor& compressor);
+    [[nodiscard]] transport::OutgoingFrame finish(Pending& pending);
+    [[nodiscard]] RunCompressor& compressor() noexcept { return compressor_; }
 
   private:
     const GuestMemory& memory_;

@@ -36,7 +36,8 @@ struct CompressionReport {
     // auto: how often it switched between raw and lz4, and the state at the end.
     std::uint64_t auto_switches = 0;
     bool compressing_at_end = false;
-    std::string auto_choice;  // auto: raw, lz4, zstd:-1 or zstd:1 at the end
+    std::string auto_choice;    // auto: raw, lz4, zstd:-1 or zstd:1 at the end
+    std::uint32_t threads = 0;  // helpers compressing beside each bulk loop
 };
 
 struct SourceProgress {

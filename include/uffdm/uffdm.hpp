@@ -221,6 +221,9 @@ struct StreamCompression {
     Compression codec = Compression::Off;
     int zstd_level = 3;    // 1..19, or zstd's fast levels -7..-1
     bool answers = false;  // compress answers to faults too (Lz4 or Zstd; Auto measures none)
+    // Threads that compress the stream's runs beside each bulk loop, in batches with it:
+    // -1 one per core this process may use beyond the first, at most three; 0 none; 1..16.
+    int threads = -1;
 };
 
 struct SourceOptions {

@@ -40,7 +40,7 @@ def log(message):
     print(f"chaos: {message}", flush=True)
 
 
-# Added to every demo's arguments (--placement-threads).
+# Added to every demo's arguments (--placement-threads, --compress).
 DEMO_EXTRA = []
 
 
@@ -472,14 +472,21 @@ def main():
     parser.add_argument("--seed", type=int, default=int(time.time()))
     parser.add_argument("--placement-threads", type=int,
                         help="every demo's destination places the stream with this many threads")
+    parser.add_argument("--compress",
+                        help="every demo's source compresses its stream so (a host-files guest, "
+                             "runs compressed in batches by the source's compression threads)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("chaos: needs root (ss -K, network namespaces, signals to the source)")
         return 77  # meson: skipped
     if args.placement_threads is not None:
         DEMO_EXTRA.extend(["--placement-threads", str(args.placement_threads)])
+    if args.compress is not None:
+        DEMO_EXTRA.extend(["--compress", args.compress, "--content", "host-files",
+                           "--compress-threads", "2"])
     log(f"{args.case} (seed {args.seed})"
-        + (f", {args.placement_threads} placement threads" if DEMO_EXTRA else ""))
+        + (f", {args.placement_threads} placement threads" if args.placement_threads else "")
+        + (f", stream compressed {args.compress}" if args.compress else ""))
     try:
         {"kill-connections": case_kill_connections, "restart-source": case_restart_source,
          "partition": case_partition, "stop-peer": case_stop_peer,

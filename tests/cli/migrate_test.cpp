@@ -507,6 +507,10 @@ TEST_P(Compress, EveryPageChecksOutAndTheRunsWentCompressed) {
     if (threads != c.extra.end()) {
         EXPECT_EQ(report["placement_threads"].get<int>(), std::stoi(*(threads + 1)));
     }
+    auto helpers = std::find(c.extra.begin(), c.extra.end(), "--compress-threads");
+    if (helpers != c.extra.end()) {
+        EXPECT_EQ(compression["threads"].get<int>(), std::stoi(*(helpers + 1)));
+    }
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -520,6 +524,12 @@ INSTANTIATE_TEST_SUITE_P(
             "zstd:1", {"--verify", "--placement-threads", "1"}, "zstd_verified_placement_thread"},
         CompressCase{
             "lz4", {"--compress-answers", "--bulk-channels", "0"}, "lz4_answers_one_connection"},
+        // Batches compressed by three helpers beside the loops (two bulk loops, one pool), and
+        // by the loop alone.
+        CompressCase{"zstd:1",
+                     {"--verify", "--compress-threads", "3", "--bulk-channels", "2"},
+                     "zstd_verified_three_compress_threads"},
+        CompressCase{"lz4", {"--compress-threads", "0"}, "lz4_loop_alone"},
         CompressCase{
             "zstd",
             {"--precopy", "--source-writers", "1", "--write-rate", "2000", "--hot-set", "5"},
@@ -789,6 +799,10 @@ INSTANTIATE_TEST_SUITE_P(
                      "invalid size 'fast'",
                      2},
         BadArguments{{"demo", "--max-bandwidth", "0mbit"}, "invalid rate '0mbit'", 2},
+        BadArguments{{"serve", "--listen", "tcp:127.0.0.1:0", "--synthetic", "1M",
+                      "--compress-threads", "17"},
+                     "--compress-threads: Value 17 not in range -1 to 16",
+                     2},
         BadArguments{{"demo", "--hold-stream", "--touches", "0"}, "--hold-stream needs vCPUs", 2},
         BadArguments{{"serve", "--listen", "tcp:127.0.0.1:0"}, "--image FILE or --synthetic", 2},
         BadArguments{

@@ -191,7 +191,7 @@ struct AutoDrive {
                                                           : zstd;
             if (c.encoding != Encoding::Raw) {
                 ++compressed;
-                policy.record(c.encoding, kRun, static_cast<std::uint64_t>(kRun * s.ratio),
+                policy.record(c, kRun, static_cast<std::uint64_t>(kRun * s.ratio),
                               std::chrono::nanoseconds(static_cast<std::int64_t>(kRun / 0.5)),
                               true);
             }
@@ -217,6 +217,22 @@ TEST(AutoCompression, ClimbsToTheFastestStepOnASlowLinkAndStaysThere) {
     lz4_only.policy.accept(wire::Start::kAcceptLz4);
     lz4_only.run(8000);
     EXPECT_EQ(lz4_only.policy.report().auto_choice, "lz4");
+}
+
+TEST(AutoCompression, JumpsStraightToTheStepItsSamplesPredictWhileTheLinkHoldsTheStream) {
+    // zstd:1 shrinks most and its CPU keeps up: the link's rate over its ratio is the best.
+    // Climbing one step per probe would reach it after about two seconds (three probes and
+    // their backoffs); the samples of every step say so after the first window.
+    AutoDrive link_bound;
+    link_bound.lz4 = {214e6, 0.56};
+    link_bound.fast_zstd = {245e6, 0.49};
+    link_bound.zstd = {273e6, 0.44};
+    link_bound.policy.accept(kBoth);
+    link_bound.run(700);
+    EXPECT_EQ(link_bound.policy.report().auto_choice, "zstd:1");
+    EXPECT_EQ(link_bound.policy.report().auto_switches, 1u);  // raw -> compressed, once
+    link_bound.run(10000);  // the neighbours measured slower: it stays
+    EXPECT_EQ(link_bound.policy.report().auto_choice, "zstd:1");
 }
 
 TEST(AutoCompression, StaysRawWhenCompressionIsSlowerOrThePagesDoNotShrink) {
