@@ -15,9 +15,10 @@ constexpr auto kIdleGap = std::chrono::milliseconds(50);
 constexpr auto kSettle = std::chrono::milliseconds(100);
 constexpr auto kFirstBackoff = std::chrono::milliseconds(400);  // after a change: two windows
 constexpr auto kMaxBackoff = std::chrono::milliseconds(16000);
-constexpr std::uint64_t kSampleEvery = 16;
-constexpr double kWorthProbing = 0.9;  // lz4's recent ratio must be below this
-constexpr double kBetter = 1.05;       // a mode must beat the other by 5 % to be chosen
+constexpr std::uint64_t kSampleEvery = 16;  // one run in this many is a sample
+constexpr std::uint64_t kBurst = 4;         // taken in bursts of this many runs
+constexpr double kWorthProbing = 0.9;       // lz4's recent ratio must be below this
+constexpr double kBetter = 1.05;            // a mode must beat the other by 5 % to be chosen
 
 }  // namespace
 
@@ -83,17 +84,27 @@ RunCodec CompressionPolicy::for_stream(std::uint64_t raw_bytes, Clock::time_poin
         window_bytes_ = 0;
     }
     std::size_t on = probing_.value_or(current_);
-    if (!probing_ && ++runs_seen_ % kSampleEvery == 0) {
-        // A sample of another step: what does it shrink the guest's pages to, how fast here?
-        // lz4 every other time (the ratio that says whether to compress at all).
-        // The zstd steps only where they may pay: in the first window, or once lz4 outruns
-        // the stream (on a link that holds it; on loopback they would cost the CPU it needs).
+    if (probing_) {
+        return step(on);
+    }
+    // Samples of other steps, a burst of kBurst runs every kBurst * kSampleEvery: what does
+    // each shrink the guest's pages to, and how fast does it compress here (the burst's first
+    // run warms its context and is not timed: a lone sample measured a third of the speed)?
+    std::uint64_t phase = runs_seen_++ % (kBurst * kSampleEvery);
+    if (phase == 0) {
+        // lz4 every other burst (the ratio that says whether to compress at all); the zstd
+        // steps only where they may pay: in the first window, or once lz4 outruns the stream
+        // (a link that holds it; on loopback they would take the CPU the stream needs).
         bool wide = rates_[0] == 0 || current_ > 0 || speed_[1] > rates_[0];
         std::size_t top = wide ? top_step() : 1;
-        std::size_t other = ++samples_taken_ % 2 == 1 ? 1 : 1 + (samples_taken_ / 2) % top;
-        if (other != on) {
-            return step(other);
-        }
+        ++samples_taken_;
+        sampling_ = samples_taken_ % 2 == 1 ? 1 : 1 + (samples_taken_ / 2) % top;
+    }
+    if (phase < kBurst && sampling_ != on) {
+        RunCodec sample = step(sampling_);
+        sample.sample = true;
+        sample.cold = phase == 0;
+        return sample;
     }
     return step(on);
 }
@@ -111,18 +122,17 @@ std::size_t CompressionPolicy::step_of(RunCodec codec) noexcept {
 
 std::size_t CompressionPolicy::predicted_best(double rate) const {
     // What the link carries now, if it is what holds the stream back; each step would then
-    // reach the wire's rate over its ratio. Its compression speed is left to the window that
-    // follows: a sample's speed says little of a step's (a context and buffers used every
-    // 48th run are cold: samples measured a third of the speed the same step sustains), and
-    // a step that jumped too high is left for the one below by the next probe down.
+    // reach the wire's rate over its ratio, unless its compression cannot keep up (its speed
+    // on each thread that compresses: the loop and its helpers).
     double wire = rate * ratio_[current_];
+    double threads = 1.0 + static_cast<double>(options_.threads);
     std::size_t best = current_;
     double best_rate = rate;
     for (std::size_t s = 1; s <= top_step(); ++s) {
-        if (s == current_ || tries_[s] == 0) {
+        if (s == current_ || speed_[s] == 0) {
             continue;
         }
-        double predicted = wire / ratio_[s];
+        double predicted = std::min(wire / ratio_[s], speed_[s] * threads);
         if (predicted > kBetter * best_rate) {
             best = s;
             best_rate = predicted;
@@ -208,9 +218,11 @@ void CompressionPolicy::record(RunCodec tried, std::uint64_t raw_bytes, std::uin
         wire_bytes == 0 ? 1.0 : static_cast<double>(wire_bytes) / static_cast<double>(raw_bytes);
     double seconds = std::max(std::chrono::duration<double>(spent).count(), 1e-9);
     double speed = static_cast<double>(raw_bytes) / seconds;
-    bool first = tries_[s]++ == 0;  // the first try of a step is its estimate
+    bool first = tries_[s]++ == 0;  // the first try of a step is its ratio's estimate
     ratio_[s] = first ? ratio : ratio_[s] + (ratio - ratio_[s]) / 8;
-    speed_[s] = first ? speed : speed_[s] + (speed - speed_[s]) / 8;
+    if (!tried.cold) {
+        speed_[s] = speed_[s] == 0 ? speed : speed_[s] + (speed - speed_[s]) / 8;
+    }
 }
 
 CompressionReport CompressionPolicy::report() const {

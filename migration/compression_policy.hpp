@@ -17,6 +17,8 @@ namespace uffdm::migration {
 struct RunCodec {
     wire::Encoding encoding = wire::Encoding::Raw;
     int zstd_level = 0;
+    bool sample = false;  // Auto: one run tried with another step than the stream's
+    bool cold = false;    // the first of a burst of samples: its speed is not counted
 };
 
 // One per source. The mode asked for, narrowed to what the destination accepted (its START or
@@ -28,13 +30,13 @@ struct RunCodec {
 // compressing more and costing more CPU: raw, lz4, zstd:-1, zstd:1. It tries the next step up
 // and keeps it only while it measures at least 5 % faster, checks the step below the same way,
 // and tries again with a backoff that doubles while the choice holds (0.4 s up to 16 s); a step
-// that paid is followed by the next one up. Every 16th run is compressed with another step as a
-// sample (in turn), so that the policy knows what each step shrinks the guest's pages to and
-// how fast it compresses here: the ladder is climbed only when the pages shrink (lz4's ratio
-// < 0.9) and lz4 outruns the stream, and then the step predicted fastest were the link what
-// holds the stream (the wire's rate over the step's ratio) is tried at once rather than a step
-// at a time, the window deciding as for any probe (and a step too costly for this CPU is left
-// for the one below by the next probe down).
+// that paid is followed by the next one up. One run in 16 is compressed with another step as a
+// sample (in bursts of four, steps in turn), so that the policy knows what each step shrinks
+// the guest's pages to and how fast it compresses here: the ladder is climbed only when the
+// pages shrink (lz4's ratio < 0.9) and lz4 outruns the stream, and then the step predicted
+// fastest (the wire's rate over its ratio, or its speed times the threads compressing,
+// whichever is lower) is tried at once rather than a step at a time, the window deciding as
+// for any probe.
 class CompressionPolicy {
   public:
     using Clock = std::chrono::steady_clock;
@@ -91,6 +93,7 @@ class CompressionPolicy {
     std::chrono::milliseconds backoff_{400};
     std::uint64_t runs_seen_ = 0;
     std::uint64_t samples_taken_ = 0;
+    std::size_t sampling_ = 1;  // the step of the current burst of samples
     // Per step, from its recent stream runs (moving averages): compressed / raw bytes, and raw
     // bytes per second one thread compresses here (0: not sampled yet). Raw: 1 and unbounded.
     std::array<double, kSteps> ratio_{1.0, 1.0, 1.0, 1.0};

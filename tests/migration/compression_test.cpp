@@ -178,24 +178,24 @@ struct AutoDrive {
     CompressionPolicy policy{CompressionOptions{.codec = Codec::Auto}};
     CompressionPolicy::Clock::time_point now{};
     Step raw{120e6, 1.0}, lz4{210e6, 0.56}, fast_zstd{230e6, 0.49}, zstd{190e6, 0.44};
+    std::uint64_t run_bytes = 256 << 10;
     // Streams for `ms`. Returns how many runs went compressed.
     int run(int ms) {
         int compressed = 0;
-        constexpr std::uint64_t kRun = 256 << 10;
         auto end = now + std::chrono::milliseconds(ms);
         while (now < end) {
-            RunCodec c = policy.for_stream(kRun, now);
+            RunCodec c = policy.for_stream(run_bytes, now);
             const Step& s = c.encoding == Encoding::Raw   ? raw
                             : c.encoding == Encoding::Lz4 ? lz4
                             : c.zstd_level < 0            ? fast_zstd
                                                           : zstd;
             if (c.encoding != Encoding::Raw) {
                 ++compressed;
-                policy.record(c, kRun, static_cast<std::uint64_t>(kRun * s.ratio),
-                              std::chrono::nanoseconds(static_cast<std::int64_t>(kRun / 0.5)),
+                policy.record(c, run_bytes, static_cast<std::uint64_t>(run_bytes * s.ratio),
+                              std::chrono::nanoseconds(static_cast<std::int64_t>(run_bytes / 0.5)),
                               true);
             }
-            now += std::chrono::nanoseconds(static_cast<std::int64_t>(kRun / s.rate * 1e9));
+            now += std::chrono::nanoseconds(static_cast<std::int64_t>(run_bytes / s.rate * 1e9));
         }
         return compressed;
     }
@@ -224,6 +224,7 @@ TEST(AutoCompression, JumpsStraightToTheStepItsSamplesPredictWhileTheLinkHoldsTh
     // Climbing one step per probe would reach it after about two seconds (three probes and
     // their backoffs); the samples of every step say so after the first window.
     AutoDrive link_bound;
+    link_bound.run_bytes = 32 << 10;  // as a guest with zero pages among the others has
     link_bound.lz4 = {214e6, 0.56};
     link_bound.fast_zstd = {245e6, 0.49};
     link_bound.zstd = {273e6, 0.44};
