@@ -93,9 +93,11 @@ RunCodec CompressionPolicy::for_stream(std::uint64_t raw_bytes, Clock::time_poin
     std::uint64_t phase = runs_seen_++ % (kBurst * kSampleEvery);
     if (phase == 0) {
         // lz4 every other burst (the ratio that says whether to compress at all); the zstd
-        // steps only where they may pay: in the first window, or once lz4 outruns the stream
-        // (a link that holds it; on loopback they would take the CPU the stream needs).
-        bool wide = rates_[0] == 0 || current_ > 0 || speed_[1] > rates_[0];
+        // steps only where they may pay: in the first window, or once lz4 shrinks the pages
+        // and outruns the stream (a link that holds it; on loopback, or for pages that do not
+        // shrink, they would take the CPU the stream needs).
+        bool wide =
+            rates_[0] == 0 || current_ > 0 || (speed_[1] > rates_[0] && ratio_[1] < kWorthProbing);
         std::size_t top = wide ? top_step() : 1;
         ++samples_taken_;
         sampling_ = samples_taken_ % 2 == 1 ? 1 : 1 + (samples_taken_ / 2) % top;
