@@ -275,76 +275,84 @@ TEST_P(AnonymousPlacement, WriteProtectedPageFaultsOnWriteUntilUnprotected) {
     EXPECT_TRUE(server.faults()[0].write);
 }
 
-TEST_P(AnonymousPlacement, PendingRemoveEventMakesPlacementRetryLater) {
-    OpenOptions options = test::test_open_options();
-    options.required = FeatureSet{Feature::EventRemove};
-    auto fd = UserfaultFd::open(options);
-    ASSERT_TRUE(fd);
-    auto reg = fd->register_mapping(*mapping_, RegisterModes::missing_only());
-    ASSERT_TRUE(reg);
-    auto content = test::page_of(0x31, page());
-    ASSERT_TRUE(fd->copy(address(0), content.data(), page()));
-
-    std::atomic<pid_t> tid{0};
-    std::thread remover([&] {
-        tid = ::gettid();
-        ::madvise(mapping_->page(0), page(), MADV_DONTNEED);  // waits for the REMOVE to be read
-    });
-    while (tid == 0) {
-        std::this_thread::yield();
+// A userfaultfd that reports REMOVE events with the mapping registered and page 0 placed, and
+// a thread whose discard of page 0 waits until its REMOVE is read.
+class DiscardWaiting {
+  public:
+    ~DiscardWaiting() {
+        registration.reset();
+        fd.reset();  // closing the descriptor lets a discard still waiting go on
+        if (remover_.joinable()) {
+            remover_.join();
+        }
     }
-    ASSERT_TRUE(test::wait_until_blocked_in({tid.load()}, "userfaultfd_event_wait_completion"));
-    EXPECT_EQ(fd->copy(address(1), content.data(), page()).error(), Errc::RetryLater);
+    // Returns once the discarding thread waits in the kernel for its event to be read.
+    void start(Mapping& mapping) {
+        OpenOptions options = test::test_open_options();
+        options.required = FeatureSet{Feature::EventRemove};
+        auto opened = UserfaultFd::open(options);
+        ASSERT_TRUE(opened);
+        fd.emplace(std::move(*opened));
+        auto reg = fd->register_mapping(mapping, RegisterModes::missing_only());
+        ASSERT_TRUE(reg);
+        registration.emplace(std::move(*reg));
+        content = test::page_of(0x31, mapping.page_size());
+        ASSERT_TRUE(fd->copy(mapping.address(), content.data(), mapping.page_size()));
+        std::atomic<pid_t> tid{0};
+        remover_ = std::thread([&tid, &mapping] {
+            tid = ::gettid();
+            ::madvise(mapping.page(0), mapping.page_size(), MADV_DONTNEED);
+        });
+        while (tid == 0) {
+            std::this_thread::yield();
+        }
+        ASSERT_TRUE(test::wait_until_blocked_in({tid.load()}, "userfaultfd_event_wait_completion"));
+    }
+    // Reads the one event (the REMOVE of page 0), and the discarding thread returns.
+    std::optional<RemoveEvent> read_remove() {
+        auto stop = EventFd::create();
+        FaultReader reader(*fd, *stop);
+        auto batch = reader.next(5000);
+        if (!batch || batch->events.size() != 1) {
+            return std::nullopt;  // (the destructor lets the thread go)
+        }
+        remover_.join();
+        auto* removed = std::get_if<RemoveEvent>(&batch->events[0]);
+        return removed ? std::optional(*removed) : std::nullopt;
+    }
 
-    auto stop = EventFd::create();
-    FaultReader reader(*fd, *stop);
-    auto batch = reader.next(5000);
-    ASSERT_TRUE(batch);
-    ASSERT_EQ(batch->events.size(), 1u);
-    auto* removed = std::get_if<RemoveEvent>(&batch->events[0]);
-    ASSERT_NE(removed, nullptr);
+    std::optional<UserfaultFd> fd;
+    std::optional<Registration> registration;
+    std::vector<unsigned char> content;
+
+  private:
+    std::thread remover_;
+};
+
+TEST_P(AnonymousPlacement, PendingRemoveEventMakesPlacementRetryLater) {
+    DiscardWaiting discard;
+    ASSERT_NO_FATAL_FAILURE(discard.start(*mapping_));
+    EXPECT_EQ(discard.fd->copy(address(1), discard.content.data(), page()).error(),
+              Errc::RetryLater);
+    auto removed = discard.read_remove();
+    ASSERT_TRUE(removed);
     EXPECT_EQ(removed->start, address(0));
     EXPECT_EQ(removed->end, address(1));
-    remover.join();
-    EXPECT_EQ(*fd->copy(address(1), content.data(), page()), page());
+    EXPECT_EQ(*discard.fd->copy(address(1), discard.content.data(), page()), page());
 }
 
 // A discard that saw the range registered queues its REMOVE after dropping the mmap lock, so
 // it can come after the range is unregistered: event_in_flight sees it from the unregistering
 // on (before the event is read, and even before it is queued), and no longer once it is read.
 TEST_P(AnonymousPlacement, DiscardInFlightIsSeenAfterTheRangeIsUnregistered) {
-    OpenOptions options = test::test_open_options();
-    options.required = FeatureSet{Feature::EventRemove};
-    auto fd = UserfaultFd::open(options);
-    ASSERT_TRUE(fd);
-    auto reg = fd->register_mapping(*mapping_, RegisterModes::missing_only());
-    ASSERT_TRUE(reg);
-    auto content = test::page_of(0x31, page());
-    ASSERT_TRUE(fd->copy(address(0), content.data(), page()));
-    EXPECT_FALSE(*fd->event_in_flight(address(0), page()));
-
-    std::atomic<pid_t> tid{0};
-    std::thread remover([&] {
-        tid = ::gettid();
-        ::madvise(mapping_->page(0), page(), MADV_DONTNEED);  // waits for the REMOVE to be read
-    });
-    while (tid == 0) {
-        std::this_thread::yield();
-    }
-    ASSERT_TRUE(test::wait_until_blocked_in({tid.load()}, "userfaultfd_event_wait_completion"));
-    ASSERT_TRUE(reg->unregister());  // the discard's event stays pending
-    EXPECT_TRUE(*fd->event_in_flight(address(0), page()));
-    EXPECT_TRUE(*fd->event_in_flight(address(1), page()));  // any range answers it
-
-    auto stop = EventFd::create();
-    FaultReader reader(*fd, *stop);
-    auto batch = reader.next(5000);
-    ASSERT_TRUE(batch);
-    ASSERT_EQ(batch->events.size(), 1u);
-    EXPECT_NE(std::get_if<RemoveEvent>(&batch->events[0]), nullptr);
-    remover.join();
-    EXPECT_FALSE(*fd->event_in_flight(address(0), page()));
-    EXPECT_EQ(fd->event_in_flight(address(0) + 1, page()).error(), Errc::Unaligned);
+    DiscardWaiting discard;
+    ASSERT_NO_FATAL_FAILURE(discard.start(*mapping_));
+    ASSERT_TRUE(discard.registration->unregister());  // the discard's event stays pending
+    EXPECT_TRUE(*discard.fd->event_in_flight(address(0), page()));
+    EXPECT_TRUE(*discard.fd->event_in_flight(address(1), page()));  // any range answers it
+    ASSERT_TRUE(discard.read_remove());
+    EXPECT_FALSE(*discard.fd->event_in_flight(address(0), page()));
+    EXPECT_EQ(discard.fd->event_in_flight(address(0) + 1, page()).error(), Errc::Unaligned);
 }
 
 INSTANTIATE_TEST_SUITE_P(Anonymous, AnonymousPlacement, ::testing::Values(MemoryKind::Anonymous),
