@@ -69,14 +69,16 @@ class Recorder final : public ChannelHandler {
         changed_.notify_all();
     }
 
-    // Queues a frame whose payload is borrowed from `data` (kept alive by the test).
+    // Queues a frame whose payload the data path borrows from a copy of `data` this recorder
+    // keeps: a recorder is declared before the data path it serves and outlives it, where a
+    // test's own buffer declared after the path would be freed while the loop may still read it.
     void queue(std::span<const std::byte> data, std::uint64_t token,
                std::span<const std::byte> inline_bytes = {}) {
         OutgoingFrame frame{.type = kApp};
         EXPECT_TRUE(frame.set_inline(inline_bytes));
-        frame.borrowed[0] = data;
         frame.token = token;
         std::lock_guard lock(mutex_);
+        frame.borrowed[0] = payloads_.emplace_back(data.begin(), data.end());
         outbox_.push_back(frame);
     }
 
@@ -107,6 +109,7 @@ class Recorder final : public ChannelHandler {
   private:
     std::condition_variable changed_;
     std::deque<OutgoingFrame> outbox_;
+    std::deque<std::vector<std::byte>> payloads_;  // what outbox_ frames borrow
 };
 
 // A data path on its own thread, stopped and joined on destruction. Declare the handlers before
