@@ -137,8 +137,14 @@ HandshakeStep ClientHandshake::on_frame(const Frame& frame) {
     if (frame.header.type == FrameType::Error) {
         auto text = peer_error_text(frame);
         auto error = decode_error(frame.payload);
-        bool refused = error && (error->code == ErrorCode::AuthFailed ||
-                                 error->code == ErrorCode::UnknownSession);
+        if (error && error->code == ErrorCode::UnknownSession) {
+            // Our session ids come from the server's own ACCEPT: one it no longer knows is a
+            // session it ended (its urgent connection broke before this one joined), the same as
+            // a break, not a refusal of us; the client makes a new session.
+            return fail(text + " (the source ended the session this connection joins)",
+                        Errc::PeerLost);
+        }
+        bool refused = error && error->code == ErrorCode::AuthFailed;
         return fail(text, refused ? Errc::PermissionDenied : Errc::ProtocolViolation);
     }
     if (state_ == State::AwaitChallenge) {
