@@ -17,8 +17,18 @@ constexpr auto kFirstBackoff = std::chrono::milliseconds(400);  // after a chang
 constexpr auto kMaxBackoff = std::chrono::milliseconds(16000);
 constexpr std::uint64_t kSampleEvery = 16;  // one run in this many is a sample
 constexpr std::uint64_t kBurst = 4;         // taken in bursts of this many runs
-constexpr double kWorthProbing = 0.9;       // lz4's recent ratio must be below this
-constexpr double kBetter = 1.05;            // a mode must beat the other by 5 % to be chosen
+// Samples compress on the loop that streams: where its CPU sets the pace (loopback) one run in
+// 16 cost the stream 4-7 %. A burst is taken only while the samples' compression time stays
+// within this share of the time since the stream began, after an allowance that covers the
+// first window's samples.
+constexpr double kSampleShare = 0.01;
+constexpr auto kSampleAllowance = std::chrono::milliseconds(5);
+constexpr double kWorthProbing = 0.9;  // lz4's recent ratio must be below this
+constexpr double kBetter = 1.05;       // a mode must beat the other by 5 % to be chosen
+// A step up must keep the wire at least this full (its guest rate times its ratio, against the
+// step below's): a faster guest rate from a wire that emptied is the CPU, not the link, setting
+// the pace (on loopback the probe's window borrows CPU its destination pays back later).
+constexpr double kLinkHeld = 0.85;
 
 }  // namespace
 
@@ -74,12 +84,17 @@ RunCodec CompressionPolicy::for_stream(std::uint64_t raw_bytes, Clock::time_poin
     if (now - last_run_ > kIdleGap || now < settled_at_) {
         window_start_ = now;
         window_bytes_ = 0;
+        window_saved_.store(0, std::memory_order_relaxed);
     }
     last_run_ = now;
     window_bytes_ += raw_bytes;
     if (now - window_start_ >= kWindow) {
         double seconds = std::chrono::duration<double>(now - window_start_).count();
-        close_window(static_cast<double>(window_bytes_) / seconds, now);
+        // What went on the wire: the guest's bytes less what compression saved (recorded as
+        // the runs are compressed, on this loop or its helpers).
+        auto saved = std::min(window_saved_.exchange(0, std::memory_order_relaxed), window_bytes_);
+        close_window(static_cast<double>(window_bytes_) / seconds,
+                     static_cast<double>(window_bytes_ - saved) / seconds, now);
         window_start_ = now;
         window_bytes_ = 0;
     }
@@ -90,8 +105,16 @@ RunCodec CompressionPolicy::for_stream(std::uint64_t raw_bytes, Clock::time_poin
     // Samples of other steps, a burst of kBurst runs every kBurst * kSampleEvery: what does
     // each shrink the guest's pages to, and how fast does it compress here (the burst's first
     // run warms its context and is not timed: a lone sample measured a third of the speed)?
+    if (runs_seen_ == 0) {
+        stream_began_ = now;
+    }
     std::uint64_t phase = runs_seen_++ % (kBurst * kSampleEvery);
-    if (phase == 0) {
+    auto allowed = std::chrono::duration_cast<std::chrono::nanoseconds>(
+        kSampleAllowance + kSampleShare * (now - stream_began_));
+    if (phase == 0 &&
+        sample_ns_.load(std::memory_order_relaxed) > static_cast<std::uint64_t>(allowed.count())) {
+        sampling_ = kSteps;  // over budget: no burst this time
+    } else if (phase == 0) {
         // lz4 every other burst (the ratio that says whether to compress at all); the zstd
         // steps only where they may pay: in the first window, or once lz4 shrinks the pages
         // and outruns the stream (a link that holds it; on loopback, or for pages that do not
@@ -102,7 +125,7 @@ RunCodec CompressionPolicy::for_stream(std::uint64_t raw_bytes, Clock::time_poin
         ++samples_taken_;
         sampling_ = samples_taken_ % 2 == 1 ? 1 : 1 + (samples_taken_ / 2) % top;
     }
-    if (phase < kBurst && sampling_ != on) {
+    if (phase < kBurst && sampling_ != on && sampling_ < kSteps) {
         RunCodec sample = step(sampling_);
         sample.sample = true;
         sample.cold = phase == 0;
@@ -135,6 +158,11 @@ std::size_t CompressionPolicy::predicted_best(double rate) const {
             continue;
         }
         double predicted = std::min(wire / ratio_[s], speed_[s] * threads);
+        if (rates_[s] > 0) {
+            // What its last probe measured bounds the model: a step the samples overrate (its
+            // wire emptied, its CPU did not keep up) is not tried again and again.
+            predicted = std::min(predicted, rates_[s]);
+        }
         if (predicted > kBetter * best_rate) {
             best = s;
             best_rate = predicted;
@@ -154,9 +182,9 @@ void CompressionPolicy::settle(std::size_t on, Clock::time_point now, bool held)
     next_probe_ = now + backoff_;
 }
 
-void CompressionPolicy::close_window(double rate, Clock::time_point now) {
+void CompressionPolicy::close_window(double rate, double wire_rate, Clock::time_point now) {
     std::size_t measured = probing_.value_or(current_);
-    close_window_of(rate, now);
+    close_window_of(rate, wire_rate, now);
     if (probing_.value_or(current_) != measured) {
         // The frames of the last encoding still drain from the socket and the link's queue:
         // the next window starts once they are out of the way.
@@ -164,12 +192,14 @@ void CompressionPolicy::close_window(double rate, Clock::time_point now) {
     }
 }
 
-void CompressionPolicy::close_window_of(double rate, Clock::time_point now) {
+void CompressionPolicy::close_window_of(double rate, double wire_rate, Clock::time_point now) {
     if (probing_) {
         std::size_t tried = *probing_;
         probing_.reset();
         rates_[tried] = rate;
-        bool better = rate > kBetter * rates_[current_];
+        wire_rates_[tried] = wire_rate;
+        bool better = rate > kBetter * rates_[current_] &&
+                      (tried < current_ || wire_rate >= kLinkHeld * wire_rates_[current_]);
         // A step that paid is followed by the next one the same way; one that did not turns
         // the next probe the other way.
         probe_up_next_ = (tried > current_) == better;
@@ -177,6 +207,7 @@ void CompressionPolicy::close_window_of(double rate, Clock::time_point now) {
         return;
     }
     rates_[current_] = rate;
+    wire_rates_[current_] = wire_rate;
     if (current_ > 0 && ratio_[1] >= kWorthProbing) {
         settle(0, now, false);  // the guest's pages stopped shrinking
         return;
@@ -204,6 +235,9 @@ void CompressionPolicy::close_window_of(double rate, Clock::time_point now) {
 void CompressionPolicy::record(RunCodec tried, std::uint64_t raw_bytes, std::uint64_t wire_bytes,
                                std::chrono::nanoseconds spent, bool stream) {
     compress_ns_.fetch_add(static_cast<std::uint64_t>(spent.count()), std::memory_order_relaxed);
+    if (tried.sample) {
+        sample_ns_.fetch_add(static_cast<std::uint64_t>(spent.count()), std::memory_order_relaxed);
+    }
     if (wire_bytes == 0) {
         runs_not_shrunk_.fetch_add(1, std::memory_order_relaxed);
     } else {
@@ -214,6 +248,9 @@ void CompressionPolicy::record(RunCodec tried, std::uint64_t raw_bytes, std::uin
     std::size_t s = step_of(tried);
     if (!stream || s == 0 || raw_bytes == 0 || options_.codec != Codec::Auto) {
         return;
+    }
+    if (wire_bytes != 0 && wire_bytes < raw_bytes) {
+        window_saved_.fetch_add(raw_bytes - wire_bytes, std::memory_order_relaxed);
     }
     // Moving averages over about the last eight tries.
     double ratio =

@@ -22,21 +22,23 @@ struct RunCodec {
 };
 
 // One per source. The mode asked for, narrowed to what the destination accepted (its START or
-// RESUME), and for Auto a choice made by measurement: compression pays only when the stream is
-// held back by something other than the CPU that compresses (a link that is the bottleneck, a
-// send queue that stays full) and the CPU keeps up with the link. Rather than guess that from
-// queue depths, Auto measures the stream's own rate (guest bytes handed to the sockets per
-// second, over 200 ms windows of continuous streaming) on a ladder of encodings, each
-// compressing more and costing more CPU: raw, lz4, zstd:-1, zstd:1. It tries the next step up
-// and keeps it only while it measures at least 5 % faster, checks the step below the same way,
-// and tries again with a backoff that doubles while the choice holds (0.4 s up to 16 s); a step
-// that paid is followed by the next one up. One run in 16 is compressed with another step as a
-// sample (in bursts of four, steps in turn), so that the policy knows what each step shrinks
-// the guest's pages to and how fast it compresses here: the ladder is climbed only when the
-// pages shrink (lz4's ratio < 0.9) and lz4 outruns the stream, and then the step predicted
-// fastest (the wire's rate over its ratio, or its speed times the threads compressing,
-// whichever is lower) is tried at once rather than a step at a time, the window deciding as
-// for any probe.
+// RESUME), and for Auto a choice made by measurement: compression pays only when the stream is held
+// back by something other than the CPU that compresses (a link that is the bottleneck, a send queue
+// that stays full) and the CPU keeps up with the link. Rather than guess that from queue depths,
+// Auto measures the stream's own rate (guest bytes handed to the sockets per second, over 200 ms
+// windows of continuous streaming) on a ladder of encodings, each compressing more and costing more
+// CPU: raw, lz4, zstd:-1, zstd:1. It tries the next step up and keeps it only while it measures at
+// least 5 % faster with the link still as full (the wire's bytes per second at least 0.85 of the
+// step in use's: the link, not the CPU, holds the stream, as it must for compression to pay),
+// checks the step below the same way, and tries again with a backoff that doubles while the choice
+// holds (0.4 s up to 16 s); a step that paid is followed by the next one up. One run in 16 is
+// compressed with another step as a sample (in bursts of four, steps in turn, and only while the
+// samples' compression takes at most 1 % of the stream's time after a first 5 ms), so that the
+// policy knows what each step shrinks the guest's pages to and how fast it compresses here: the
+// ladder is climbed only when the pages shrink (lz4's ratio < 0.9) and lz4 outruns the stream, and
+// then the step predicted fastest (the wire's rate over its ratio, or its speed times the threads
+// compressing, whichever is lower) is tried at once rather than a step at a time, the window
+// deciding as for any probe.
 class CompressionPolicy {
   public:
     using Clock = std::chrono::steady_clock;
@@ -62,8 +64,10 @@ class CompressionPolicy {
     [[nodiscard]] RunCodec fixed(Codec codec) const noexcept;
     [[nodiscard]] RunCodec step(std::size_t index) const noexcept;
     [[nodiscard]] std::size_t top_step() const noexcept;  // the highest step accepted
-    void close_window(double rate, Clock::time_point now);
-    void close_window_of(double rate, Clock::time_point now);
+    // rate: the guest's bytes per second the window streamed; wire_rate: the bytes per second
+    // that put on the wire.
+    void close_window(double rate, double wire_rate, Clock::time_point now);
+    void close_window_of(double rate, double wire_rate, Clock::time_point now);
     void settle(std::size_t on, Clock::time_point now, bool held);
     // The step predicted fastest from the samples, with the stream at `rate` on current_;
     // current_ when none is predicted at least kBetter faster.
@@ -81,19 +85,23 @@ class CompressionPolicy {
     std::atomic<std::size_t> step_at_end_{0};
 
     // Auto, the streaming loop's only.
-    std::size_t current_ = 0;             // the step in use
-    std::optional<std::size_t> probing_;  // the step being measured instead, this window
-    bool probe_up_next_ = true;           // which neighbour the next probe tries
-    std::array<double, kSteps> rates_{};  // guest bytes per second, each step's last window
+    std::size_t current_ = 0;                  // the step in use
+    std::optional<std::size_t> probing_;       // the step being measured instead, this window
+    bool probe_up_next_ = true;                // which neighbour the next probe tries
+    std::array<double, kSteps> rates_{};       // guest bytes per second, each step's last window
+    std::array<double, kSteps> wire_rates_{};  // and the wire's bytes per second in it
     Clock::time_point window_start_{};
     Clock::time_point last_run_{};
     std::uint64_t window_bytes_ = 0;
+    std::atomic<std::uint64_t> window_saved_{0};  // what compression saved of them
     Clock::time_point next_probe_{};
     Clock::time_point settled_at_{};  // windows count only from here (after a change)
     std::chrono::milliseconds backoff_{400};
     std::uint64_t runs_seen_ = 0;
     std::uint64_t samples_taken_ = 0;
-    std::size_t sampling_ = 1;  // the step of the current burst of samples
+    std::size_t sampling_ = 1;  // the step of the current burst of samples (kSteps: none)
+    Clock::time_point stream_began_{};
+    std::atomic<std::uint64_t> sample_ns_{0};  // compression time the samples took
     // Per step, from its recent stream runs (moving averages): compressed / raw bytes, and raw
     // bytes per second one thread compresses here (0: not sampled yet). Raw: 1 and unbounded.
     std::array<double, kSteps> ratio_{1.0, 1.0, 1.0, 1.0};
