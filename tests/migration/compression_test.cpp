@@ -268,25 +268,23 @@ TEST(AutoCompression, KeepsNoStepWhoseFasterGuestRateCameFromAnEmptierWire) {
     // hands the sockets 11 % more guest, but the wire carries two thirds of what raw did, so the
     // CPU, not the link, set the pace (the destination pays for the borrowed CPU later; such a
     // migration took 1.19x the time of `off`). It stays raw.
-    AutoDrive loopback;
-    loopback.raw = {450e6, 1.0};
-    loopback.lz4 = {500e6, 0.6};
-    loopback.fast_zstd = {300e6, 0.5};
-    loopback.zstd = {200e6, 0.45};
-    loopback.policy.accept(kBoth);
-    loopback.run(4000);
-    EXPECT_EQ(loopback.policy.report().auto_choice, "raw");
-    EXPECT_EQ(loopback.policy.report().auto_switches, 0u);
+    auto after_4s = [](Step raw, Step lz4, Step fast_zstd, Step zstd) {
+        AutoDrive drive;
+        drive.raw = raw;
+        drive.lz4 = lz4;
+        drive.fast_zstd = fast_zstd;
+        drive.zstd = zstd;
+        drive.policy.accept(kBoth);
+        drive.run(4000);
+        return drive.policy.report();
+    };
+    auto loopback = after_4s({450e6, 1.0}, {500e6, 0.6}, {300e6, 0.5}, {200e6, 0.45});
+    EXPECT_EQ(loopback.auto_choice, "raw");
+    EXPECT_EQ(loopback.auto_switches, 0u);
     // The same rates through a link that holds raw at 120 MB/s: lz4's wire stays as full, and
     // the step pays.
-    AutoDrive link_bound;
-    link_bound.raw = {120e6, 1.0};
-    link_bound.lz4 = {200e6, 0.6};
-    link_bound.fast_zstd = {110e6, 0.5};
-    link_bound.zstd = {100e6, 0.45};
-    link_bound.policy.accept(kBoth);
-    link_bound.run(4000);
-    EXPECT_EQ(link_bound.policy.report().auto_choice, "lz4");
+    auto link_bound = after_4s({120e6, 1.0}, {200e6, 0.6}, {110e6, 0.5}, {100e6, 0.45});
+    EXPECT_EQ(link_bound.auto_choice, "lz4");
 }
 
 TEST(HostCorpus, HoldsThisHostsFilesAndCompressesLikeRealMemory) {
