@@ -25,9 +25,10 @@ constexpr double kSampleShare = 0.01;
 constexpr auto kSampleAllowance = std::chrono::milliseconds(5);
 constexpr double kWorthProbing = 0.9;  // lz4's recent ratio must be below this
 constexpr double kBetter = 1.05;       // a mode must beat the other by 5 % to be chosen
-// A step up must keep the wire at least this full (its guest rate times its ratio, against the
-// step below's): a faster guest rate from a wire that emptied is the CPU, not the link, setting
-// the pace (on loopback the probe's window borrows CPU its destination pays back later).
+// A step up must keep the wire at least this full (the bytes its window put on the wire per
+// second, against the step in use's): a faster guest rate from a wire that emptied is the CPU,
+// not the link, setting the pace (on loopback the probe's window borrows CPU its destination
+// pays back later).
 constexpr double kLinkHeld = 0.85;
 
 }  // namespace
@@ -91,7 +92,7 @@ RunCodec CompressionPolicy::for_stream(std::uint64_t raw_bytes, Clock::time_poin
     if (now - window_start_ >= kWindow) {
         double seconds = std::chrono::duration<double>(now - window_start_).count();
         // What went on the wire: the guest's bytes less what compression saved (recorded as
-        // the runs are compressed, on this loop or its helpers).
+        // each compressed run's frame is finished).
         auto saved = std::min(window_saved_.exchange(0, std::memory_order_relaxed), window_bytes_);
         close_window(static_cast<double>(window_bytes_) / seconds,
                      static_cast<double>(window_bytes_ - saved) / seconds, now);
@@ -109,11 +110,8 @@ RunCodec CompressionPolicy::for_stream(std::uint64_t raw_bytes, Clock::time_poin
         stream_began_ = now;
     }
     std::uint64_t phase = runs_seen_++ % (kBurst * kSampleEvery);
-    auto allowed = std::chrono::duration_cast<std::chrono::nanoseconds>(
-        kSampleAllowance + kSampleShare * (now - stream_began_));
-    if (phase == 0 &&
-        sample_ns_.load(std::memory_order_relaxed) > static_cast<std::uint64_t>(allowed.count())) {
-        sampling_ = kSteps;  // over budget: no burst this time
+    if (phase == 0 && over_sample_budget(now)) {
+        sampling_ = kSteps;  // no burst this time
     } else if (phase == 0) {
         // lz4 every other burst (the ratio that says whether to compress at all); the zstd
         // steps only where they may pay: in the first window, or once lz4 shrinks the pages
@@ -132,6 +130,12 @@ RunCodec CompressionPolicy::for_stream(std::uint64_t raw_bytes, Clock::time_poin
         return sample;
     }
     return step(on);
+}
+
+bool CompressionPolicy::over_sample_budget(Clock::time_point now) const {
+    auto allowed = std::chrono::duration_cast<std::chrono::nanoseconds>(
+        kSampleAllowance + kSampleShare * (now - stream_began_));
+    return sample_ns_.load(std::memory_order_relaxed) > static_cast<std::uint64_t>(allowed.count());
 }
 
 std::size_t CompressionPolicy::step_of(RunCodec codec) noexcept {

@@ -69,6 +69,8 @@ class CompressionPolicy {
     void close_window(double rate, double wire_rate, Clock::time_point now);
     void close_window_of(double rate, double wire_rate, Clock::time_point now);
     void settle(std::size_t on, Clock::time_point now, bool held);
+    // Whether the samples' compression time is past its share of the stream's time so far.
+    [[nodiscard]] bool over_sample_budget(Clock::time_point now) const;
     // The step predicted fastest from the samples, with the stream at `rate` on current_;
     // current_ when none is predicted at least kBetter faster.
     [[nodiscard]] std::size_t predicted_best(double rate) const;
