@@ -76,19 +76,43 @@ RunCodec CompressionPolicy::for_answer() const noexcept {
 }
 
 RunCodec CompressionPolicy::for_stream(std::uint64_t raw_bytes, Clock::time_point now) {
+    if (!measuring()) {
+        return next_stream(now);
+    }
+    run_begins(now);
+    streamed(raw_bytes);
+    return choose(now);
+}
+
+RunCodec CompressionPolicy::next_stream(Clock::time_point now) {
     if (options_.codec != Codec::Auto) {
         return fixed(options_.codec);
     }
     if (top_step() == 0) {
         return {};  // the destination takes no compressed run
     }
+    run_begins(now);
+    return choose(now);
+}
+
+void CompressionPolicy::streamed(std::uint64_t data_bytes) noexcept {
+    window_bytes_ += data_bytes;
+}
+
+bool CompressionPolicy::measuring() const noexcept {
+    return options_.codec == Codec::Auto && top_step() != 0;
+}
+
+void CompressionPolicy::run_begins(Clock::time_point now) {
     if (now - last_run_ > kIdleGap || now < settled_at_) {
         window_start_ = now;
         window_bytes_ = 0;
         window_saved_.store(0, std::memory_order_relaxed);
     }
     last_run_ = now;
-    window_bytes_ += raw_bytes;
+}
+
+RunCodec CompressionPolicy::choose(Clock::time_point now) {
     if (now - window_start_ >= kWindow) {
         double seconds = std::chrono::duration<double>(now - window_start_).count();
         // What went on the wire: the guest's bytes less what compression saved (recorded as
@@ -161,13 +185,21 @@ std::size_t CompressionPolicy::predicted_best(double rate) const {
         if (s == current_ || speed_[s] == 0) {
             continue;
         }
-        double predicted = std::min(wire / ratio_[s], speed_[s] * threads);
+        // Each step compresses at least as much as the one below it on the same pages; the
+        // samples' ratios, from a few runs each, say otherwise now and then.
+        double ratio = ratio_[s];
+        for (std::size_t below = 1; below < s; ++below) {
+            ratio = std::min(ratio, ratio_[below]);
+        }
+        double predicted = std::min(wire / ratio, speed_[s] * threads);
         if (rates_[s] > 0) {
             // What its last probe measured bounds the model: a step the samples overrate (its
             // wire emptied, its CPU did not keep up) is not tried again and again.
             predicted = std::min(predicted, rates_[s]);
         }
-        if (predicted > kBetter * best_rate) {
+        // Better than the step in use by kBetter; among those the highest that is predicted no
+        // slower (it leaves the link the most room).
+        if (predicted > kBetter * rate && predicted >= best_rate) {
             best = s;
             best_rate = predicted;
         }
@@ -197,6 +229,13 @@ void CompressionPolicy::close_window(double rate, double wire_rate, Clock::time_
 }
 
 void CompressionPolicy::close_window_of(double rate, double wire_rate, Clock::time_point now) {
+        fprintf(stderr,
+                "DBG t=%.3f cur=%zu probe=%d rate=%.0f wire=%.0f ratio=%.2f/%.2f/%.2f "
+                "speed=%.0f/%.0f/%.0f samples=%lu sns=%lu\n",
+                std::chrono::duration<double>(now - stream_began_).count(), current_,
+                probing_ ? (int)*probing_ : -1, rate / 1e6, wire_rate / 1e6, ratio_[1], ratio_[2],
+                ratio_[3], speed_[1] / 1e6, speed_[2] / 1e6, speed_[3] / 1e6,
+                (unsigned long)samples_taken_, (unsigned long)sample_ns_.load());
     if (probing_) {
         std::size_t tried = *probing_;
         probing_.reset();

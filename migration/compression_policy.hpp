@@ -47,9 +47,18 @@ class CompressionPolicy {
 
     // The encodings the session's destination accepts (START/RESUME flags). Any thread.
     void accept(std::uint32_t start_flags) noexcept;
-    // The encoding to try for the stream's next data run of `raw_bytes`. Only the loop that
-    // streams (one at a time).
+    // The encoding to try for the stream's next data run, chosen before the run is made (a
+    // compressed one takes short gaps of zero pages in: SentPages::next_stream_run); then
+    // streamed() with the run's data bytes (its zero pages not counted: as zero runs, they
+    // cost the stream nothing). Only the loop that streams (one at a time).
+    [[nodiscard]] RunCodec next_stream(Clock::time_point now);
+    void streamed(std::uint64_t data_bytes) noexcept;
+    // The same for a run made first: counts its `raw_bytes`, then chooses.
     [[nodiscard]] RunCodec for_stream(std::uint64_t raw_bytes, Clock::time_point now);
+    // Whether the destination takes zero maps in compressed runs (version 4). Any thread.
+    [[nodiscard]] bool zero_maps() const noexcept {
+        return (accepted_.load(std::memory_order_relaxed) & wire::Start::kAcceptZeroMap) != 0;
+    }
     // The encoding to try for an answer to a REQUEST (urgent loop).
     [[nodiscard]] RunCodec for_answer() const noexcept;
     // What a try cost and gave (wire_bytes 0: it did not shrink and went raw). Any thread;
@@ -64,6 +73,9 @@ class CompressionPolicy {
     [[nodiscard]] RunCodec fixed(Codec codec) const noexcept;
     [[nodiscard]] RunCodec step(std::size_t index) const noexcept;
     [[nodiscard]] std::size_t top_step() const noexcept;  // the highest step accepted
+    [[nodiscard]] bool measuring() const noexcept;        // Auto, with steps to choose from
+    void run_begins(Clock::time_point now);               // a window starts after a gap
+    [[nodiscard]] RunCodec choose(Clock::time_point now);
     // rate: the guest's bytes per second the window streamed; wire_rate: the bytes per second
     // that put on the wire.
     void close_window(double rate, double wire_rate, Clock::time_point now);

@@ -185,11 +185,13 @@ bool DestinationLink::attach(transport::Session joined) {
     precopy_.begin_session(generation_, joined.bulk.empty() ? 1 : joined.bulk.size());
     open_channels_ += 1 + static_cast<std::int64_t>(joined.bulk.size());
     // Compressed runs only from a source that knows them (it reads START's bits as reserved
-    // before version 3).
-    std::uint32_t accept =
-        options_.accept_compression && joined.urgent.joined().version >= wire::kCompressionVersion
-            ? wire::Start::kAcceptLz4 | wire::Start::kAcceptZstd
-            : 0U;
+    // before version 3), zero maps from version 4.
+    std::uint16_t version = joined.urgent.joined().version;
+    std::uint32_t accept = 0;
+    if (options_.accept_compression && version >= wire::kCompressionVersion) {
+        accept = wire::Start::kAcceptLz4 | wire::Start::kAcceptZstd |
+                 (version >= wire::kZeroMapVersion ? wire::Start::kAcceptZeroMap : 0U);
+    }
     urgent_.push_back(
         std::make_unique<DestinationUrgentChannel>(*this, generation_, generation_ > 1, accept));
     channels_->forget();

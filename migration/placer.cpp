@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "migration/page_hash.hpp"
+#include "migration/zero_page.hpp"
 
 namespace uffdm::migration {
 
@@ -121,7 +122,30 @@ std::expected<void, transport::Failure> Placer::place_missing(const wire::PagesV
             ++i;
         }
         const std::byte* data = zero ? nullptr : run.data.data() + start * region.page_size;
-        if (auto ok = place_span(h.region, h.first_page + start, i - start, data, zero, path);
+        if (auto ok = run.zeros_inside
+                          ? place_mixed(h.region, h.first_page + start, i - start, data, path)
+                          : place_span(h.region, h.first_page + start, i - start, data, zero, path);
+            !ok) {
+            return ok;
+        }
+    }
+    return {};
+}
+
+std::expected<void, transport::Failure> Placer::place_mixed(std::uint32_t region,
+                                                            std::uint64_t first,
+                                                            std::uint64_t count,
+                                                            const std::byte* data, Path path) {
+    const std::uint64_t page_size = regions_[region].page_size;
+    auto zero_at = [&](std::uint64_t i) { return all_zero({data + i * page_size, page_size}); };
+    std::uint64_t i = 0;
+    while (i < count) {
+        std::uint64_t start = i;
+        bool zero = zero_at(i);
+        while (++i < count && zero_at(i) == zero) {
+        }
+        if (auto ok = place_span(region, first + start, i - start,
+                                 zero ? nullptr : data + start * page_size, zero, path);
             !ok) {
             return ok;
         }

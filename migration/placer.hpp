@@ -100,6 +100,11 @@ class Placer {
 
   private:
     std::expected<void, transport::Failure> place_missing(const wire::PagesView& run, Path path);
+    // Pages of a run expanded from a compressed one: its zero pages as zero pages (no memory
+    // of their own), the others copied.
+    std::expected<void, transport::Failure> place_mixed(std::uint32_t region, std::uint64_t first,
+                                                        std::uint64_t count, const std::byte* data,
+                                                        Path path);
     std::expected<void, transport::Failure> place_span(std::uint32_t region, std::uint64_t first,
                                                        std::uint64_t count, const std::byte* data,
                                                        bool zero, Path path);

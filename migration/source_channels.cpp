@@ -323,7 +323,8 @@ std::optional<OutgoingFrame> SourceBulkChannel::choose_frame() {
         link_.stream_sent(frame);
         return frame;
     }
-    auto run = link_.pages().next_stream_run();
+    // A run to be compressed takes the zero pages between its data pages in (PageRun).
+    auto run = link_.pages().next_stream_run(builder_.stream_takes_zero_gaps());
     if (!run && link_.precopy() != nullptr &&
         link_.precopy()->phase() != PrecopySource::Phase::Postcopy) {
         return rounds_.end_of_round(link_);  // (and then nothing until the next round)
@@ -347,16 +348,16 @@ std::optional<OutgoingFrame> SourceBulkChannel::stream_frame(const PageRun& firs
     // where the stream stays raw, waking the helpers for them measured 6-13 % slower).
     if (pool != nullptr && batch_.front().compresses() && !batch_.front().codec.sample) {
         // Taken now, sent in order behind this one: the stream's order moves on from there.
-        std::uint64_t bytes = batch_.front().data.size();
+        std::uint64_t bytes = batch_.front().data_bytes;
         while (batch_.size() < kBatchFrames && bytes < kBatchBytes) {
-            auto run = link_.pages().next_stream_run();
+            auto run = link_.pages().next_stream_run(builder_.stream_takes_zero_gaps());
             if (!run) {
                 break;  // the end (or the round's) comes once these are out
             }
             sent_ += run->count;
             rounds_.pages += run->count;
             batch_.push_back(builder_.begin(*run, hashes, false, live));
-            bytes += batch_.back().data.size();
+            bytes += batch_.back().data_bytes;
         }
         pool->compress(builder_, batch_, builder_.compressor());
     } else {

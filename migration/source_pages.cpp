@@ -113,7 +113,7 @@ PageRun SentPages::answer(std::uint32_t region, std::uint64_t first, std::uint64
     return {region, first, run, zero};
 }
 
-std::optional<PageRun> SentPages::next_stream_run() {
+std::optional<PageRun> SentPages::next_stream_run(bool compressed) {
     if (auto seq = hint_seq_.load(std::memory_order_acquire); seq != seen_seq_) {
         seen_seq_ = seq;
         std::uint64_t hint = hint_.load(std::memory_order_relaxed);
@@ -128,11 +128,9 @@ std::optional<PageRun> SentPages::next_stream_run() {
         for (std::uint64_t p = sent.next_clear(page_); p < sent.size();
              p = sent.next_clear(p + 1)) {
             if (sent.test_and_set(p)) {
-                PageRun run = grow(sent, p);
+                PageRun run = grow(sent, p, compressed);
                 counts_.streamed.fetch_add(run.count, std::memory_order_relaxed);
-                if (run.zero) {
-                    counts_.zero.fetch_add(run.count, std::memory_order_relaxed);
-                }
+                counts_.zero.fetch_add(run.count - run.data_pages(), std::memory_order_relaxed);
                 return run;
             }
         }
@@ -142,18 +140,53 @@ std::optional<PageRun> SentPages::next_stream_run() {
     return std::nullopt;
 }
 
-PageRun SentPages::grow(PageBitmap& sent, std::uint64_t first) {
+PageRun SentPages::grow(PageBitmap& sent, std::uint64_t first, bool compressed) {
     std::uint64_t page_size = memory_.layout().regions[region_].page_size;
     std::uint64_t limit = std::min(wire::max_pages_per_frame(page_size),
                                    std::max<std::uint64_t>(1, stream_run_bytes_ / page_size));
-    bool zero = memory_.is_zero(region_, first);
-    std::uint64_t count = 1;
-    while (count < limit && first + count < sent.size() && !sent.test(first + count) &&
-           memory_.is_zero(region_, first + count) == zero && sent.test_and_set(first + count)) {
-        ++count;
+    std::uint64_t end = std::min(sent.size(), first + limit);
+    PageRun run{region_, first, 1, memory_.is_zero(region_, first)};
+    while (first + run.count < end && !sent.test(first + run.count)) {
+        std::uint64_t at = first + run.count;
+        if (memory_.is_zero(region_, at) == run.zero) {
+            if (!sent.test_and_set(at)) {
+                break;  // the urgent loop answered it meanwhile
+            }
+            ++run.count;
+            continue;
+        }
+        std::uint64_t gap = compressed && !run.zero ? zero_gap(sent, at, end) : 0;
+        if (gap == 0) {
+            break;
+        }
+        // Taken one by one: a page the urgent loop answers meanwhile ends the run there.
+        std::uint64_t taken = 0;
+        while (taken < gap && sent.test_and_set(at + taken)) {
+            std::uint64_t i = run.count + taken;
+            run.zero_map[i / 64] |= std::uint64_t{1} << (i % 64);
+            ++taken;
+        }
+        run.count += taken;
+        run.zero_inside += taken;
+        if (taken < gap) {
+            break;
+        }
     }
-    page_ = first + count;
-    return {region_, first, count, zero};
+    page_ = first + run.count;
+    return run;
+}
+
+std::uint64_t SentPages::zero_gap(const PageBitmap& sent, std::uint64_t at,
+                                  std::uint64_t end) const {
+    for (std::uint64_t gap = 0; gap <= kZeroGap && at + gap < end; ++gap) {
+        if (sent.test(at + gap)) {
+            return 0;
+        }
+        if (!memory_.is_zero(region_, at + gap)) {
+            return gap;
+        }
+    }
+    return 0;  // longer, or the run's end comes first
 }
 
 transport::OutgoingFrame FrameBuilder::pages(const PageRun& run, bool hashes, bool answer,
@@ -161,6 +194,26 @@ transport::OutgoingFrame FrameBuilder::pages(const PageRun& run, bool hashes, bo
     Pending pending = begin(run, hashes, answer, live);
     compress(pending, compressor_);
     return finish(pending);
+}
+
+bool FrameBuilder::stream_compresses() {
+    if (!stream_codec_) {
+        stream_codec_ = policy_.next_stream(CompressionPolicy::Clock::now());
+    }
+    return stream_codec_->encoding != wire::Encoding::Raw;
+}
+
+bool FrameBuilder::stream_takes_zero_gaps() {
+    return stream_compresses() && policy_.zero_maps();
+}
+
+std::uint64_t FrameBuilder::zero_hash(std::uint64_t page_size) {
+    if (zero_hash_size_ != page_size) {
+        std::vector<std::byte> zeros(page_size);
+        zero_hash_ = page_hash(zeros);
+        zero_hash_size_ = page_size;
+    }
+    return zero_hash_;
 }
 
 FrameBuilder::Pending FrameBuilder::begin(const PageRun& run, bool hashes, bool answer, bool live) {
@@ -178,8 +231,18 @@ FrameBuilder::Pending FrameBuilder::begin(const PageRun& run, bool hashes, bool 
         return p;
     }
     p.data = memory_.pages(run.region, run.first, run.count);
-    p.codec = answer ? policy_.for_answer()
-                     : policy_.for_stream(p.data.size(), CompressionPolicy::Clock::now());
+    const std::uint64_t page_size = p.data.size() / run.count;
+    p.data_bytes = page_size * run.data_pages();
+    p.zero_map = run.zero_map;
+    p.zero_words = run.zero_words().size();
+    if (answer) {
+        p.codec = policy_.for_answer();
+    } else {
+        (void)stream_compresses();
+        p.codec = *stream_codec_;
+        stream_codec_.reset();
+        policy_.streamed(p.data_bytes);
+    }
     if (hashes || p.codec.encoding != wire::Encoding::Raw) {
         p.slot = next_++ % slots_.size();
         if (hashes && live) {
@@ -190,10 +253,12 @@ FrameBuilder::Pending FrameBuilder::begin(const PageRun& run, bool hashes, bool 
         if (hashes) {
             auto& slot = slots_[p.slot];
             slot.resize(run.count * 8);
-            std::uint64_t page_size = p.data.size() / run.count;
             for (std::uint64_t i = 0; i < run.count; ++i) {
+                bool zero = ((run.zero_map[i / 64] >> (i % 64)) & 1U) != 0;
                 transport::store_le<std::uint64_t>(
-                    slot, i * 8, page_hash(p.data.subspan(i * page_size, page_size)));
+                    slot, i * 8,
+                    zero ? zero_hash(page_size)
+                         : page_hash(p.data.subspan(i * page_size, page_size)));
             }
             p.frame.borrowed[0] = slot;
         }
@@ -205,21 +270,33 @@ void FrameBuilder::compress(Pending& p, RunCompressor& compressor) {
     if (!p.compresses()) {
         return;
     }
-    auto started = CompressionPolicy::Clock::now();
-    p.shrank = compressor.compress(p.codec.encoding, p.codec.zstd_level, p.data, packed_[p.slot]);
-    p.spent = CompressionPolicy::Clock::now() - started;
+    p.shrank =
+        p.zero_words == 0
+            ? compressor.compress(p.codec.encoding, p.codec.zstd_level, p.data, packed_[p.slot])
+            : compressor.compress(p.codec.encoding, p.codec.zstd_level, p.data,
+                                  p.data.size() / p.header.count,
+                                  std::span(p.zero_map.data(), p.zero_words), packed_[p.slot]);
+    // CPU time, not the wall's: on shared cores another thread's turn would count as this
+    // encoding's cost (Auto's samples read a half of their speed under load).
+    p.spent = compressor.spent();
 }
 
 transport::OutgoingFrame FrameBuilder::finish(Pending& p) {
     if (p.compresses()) {
-        policy_.record(p.codec, p.data.size(), p.shrank ? packed_[p.slot].size() : 0, p.spent,
+        policy_.record(p.codec, p.data_bytes, p.shrank ? packed_[p.slot].size() : 0, p.spent,
                        !p.answer);
         if (p.shrank) {
             p.header.encoding = p.codec.encoding;
             p.data = packed_[p.slot];
         }
     }
-    (void)p.frame.set_inline(wire::encode(p.header));
+    if (p.header.encoding != wire::Encoding::Raw && p.zero_words != 0) {
+        (void)p.frame.set_inline(
+            wire::encode(p.header, std::span(p.zero_map.data(), p.zero_words)));
+    } else {
+        // Sent raw (it did not shrink): the zero pages go as the data they are.
+        (void)p.frame.set_inline(wire::encode(p.header));
+    }
     if (!p.data.empty()) {
         p.frame.borrowed[1] = p.data;
     }

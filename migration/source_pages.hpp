@@ -1,9 +1,11 @@
 // source_pages.hpp — What the source has sent of the guest, what it streams next, in which frame.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -14,12 +16,25 @@
 
 namespace uffdm::migration {
 
-// A run of pages to send: all zero (sent as ZERO, no data) or all data.
+// A run of pages to send: all zero (sent as ZERO, no data) or data. A data run that will be
+// compressed may hold short gaps of zero pages between its data pages, in its zero map
+// (SentPages::next_stream_run; wire::PagesHeader::kZeroMap): compressing many small runs costs
+// far more CPU than compressing the same pages as a few larger ones.
 struct PageRun {
     std::uint32_t region = 0;
     std::uint64_t first = 0;
     std::uint64_t count = 0;
     bool zero = false;
+    std::uint64_t zero_inside = 0;  // a data run's zero pages, and their bits (page first + i)
+    std::array<std::uint64_t, wire::kMaxZeroMapWords> zero_map{};
+
+    [[nodiscard]] std::uint64_t data_pages() const noexcept {
+        return zero ? 0 : count - zero_inside;
+    }
+    // The zero map's words, or none.
+    [[nodiscard]] std::span<const std::uint64_t> zero_words() const noexcept {
+        return {zero_map.data(), zero_inside == 0 ? 0 : (count + 63) / 64};
+    }
 };
 
 // What the source counts of the pages it sends (any thread).
@@ -65,15 +80,22 @@ class SentPages {
     // is counted as resent (the destination asked: it has not arrived there yet).
     [[nodiscard]] PageRun answer(std::uint32_t region, std::uint64_t first, std::uint64_t count);
     // The background stream's next run, marked sent; none when every page has been sent. One
-    // caller at a time (the loop that streams).
-    [[nodiscard]] std::optional<PageRun> next_stream_run();
+    // caller at a time (the loop that streams). `compressed`: the run will be compressed, so a
+    // data run goes on over gaps of at most kZeroGap zero pages followed by a data page (a
+    // longer stretch of zeros is a ZERO run of its own).
+    [[nodiscard]] std::optional<PageRun> next_stream_run(bool compressed = false);
+    static constexpr std::uint64_t kZeroGap = 16;
 
     [[nodiscard]] const GuestMemory& memory() const noexcept { return memory_; }
     [[nodiscard]] SourceCounts& counts() noexcept { return counts_; }
     [[nodiscard]] const SourceCounts& counts() const noexcept { return counts_; }
 
   private:
-    [[nodiscard]] PageRun grow(PageBitmap& sent, std::uint64_t first);
+    [[nodiscard]] PageRun grow(PageBitmap& sent, std::uint64_t first, bool compressed);
+    // The zero pages from `at` to the next data page, if there are at most kZeroGap, all
+    // unsent, and the data page is unsent and below `end`; 0 otherwise.
+    [[nodiscard]] std::uint64_t zero_gap(const PageBitmap& sent, std::uint64_t at,
+                                         std::uint64_t end) const;
 
     const GuestMemory& memory_;
     std::uint64_t stream_run_bytes_;
@@ -114,6 +136,11 @@ class FrameBuilder {
     // compressed run of a page written meanwhile still expands to the run's size).
     [[nodiscard]] transport::OutgoingFrame pages(const PageRun& run, bool hashes, bool answer,
                                                  bool live = false);
+    // Whether the stream's next data run will try compression (so it may take zero gaps in):
+    // the policy's choice for it, kept until begin() makes that run. The loop that streams.
+    [[nodiscard]] bool stream_compresses();
+    // The same, and the destination takes zero maps: the run may take zero gaps in.
+    [[nodiscard]] bool stream_takes_zero_gaps();
 
     // The same in three steps, so that compressing may run on other threads: begin() on the
     // loop (the page data, hashes, the encoding to try), compress() on any thread with a
@@ -124,6 +151,9 @@ class FrameBuilder {
         std::span<const std::byte> data;
         RunCodec codec;
         std::size_t slot = 0;
+        std::uint64_t data_bytes = 0;  // the run's bytes less its zero pages'
+        std::array<std::uint64_t, wire::kMaxZeroMapWords> zero_map{};  // PageRun's
+        std::size_t zero_words = 0;  // the map's words in use (0: no map)
         bool answer = false;
         bool shrank = false;
         std::chrono::nanoseconds spent{};
@@ -144,6 +174,10 @@ class FrameBuilder {
     std::vector<std::vector<std::byte>> copies_;  // the copied pages, slot for slot
     std::vector<std::vector<std::byte>> packed_;  // the compressed runs, slot for slot
     std::size_t next_ = 0;
+    std::optional<RunCodec> stream_codec_;  // chosen for the next stream data run
+    [[nodiscard]] std::uint64_t zero_hash(std::uint64_t page_size);
+    std::uint64_t zero_hash_ = 0;  // page_hash of a zero page of zero_hash_size_ bytes
+    std::uint64_t zero_hash_size_ = 0;
 };
 
 }  // namespace uffdm::migration

@@ -464,8 +464,42 @@ std::array<std::byte, kPagesHeaderSize> encode(const PagesHeader& h) {
     return out;
 }
 
+std::vector<std::byte> encode(const PagesHeader& header,
+                              std::span<const std::uint64_t> zero_words) {
+    PagesHeader h = header;
+    if (!zero_words.empty()) {
+        h.flags |= PagesHeader::kZeroMap;
+    }
+    auto descriptor = encode(h);
+    std::vector<std::byte> out(descriptor.begin(), descriptor.end());
+    out.resize(kPagesHeaderSize + 8 * zero_words.size());
+    for (std::size_t w = 0; w < zero_words.size(); ++w) {
+        store_le<std::uint64_t>(out, kPagesHeaderSize + 8 * w, zero_words[w]);
+    }
+    return out;
+}
+
 std::uint64_t PagesView::hash(std::size_t i) const noexcept {
     return load_le<std::uint64_t>(hashes, i * 8);
+}
+
+bool PagesView::zero_at(std::uint64_t i) const noexcept {
+    if (zero_map.empty()) {
+        return false;
+    }
+    return ((load_le<std::uint64_t>(zero_map, (i / 64) * 8) >> (i % 64)) & 1U) != 0;
+}
+
+std::uint64_t PagesView::zero_pages() const noexcept {
+    std::uint64_t n = 0;
+    for (std::size_t at = 0; at < zero_map.size(); at += 8) {
+        n += static_cast<std::uint64_t>(std::popcount(load_le<std::uint64_t>(zero_map, at)));
+    }
+    return n;
+}
+
+std::uint64_t PagesView::packed_bytes(const Layout& layout) const noexcept {
+    return layout.regions[header.region].page_size * (header.count - zero_pages());
 }
 
 const char* name(Encoding encoding) noexcept {
@@ -487,6 +521,44 @@ std::uint64_t PagesView::raw_bytes(const Layout& layout) const noexcept {
     return layout.regions[header.region].page_size * header.count;
 }
 
+namespace {
+
+// A compressed run's zero map: negotiated, whole, no bit past the run, not every page.
+std::expected<std::span<const std::byte>, transport::Failure> zero_map(std::span<const std::byte> p,
+                                                                       const PagesHeader& h,
+                                                                       std::uint32_t start_flags) {
+    std::string what = "PAGES " + std::string(name(h.encoding)) + " run of " +
+                       std::to_string(h.count) + " pages at page " + std::to_string(h.first_page);
+    if (!compressed(h.encoding)) {
+        return std::unexpected(violation(what + " has a zero map (only compressed runs may)"));
+    }
+    if ((start_flags & Start::kAcceptZeroMap) == 0) {
+        return std::unexpected(violation(
+            what + " has a zero map, which was not negotiated (START did not accept it)"));
+    }
+    std::size_t words = (h.count + 63) / 64;
+    if (p.size() < kPagesHeaderSize + 8 * words) {
+        return std::unexpected(violation(what + ": its zero map is cut short"));
+    }
+    auto map = p.subspan(kPagesHeaderSize, 8 * words);
+    std::uint64_t zeros = 0;
+    for (std::size_t w = 0; w < words; ++w) {
+        std::uint64_t bits = load_le<std::uint64_t>(map, 8 * w);
+        std::uint64_t past = std::min<std::uint64_t>(64, h.count - 64 * w);
+        if (past < 64 && (bits >> past) != 0) {
+            return std::unexpected(violation(what + ": its zero map marks pages past the run"));
+        }
+        zeros += static_cast<std::uint64_t>(std::popcount(bits));
+    }
+    if (zeros == h.count) {
+        return std::unexpected(
+            violation(what + ": its zero map marks every page (that is a ZERO run)"));
+    }
+    return map;
+}
+
+}  // namespace
+
 std::expected<PagesView, transport::Failure> decode_pages(std::span<const std::byte> p,
                                                           const Layout& layout,
                                                           std::uint32_t start_flags) {
@@ -502,7 +574,7 @@ std::expected<PagesView, transport::Failure> decode_pages(std::span<const std::b
     h.first_page = load_le<std::uint64_t>(p, 8);
     h.count = load_le<std::uint32_t>(p, 16);
     if (load_le<std::uint16_t>(p, 6) != 0 || load_le<std::uint32_t>(p, 20) != 0 ||
-        (h.flags & ~(PagesHeader::kHashes | PagesHeader::kAnswer)) != 0) {
+        (h.flags & ~(PagesHeader::kHashes | PagesHeader::kAnswer | PagesHeader::kZeroMap)) != 0) {
         return std::unexpected(violation("PAGES has reserved bits set"));
     }
     if (h.encoding != Encoding::Raw && h.encoding != Encoding::Zero && !compressed(h.encoding)) {
@@ -523,20 +595,28 @@ std::expected<PagesView, transport::Failure> decode_pages(std::span<const std::b
     }
     std::uint64_t hash_bytes = hashes ? 8ULL * h.count : 0;
     std::uint64_t raw_bytes = (*region)->page_size * h.count;
+    std::uint64_t map_bytes = 0;
+    if ((h.flags & PagesHeader::kZeroMap) != 0) {
+        auto map = zero_map(p, h, start_flags);
+        if (!map) {
+            return std::unexpected(map.error());
+        }
+        view.zero_map = *map;
+        map_bytes = map->size();
+    }
+    std::uint64_t before_data = kPagesHeaderSize + map_bytes + hash_bytes;
     if (compressed(h.encoding)) {
         // Whatever follows the hashes is the compressed run; it must be worth compressing.
-        if (p.size() <= kPagesHeaderSize + hash_bytes ||
-            p.size() - kPagesHeaderSize - hash_bytes >= raw_bytes) {
-            return std::unexpected(
-                violation(std::string("PAGES ") + name(h.encoding) + " run of " +
-                          std::to_string(h.count) + " pages carries " +
-                          std::to_string(p.size() - std::min<std::uint64_t>(
-                                                        p.size(), kPagesHeaderSize + hash_bytes)) +
-                          " compressed bytes; 1 to " + std::to_string(raw_bytes - 1) +
-                          " (fewer than its raw bytes) are allowed"));
+        if (p.size() <= before_data || p.size() - before_data >= raw_bytes) {
+            return std::unexpected(violation(
+                std::string("PAGES ") + name(h.encoding) + " run of " + std::to_string(h.count) +
+                " pages carries " +
+                std::to_string(p.size() - std::min<std::uint64_t>(p.size(), before_data)) +
+                " compressed bytes; 1 to " + std::to_string(raw_bytes - 1) +
+                " (fewer than its raw bytes) are allowed"));
         }
-        view.hashes = p.subspan(kPagesHeaderSize, hash_bytes);
-        view.data = p.subspan(kPagesHeaderSize + hash_bytes);
+        view.hashes = p.subspan(kPagesHeaderSize + map_bytes, hash_bytes);
+        view.data = p.subspan(before_data);
         return view;
     }
     std::uint64_t data_bytes = h.encoding == Encoding::Raw ? raw_bytes : 0;

@@ -15,11 +15,14 @@ namespace uffdm::migration::wire {
 
 // See protocol.md beside this file for the sequence and both state machines. Version 2 added a
 // live source's precopy rounds and switchover (ROUND_END .. RUNNING, LAYOUT's live flag and
-// RESUME's phase); version 3 compressed PAGES runs (lz4, zstd), offered in START's flags.
-// Older peers still migrate: a version 1 one a guest that no longer runs, a version 2 one raw.
-inline constexpr std::uint16_t kVersion = 3;
+// RESUME's phase); version 3 compressed PAGES runs (lz4, zstd), offered in START's flags;
+// version 4 compressed runs with a zero map (the zero pages between a run's data pages left out).
+// Older peers still migrate: a version 1 one a guest that no longer runs, a version 2 one raw,
+// a version 3 one with compressed runs of data pages only.
+inline constexpr std::uint16_t kVersion = 4;
 inline constexpr std::uint16_t kLiveVersion = 2;         // the first version with precopy
 inline constexpr std::uint16_t kCompressionVersion = 3;  // the first with compressed runs
+inline constexpr std::uint16_t kZeroMapVersion = 4;      // the first with zero maps
 
 // Transport frame types 0x40..0x7f belong to this layer.
 enum class MessageType : std::uint8_t {
@@ -103,8 +106,10 @@ struct Start {
     // Version 3: the encodings this destination accepts besides raw and zero runs.
     static constexpr std::uint32_t kAcceptLz4 = 1U << 8;
     static constexpr std::uint32_t kAcceptZstd = 1U << 9;
+    // Version 4: compressed runs may carry a zero map (PagesHeader::kZeroMap).
+    static constexpr std::uint32_t kAcceptZeroMap = 1U << 10;
     static constexpr std::uint32_t kKnownFlags =
-        kWantHashes | kStreamHeld | kStreamOnUrgent | kAcceptLz4 | kAcceptZstd;
+        kWantHashes | kStreamHeld | kStreamOnUrgent | kAcceptLz4 | kAcceptZstd | kAcceptZeroMap;
     std::uint32_t flags = 0;
 };
 [[nodiscard]] std::vector<std::byte> encode(const Start& start);
@@ -166,6 +171,13 @@ inline constexpr std::size_t kRequestSize = 16;
 // Version 3, only where START accepted them: Lz4 (one LZ4 block) and Zstd (one zstd frame that
 // states its content size), each decompressing to exactly count * page_size bytes and
 // shorter than that on the wire (a run that does not shrink goes raw).
+// Version 4, only where START accepted it: a compressed run flagged kZeroMap has ceil(count /
+// 64) u64 words after the descriptor (bit i of word w: page first + 64 w + i is all zeros; bits
+// past count clear; at least one page is not zero), before the hashes (of every page, zero ones
+// included); its compressed bytes hold only the pages not in the map, in order, and expand to
+// exactly their size. The source takes the short gaps of zero pages between data pages into a
+// compressed run this way (it reads no zero page, and sends none), so that it compresses a
+// few larger runs where it would compress many small ones.
 enum class Encoding : std::uint8_t { Invalid = 0, Raw = 1, Zero = 2, Lz4 = 3, Zstd = 4 };
 [[nodiscard]] const char* name(Encoding encoding) noexcept;
 [[nodiscard]] constexpr bool compressed(Encoding encoding) noexcept {
@@ -187,8 +199,9 @@ enum class Encoding : std::uint8_t { Invalid = 0, Raw = 1, Zero = 2, Lz4 = 3, Zs
 }
 
 struct PagesHeader {
-    static constexpr std::uint8_t kHashes = 1U << 0;  // count u64 XXH3-64 values follow
-    static constexpr std::uint8_t kAnswer = 1U << 1;  // sent because the destination asked
+    static constexpr std::uint8_t kHashes = 1U << 0;   // count u64 XXH3-64 values follow
+    static constexpr std::uint8_t kAnswer = 1U << 1;   // sent because the destination asked
+    static constexpr std::uint8_t kZeroMap = 1U << 2;  // a compressed run's zero map follows
     std::uint32_t region = 0;
     Encoding encoding = Encoding::Invalid;
     std::uint8_t flags = 0;
@@ -196,8 +209,15 @@ struct PagesHeader {
     std::uint32_t count = 0;
 };
 inline constexpr std::size_t kPagesHeaderSize = 24;
+// The most pages a PAGES frame holds (kMaxRunBytes of the smallest pages), and the zero map's
+// most words.
+inline constexpr std::uint64_t kMaxRunPages = kMaxRunBytes / kMinPageSize;
+inline constexpr std::size_t kMaxZeroMapWords = kMaxRunPages / 64;
 
 [[nodiscard]] std::array<std::byte, kPagesHeaderSize> encode(const PagesHeader& header);
+// The descriptor and its zero map (`zero_words`, flagged kZeroMap when given) as one piece.
+[[nodiscard]] std::vector<std::byte> encode(const PagesHeader& header,
+                                            std::span<const std::uint64_t> zero_words);
 
 // A validated PAGES frame, viewing its payload.
 struct PagesView {
@@ -206,8 +226,17 @@ struct PagesView {
     // count * page_size bytes for Raw, empty for Zero, the compressed bytes (1 .. raw - 1) for
     // Lz4 and Zstd (compression.hpp expands them; hashes are of the expanded pages).
     std::span<const std::byte> data;
+    std::span<const std::byte> zero_map;  // ceil(count / 64) words, or empty
+    // Expanded from a compressed run: zero pages may lie between its data pages (placed as
+    // zero pages, as a ZERO run's are). Not a wire field.
+    bool zeros_inside = false;
     [[nodiscard]] std::uint64_t hash(std::size_t i) const noexcept;
+    [[nodiscard]] bool zero_at(std::uint64_t i) const noexcept;  // in the zero map
+    [[nodiscard]] std::uint64_t zero_pages() const noexcept;     // set in the zero map
+    // count * page_size: the run's bytes once expanded.
     [[nodiscard]] std::uint64_t raw_bytes(const Layout& layout) const noexcept;
+    // What a compressed run's bytes expand to: raw_bytes less the zero map's pages.
+    [[nodiscard]] std::uint64_t packed_bytes(const Layout& layout) const noexcept;
 };
 // Every field checked against the layout: region, encoding (and that START accepted it:
 // `start_flags`), flags, the run inside the region, at most max_pages_per_frame, and the payload

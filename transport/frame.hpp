@@ -25,7 +25,7 @@ namespace uffdm::transport {
 inline constexpr std::size_t kHeaderSize = 16;
 inline constexpr std::uint32_t kMagic = 0x474d4655;  // bytes 'U' 'F' 'M' 'G'
 inline constexpr std::uint16_t kMinVersion = 1;
-inline constexpr std::uint16_t kMaxVersion = 3;
+inline constexpr std::uint16_t kMaxVersion = 4;
 // The largest payload of any frame: a run of 2 MiB of pages plus its descriptor.
 inline constexpr std::uint32_t kMaxPayload = (2U << 20) + 4096;
 

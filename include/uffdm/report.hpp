@@ -32,7 +32,7 @@ struct CompressionReport {
     std::uint64_t runs_not_shrunk = 0;   // tried, and sent raw because they did not shrink
     std::uint64_t raw_bytes = 0;         // guest bytes of the runs sent compressed
     std::uint64_t compressed_bytes = 0;  // what those runs took on the wire
-    double compress_seconds = 0;         // spent compressing (every try), all threads
+    double compress_seconds = 0;         // CPU time compressing (every try), all threads
     // auto: how often it switched between raw and lz4, and the state at the end.
     std::uint64_t auto_switches = 0;
     bool compressing_at_end = false;

@@ -2,11 +2,16 @@
 #include <gtest/gtest.h>
 #include <zstd.h>
 
+#include <algorithm>
+#include <array>
+#include <cstdlib>
 #include <cstring>
+#include <memory>
 
 #include "migration/compression.hpp"
 #include "migration/compression_policy.hpp"
 #include "migration/host_corpus.hpp"
+#include "migration/source_pages.hpp"
 #include "transport/byte_order.hpp"
 
 namespace uffdm::migration {
@@ -154,6 +159,163 @@ TEST(ZstdRun, SizesStatedWrongOrNotAtAllAndTrailingBytesAreRefused) {
         body[i] = std::byte{0xff};
     }
     expect_refused(expander.read(frame(Encoding::Zstd, 1, body), kLayout, kAcceptBoth), "zstd");
+}
+
+// Version 4: a compressed run with a zero map carries only its data pages; the expander puts
+// zeros where the map says, and every inconsistency between the map, the run and the bytes is
+// refused before anything is placed.
+constexpr std::uint32_t kAcceptMaps = kAcceptBoth | wire::Start::kAcceptZeroMap;
+
+std::vector<std::byte> mapped_frame(Encoding encoding, std::uint32_t count,
+                                    std::span<const std::uint64_t> words,
+                                    std::span<const std::byte> packed) {
+    auto head = wire::encode(
+        wire::PagesHeader{.region = 0, .encoding = encoding, .first_page = 3, .count = count},
+        words);
+    head.insert(head.end(), packed.begin(), packed.end());
+    return head;
+}
+
+class ZeroMaps : public ::testing::TestWithParam<Encoding> {};
+
+TEST_P(ZeroMaps, TheDataPagesComeBackInPlaceWithZerosBetween) {
+    // 40 pages: data, a gap of 3 zero pages, data, one zero page, data to the end.
+    const std::uint32_t count = 40;
+    auto run = compressible(count);
+    for (std::uint32_t i = 0; i < count; ++i) {  // each page its own (the order is checked)
+        std::memcpy(run.data() + i * 4096, &i, sizeof i);
+    }
+    std::array<std::uint64_t, 1> words{(0b111ULL << 5) | (1ULL << 20)};
+    for (std::uint32_t i : {5U, 6U, 7U, 20U}) {
+        std::memset(run.data() + i * 4096, 0xee, 4096);  // never read: the map says zero
+    }
+    RunCompressor compressor;
+    std::vector<std::byte> packed;
+    ASSERT_TRUE(compressor.compress(GetParam(), 1, run, 4096, words, packed));
+    RunExpander expander;
+    auto expanded =
+        expander.read(mapped_frame(GetParam(), count, words, packed), kLayout, kAcceptMaps);
+    ASSERT_TRUE(expanded) << expanded.error().detail;
+    EXPECT_EQ(expanded->header.encoding, Encoding::Raw);
+    EXPECT_TRUE(expanded->zeros_inside);
+    EXPECT_TRUE(expanded->zero_map.empty());
+    ASSERT_EQ(expanded->data.size(), count * 4096u);
+    for (std::uint32_t i = 0; i < count; ++i) {
+        auto page = expanded->data.subspan(i * 4096, 4096);
+        bool zero = ((words[0] >> i) & 1U) != 0;
+        if (zero) {
+            EXPECT_TRUE(std::all_of(page.begin(), page.end(),
+                                    [](std::byte b) { return b == std::byte{0}; }))
+                << "page " << i;
+        } else {
+            EXPECT_EQ(0, std::memcmp(page.data(), run.data() + i * 4096, 4096)) << "page " << i;
+        }
+    }
+}
+
+TEST_P(ZeroMaps, EveryInconsistencyIsAViolation) {
+    const std::uint32_t count = 8;
+    auto run = compressible(count);
+    std::array<std::uint64_t, 1> words{0b0110};
+    RunCompressor compressor;
+    std::vector<std::byte> packed;
+    ASSERT_TRUE(compressor.compress(GetParam(), 1, run, 4096, words, packed));
+    RunExpander expander;
+    // Not negotiated (a version 3 destination's START).
+    expect_refused(
+        expander.read(mapped_frame(GetParam(), count, words, packed), kLayout, kAcceptBoth),
+        "not negotiated");
+    // On a raw run.
+    expect_refused(
+        expander.read(mapped_frame(Encoding::Raw, count, words, run), kLayout, kAcceptMaps),
+        "only compressed runs");
+    // A bit past the run, every page zero, the map cut short.
+    std::array<std::uint64_t, 1> past{1ULL << count};
+    expect_refused(
+        expander.read(mapped_frame(GetParam(), count, past, packed), kLayout, kAcceptMaps),
+        "past the run");
+    std::array<std::uint64_t, 1> all{(1ULL << count) - 1};
+    expect_refused(
+        expander.read(mapped_frame(GetParam(), count, all, packed), kLayout, kAcceptMaps),
+        "every page");
+    auto whole = mapped_frame(GetParam(), count, words, {});
+    whole.resize(wire::kPagesHeaderSize + 4);
+    expect_refused(expander.read(whole, kLayout, kAcceptMaps), "cut short");
+    // The bytes of the whole run (zero pages included) under a map that leaves two out: they
+    // expand to more than the map allows (never written past the buffer).
+    std::vector<std::byte> full;
+    ASSERT_TRUE(compressor.compress(GetParam(), 1, run, full));
+    expect_refused(
+        expander.read(mapped_frame(GetParam(), count, words, full), kLayout, kAcceptMaps),
+        GetParam() == Encoding::Lz4 ? "lz4" : "more than the run holds");
+    // Fewer pages than the map leaves: the data of the six pages with a map of three zeros.
+    std::array<std::uint64_t, 1> more{0b1110};
+    expect_refused(
+        expander.read(mapped_frame(GetParam(), count, more, packed), kLayout, kAcceptMaps),
+        GetParam() == Encoding::Lz4 ? "lz4" : "more than the run holds");
+}
+
+INSTANTIATE_TEST_SUITE_P(Compression, ZeroMaps, ::testing::Values(Encoding::Lz4, Encoding::Zstd),
+                         [](const auto& info) { return std::string(wire::name(info.param)); });
+
+// The source's side: a run to be compressed goes on over short gaps of zero pages (their bits
+// in its map), not over a long one nor over a page already sent.
+TEST(ZeroGaps, ACompressedStreamRunTakesShortGapsInAndStopsAtLongOnesAndSentPages) {
+    constexpr std::uint64_t kPages = 128;
+    // Page-aligned, as guest memory is.
+    std::unique_ptr<std::byte, decltype(&std::free)> owned(
+        static_cast<std::byte*>(std::aligned_alloc(4096, kPages * 4096)), &std::free);
+    std::span<std::byte> guest(owned.get(), kPages * 4096);
+    std::fill(guest.begin(), guest.end(), std::byte{0});
+    auto data = [&](std::uint64_t from, std::uint64_t to) {
+        for (std::uint64_t p = from; p < to; ++p) {
+            guest[p * 4096 + 100] = std::byte{1};
+        }
+    };
+    data(0, 4);    // 4..6: a gap of 3
+    data(7, 10);   // 10..29: a gap of 20, longer than SentPages::kZeroGap
+    data(30, 31);  // 31..47: a gap of exactly kZeroGap (17 would not be taken)
+    data(47, 50);
+    auto memory = GuestMemory::external({std::span<const std::byte>(guest)}, 4096);
+    ASSERT_TRUE(memory) << memory.error().detail;
+    static_assert(SentPages::kZeroGap == 16);
+
+    SentPages plain(*memory, 256 << 10);
+    plain.start_fresh();
+    auto first = plain.next_stream_run(false);
+    ASSERT_TRUE(first);
+    EXPECT_EQ(first->count, 4u);  // not compressed: homogeneous runs, as before
+    EXPECT_EQ(first->zero_inside, 0u);
+
+    SentPages pages(*memory, 256 << 10);
+    pages.start_fresh();
+    auto run = pages.next_stream_run(true);
+    ASSERT_TRUE(run);
+    EXPECT_EQ(run->first, 0u);
+    EXPECT_EQ(run->count, 10u);
+    EXPECT_EQ(run->zero_inside, 3u);
+    EXPECT_EQ(run->data_pages(), 7u);
+    EXPECT_EQ(run->zero_map[0], 0b111ULL << 4);
+    EXPECT_EQ(run->zero_words().size(), 1u);
+    auto zeros = pages.next_stream_run(true);  // the long gap: a ZERO run of its own
+    ASSERT_TRUE(zeros);
+    EXPECT_TRUE(zeros->zero);
+    EXPECT_EQ(zeros->first, 10u);
+    EXPECT_EQ(zeros->count, 20u);
+    auto last = pages.next_stream_run(true);  // 30, 16 zero pages, 47..49
+    ASSERT_TRUE(last);
+    EXPECT_EQ(last->first, 30u);
+    EXPECT_EQ(last->count, 20u);
+    EXPECT_EQ(last->zero_inside, 16u);
+    EXPECT_EQ(pages.counts().zero.load(), 3u + 20u + 16u);
+
+    SentPages answered(*memory, 256 << 10);
+    answered.start_fresh();
+    (void)answered.answer(0, 5, 1);  // a fault's answer took a page of the first gap
+    auto cut = answered.next_stream_run(true);
+    ASSERT_TRUE(cut);
+    EXPECT_EQ(cut->count, 4u);
+    EXPECT_EQ(cut->zero_inside, 0u);
 }
 
 TEST(RunExpander, AnUncompressedRunIsReturnedAsItIs) {

@@ -38,7 +38,7 @@ TEST(FrameHeader, RoundTripsEveryControlTypeAndTheApplicationRange) {
 TEST(FrameHeader, IsLittleEndianOnTheWire) {
     auto h = header_for(FrameType::Ping, 8);
     EXPECT_EQ(std::vector<std::byte>(h.begin(), h.begin() + 12),
-              bytes({'U', 'F', 'M', 'G', 3, 0, 6, 0, 8, 0, 0, 0}));
+              bytes({'U', 'F', 'M', 'G', 4, 0, 6, 0, 8, 0, 0, 0}));
 }
 
 void expect_rejected(std::array<std::byte, kHeaderSize> h, const std::string& mentions) {
@@ -217,7 +217,8 @@ TEST(Control, AcceptRoundTripsAndRejectsBadValues) {
     EXPECT_FALSE(decode_accept(encode(Accept{0, 1, 1})));
     EXPECT_TRUE(decode_accept(encode(Accept{1, 2, 1})));  // version 2: a live source's
     EXPECT_TRUE(decode_accept(encode(Accept{1, 3, 1})));  // version 3: compressed runs
-    EXPECT_FALSE(decode_accept(encode(Accept{1, 4, 1})));
+    EXPECT_TRUE(decode_accept(encode(Accept{1, 4, 1})));  // version 4: zero maps
+    EXPECT_FALSE(decode_accept(encode(Accept{1, 5, 1})));
     EXPECT_FALSE(decode_accept(encode(Accept{1, 1, 17})));
     auto reserved = encode(Accept{1, 1, 1});
     reserved[15] = std::byte{1};
