@@ -52,7 +52,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             round_trip(decode_request(p, guest()), p);
             break;
         case MessageType::Pages: {
-            auto view = decode_pages(p, guest(), Start::kAcceptLz4 | Start::kAcceptZstd);
+            auto view = decode_pages(
+                p, guest(), Start::kAcceptLz4 | Start::kAcceptZstd | Start::kAcceptZeroMap);
             if (view) {
                 auto head = encode(view->header);
                 same(std::vector<std::byte>(head.begin(), head.end()), p.first(kPagesHeaderSize));
@@ -62,7 +63,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                 bool packed = compressed(view->header.encoding);
                 if ((packed ? view->data.empty() || view->data.size() >= raw_bytes
                             : view->data.size() != (raw ? raw_bytes : 0)) ||
-                    kPagesHeaderSize + view->hashes.size() + view->data.size() != p.size()) {
+                    kPagesHeaderSize + view->zero_map.size() + view->hashes.size() +
+                            view->data.size() !=
+                        p.size() ||
+                    (!view->zero_map.empty() && !packed)) {
                     std::abort();
                 }
                 // An expanded run is exactly the run's pages, whatever the block said.
