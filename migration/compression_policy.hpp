@@ -26,19 +26,21 @@ struct RunCodec {
 // back by something other than the CPU that compresses (a link that is the bottleneck, a send queue
 // that stays full) and the CPU keeps up with the link. Rather than guess that from queue depths,
 // Auto measures the stream's own rate (guest bytes handed to the sockets per second, over 200 ms
-// windows of continuous streaming) on a ladder of encodings, each compressing more and costing more
-// CPU: raw, lz4, zstd:-1, zstd:1. It tries the next step up and keeps it only while it measures at
-// least 5 % faster with the link still as full (the wire's bytes per second at least 0.85 of the
-// step in use's: the link, not the CPU, holds the stream, as it must for compression to pay),
-// checks the step below the same way, and tries again with a backoff that doubles while the choice
-// holds (0.4 s up to 16 s); a step that paid is followed by the next one up. One run in 16 is
-// compressed with another step as a sample (in bursts of four, steps in turn, and only while the
-// samples' compression takes at most 1 % of the stream's time after a first 5 ms), so that the
-// policy knows what each step shrinks the guest's pages to and how fast it compresses here: the
-// ladder is climbed only when the pages shrink (lz4's ratio < 0.9) and lz4 outruns the stream, and
-// then the step predicted fastest (the wire's rate over its ratio, or its speed times the threads
-// compressing, whichever is lower) is tried at once rather than a step at a time, the window
-// deciding as for any probe.
+// windows of continuous streaming, the first 100 ms) on a ladder of encodings, each compressing
+// more and costing more CPU: raw, lz4, zstd:-1, zstd:1. It tries the next step up and keeps it only
+// while it measures at least 5 % faster with the link still as full (the wire's bytes per second at
+// least 0.85 of the step in use's: the link, not the CPU, holds the stream, as it must for
+// compression to pay), checks the step below the same way, and tries again with a backoff that
+// doubles while the choice holds (0.4 s up to 16 s); a step that paid is followed by the next one
+// up. One run in 16 is compressed with another step as a sample (in bursts of four, steps in turn,
+// and only while the samples' compression takes at most 1 % of the stream's time after a first 5
+// ms), so that the policy knows what each step shrinks the guest's pages to and how fast it
+// compresses here: the ladder is climbed only when the pages shrink (lz4's ratio < 0.9) and lz4
+// outruns the stream, and then the step predicted fastest (the wire's rate over its ratio, or its
+// speed times the threads compressing, whichever is lower; of steps predicted alike the highest, as
+// each compresses at least as much as those below it) is tried at once rather than a step at a
+// time, the window deciding as for any probe. Speeds are thread CPU time on warm buffers
+// (FrameBuilder), so that other threads' turns on shared cores do not count against a step.
 class CompressionPolicy {
   public:
     using Clock = std::chrono::steady_clock;

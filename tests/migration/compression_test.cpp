@@ -391,7 +391,11 @@ TEST(AutoCompression, JumpsStraightToTheStepItsSamplesPredictWhileTheLinkHoldsTh
     link_bound.fast_zstd = {245e6, 0.49};
     link_bound.zstd = {273e6, 0.44};
     link_bound.policy.accept(kBoth);
-    link_bound.run(700);
+    // The first window (raw) is 100 ms, then the probe settles (100 ms) and is measured (200
+    // ms): chosen by 450 ms (a first window of 200 ms would take till 500).
+    link_bound.run(450);
+    EXPECT_EQ(link_bound.policy.report().auto_choice, "zstd:1");
+    link_bound.run(250);
     EXPECT_EQ(link_bound.policy.report().auto_choice, "zstd:1");
     EXPECT_EQ(link_bound.policy.report().auto_switches, 1u);  // raw -> compressed, once
     link_bound.run(10000);  // the neighbours measured slower: it stays
