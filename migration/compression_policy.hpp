@@ -36,11 +36,12 @@ struct RunCodec {
 // and only while the samples' compression takes at most 1 % of the stream's time after a first 5
 // ms), so that the policy knows what each step shrinks the guest's pages to and how fast it
 // compresses here: the ladder is climbed only when the pages shrink (lz4's ratio < 0.9) and lz4
-// outruns the stream, and then the step predicted fastest (the wire's rate over its ratio, or its
-// speed times the threads compressing, whichever is lower; of steps predicted alike the highest, as
-// each compresses at least as much as those below it) is tried at once rather than a step at a
-// time, the window deciding as for any probe. Speeds are thread CPU time on warm buffers
-// (FrameBuilder), so that other threads' turns on shared cores do not count against a step.
+// outruns the stream (twice its rate, on one thread), and then the step predicted fastest (the
+// wire's rate over its ratio, or its speed times the threads compressing, whichever is lower; of
+// steps predicted alike the highest, as each compresses at least as much as those below it) is
+// tried at once rather than a step at a time, the window deciding as for any probe. Speeds are
+// thread CPU time on warm buffers (FrameBuilder), so that other threads' turns on shared cores do
+// not count against a step.
 class CompressionPolicy {
   public:
     using Clock = std::chrono::steady_clock;
@@ -88,6 +89,8 @@ class CompressionPolicy {
     // The step predicted fastest from the samples, with the stream at `rate` on current_;
     // current_ when none is predicted at least kBetter faster.
     [[nodiscard]] std::size_t predicted_best(double rate) const;
+    // lz4 compresses well over the raw stream's `rate`: the link, not this CPU, holds it.
+    [[nodiscard]] bool lz4_outruns(double rate) const noexcept;
     [[nodiscard]] static std::size_t step_of(RunCodec codec) noexcept;
 
     CompressionOptions options_;

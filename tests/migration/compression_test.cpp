@@ -453,6 +453,21 @@ TEST(AutoCompression, KeepsNoStepWhoseFasterGuestRateCameFromAnEmptierWire) {
     EXPECT_EQ(link_bound.auto_choice, "lz4");
 }
 
+TEST(AutoCompression, DoesNotProbeWhereLz4OnlyJustOutrunsTheStream) {
+    // Loopback with CPU-time speeds: lz4 compresses 500 MB/s on one thread, the raw stream runs
+    // at 400 (the CPU holds it, not the link). A probe would be thrown away (its wire empties)
+    // but its windows would still cost the stream; lz4 must compress twice the stream's rate.
+    AutoDrive drive;
+    drive.raw = {400e6, 1.0};
+    drive.lz4 = {440e6, 0.56};
+    drive.fast_zstd = {300e6, 0.49};
+    drive.zstd = {200e6, 0.45};
+    drive.policy.accept(kBoth);
+    int compressed = drive.run(6000);
+    EXPECT_EQ(drive.policy.report().auto_choice, "raw");
+    EXPECT_LT(compressed, 200) << "probe windows compressed the stream";
+}
+
 TEST(AutoCompression, KeepsAStepThatIsClearlyFasterEvenIfItsWireDipped) {
     // Measured at 1 Gbit/s: raw's first window 112 MB/s, the probe of zstd:1 197 MB/s of guest
     // while the CPU it shares held it back (its wire 87 MB/s, under 0.85 of raw's): 1.76 times
