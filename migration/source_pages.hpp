@@ -139,7 +139,8 @@ class FrameBuilder {
     // Whether the stream's next data run will try compression (so it may take zero gaps in):
     // the policy's choice for it, kept until begin() makes that run. The loop that streams.
     [[nodiscard]] bool stream_compresses();
-    // The same, and the destination takes zero maps: the run may take zero gaps in.
+    // The same, not as one of Auto's samples, and the destination takes zero maps: the run
+    // may take zero gaps in.
     [[nodiscard]] bool stream_takes_zero_gaps();
 
     // The same in three steps, so that compressing may run on other threads: begin() on the
