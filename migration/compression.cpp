@@ -74,7 +74,7 @@ bool RunCompressor::compress(wire::Encoding encoding, int zstd_level,
     gathered_.clear();
     std::uint64_t pages = run.size() / page_size;
     for (std::uint64_t i = 0; i < pages; ++i) {
-        if (i / 64 < zero_words.size() && ((zero_words[i / 64] >> (i % 64)) & 1U) != 0) {
+        if (wire::zero_bit(zero_words, i)) {
             continue;
         }
         auto page = run.subspan(i * page_size, page_size);

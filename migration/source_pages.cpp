@@ -257,7 +257,7 @@ FrameBuilder::Pending FrameBuilder::begin(const PageRun& run, bool hashes, bool 
             auto& slot = slots_[p.slot];
             slot.resize(run.count * 8);
             for (std::uint64_t i = 0; i < run.count; ++i) {
-                bool zero = ((run.zero_map[i / 64] >> (i % 64)) & 1U) != 0;
+                bool zero = wire::zero_bit(run.zero_words(), i);
                 transport::store_le<std::uint64_t>(
                     slot, i * 8,
                     zero ? zero_hash(page_size)

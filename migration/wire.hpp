@@ -213,6 +213,11 @@ inline constexpr std::size_t kPagesHeaderSize = 24;
 // most words.
 inline constexpr std::uint64_t kMaxRunPages = kMaxRunBytes / kMinPageSize;
 inline constexpr std::size_t kMaxZeroMapWords = kMaxRunPages / 64;
+// Bit i of a zero map held as words: page first + i is zero.
+[[nodiscard]] constexpr bool zero_bit(std::span<const std::uint64_t> words,
+                                      std::uint64_t i) noexcept {
+    return i / 64 < words.size() && ((words[i / 64] >> (i % 64)) & 1U) != 0;
+}
 
 [[nodiscard]] std::array<std::byte, kPagesHeaderSize> encode(const PagesHeader& header);
 // The descriptor and its zero map (`zero_words`, flagged kZeroMap when given) as one piece.
