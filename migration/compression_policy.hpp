@@ -34,14 +34,14 @@ struct RunCodec {
 // doubles while the choice holds (0.4 s up to 16 s); a step that paid is followed by the next one
 // up. One run in 16 is compressed with another step as a sample (in bursts of four, steps in turn,
 // and only while the samples' compression takes at most 1 % of the stream's time after a first 5
-// ms), so that the policy knows what each step shrinks the guest's pages to and how fast it
-// compresses here: the ladder is climbed only when the pages shrink (lz4's ratio < 0.9) and lz4
-// outruns the stream (twice its rate, on one thread), and then the step predicted fastest (the
-// wire's rate over its ratio, or its speed times the threads compressing, whichever is lower; of
-// steps predicted alike the highest, as each compresses at least as much as those below it) is
-// tried at once rather than a step at a time, the window deciding as for any probe. Speeds are
-// thread CPU time on warm buffers (FrameBuilder), so that other threads' turns on shared cores do
-// not count against a step.
+// ms, a quarter of that while lz4 would not outrun the raw stream), so that the policy knows what
+// each step shrinks the guest's pages to and how fast it compresses here: the ladder is climbed
+// only when the pages shrink (lz4's ratio < 0.9) and lz4 outruns the stream (twice its rate, on one
+// thread), and then the step predicted fastest (the wire's rate over its ratio, or its speed times
+// the threads compressing, whichever is lower; of steps predicted alike the highest, as each
+// compresses at least as much as those below it) is tried at once rather than a step at a time, the
+// window deciding as for any probe. Speeds are thread CPU time on warm buffers (FrameBuilder), so
+// that other threads' turns on shared cores do not count against a step.
 class CompressionPolicy {
   public:
     using Clock = std::chrono::steady_clock;
