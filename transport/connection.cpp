@@ -178,8 +178,20 @@ asio::awaitable<std::expected<void, Failure>> Connection::write_plain(
     co_return std::expected<void, Failure>{};
 }
 
-asio::awaitable<std::expected<Socket, Failure>> connect_to(const Endpoint& endpoint,
-                                                           const LivenessOptions& liveness) {
+namespace {
+
+ConnectFailure connect_failure(const Endpoint& endpoint, const boost::system::error_code& ec) {
+    namespace error = asio::error;
+    bool cut = ec == error::connection_aborted || ec == error::connection_reset;
+    return {
+        failure(Errc::PeerLost, "cannot connect to " + endpoint.to_string() + ": " + ec.message()),
+        cut};
+}
+
+}  // namespace
+
+asio::awaitable<std::expected<Socket, ConnectFailure>> connect_to(const Endpoint& endpoint,
+                                                                  const LivenessOptions& liveness) {
     auto executor = co_await asio::this_coro::executor;
     boost::system::error_code ec;
     if (endpoint.kind == Endpoint::Kind::Unix) {
@@ -187,8 +199,7 @@ asio::awaitable<std::expected<Socket, Failure>> connect_to(const Endpoint& endpo
         co_await local.async_connect(asio::local::stream_protocol::endpoint(endpoint.path),
                                      asio::redirect_error(asio::use_awaitable, ec));
         if (ec) {
-            co_return std::unexpected(failure(
-                Errc::PeerLost, "cannot connect to " + endpoint.to_string() + ": " + ec.message()));
+            co_return std::unexpected(connect_failure(endpoint, ec));
         }
         co_return Socket(std::move(local));
     }
@@ -206,18 +217,17 @@ asio::awaitable<std::expected<Socket, Failure>> connect_to(const Endpoint& endpo
             co_await resolver.async_resolve(endpoint.host, std::to_string(endpoint.port),
                                             asio::redirect_error(asio::use_awaitable, ec));
         if (ec) {
-            co_return std::unexpected(failure(
-                Errc::InvalidArgument, "cannot resolve " + endpoint.host + ": " + ec.message()));
+            co_return std::unexpected(ConnectFailure{failure(
+                Errc::InvalidArgument, "cannot resolve " + endpoint.host + ": " + ec.message())});
         }
         co_await asio::async_connect(tcp, results, asio::redirect_error(asio::use_awaitable, ec));
     }
     if (ec) {
-        co_return std::unexpected(failure(
-            Errc::PeerLost, "cannot connect to " + endpoint.to_string() + ": " + ec.message()));
+        co_return std::unexpected(connect_failure(endpoint, ec));
     }
     if (auto ok = apply_liveness(tcp.native_handle(), liveness); !ok) {
-        co_return std::unexpected(
-            failure(Errc::InvalidArgument, "socket options: " + ok.error().message()));
+        co_return std::unexpected(ConnectFailure{
+            failure(Errc::InvalidArgument, "socket options: " + ok.error().message())});
     }
     co_return Socket(std::move(tcp));
 }

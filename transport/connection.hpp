@@ -54,8 +54,15 @@ class Connection {
     std::vector<std::byte> read_buffer_ = std::vector<std::byte>(64 * 1024);
 };
 
+// A connect that failed. reached: the attempt got somewhere and was then cut (ECONNABORTED,
+// as when the socket is destroyed mid-connect, or ECONNRESET), so the address is right and
+// trying again may work; not for a refusal (nothing listens) or an unreachable network.
+struct ConnectFailure : Failure {
+    bool reached = false;
+};
+
 // Connects to a tcp: or unix: endpoint and applies the liveness options.
-[[nodiscard]] asio::awaitable<std::expected<Socket, Failure>> connect_to(
+[[nodiscard]] asio::awaitable<std::expected<Socket, ConnectFailure>> connect_to(
     const Endpoint& endpoint, const LivenessOptions& liveness);
 
 // Runs the client side of the handshake within liveness.handshake_timeout: TLS first when tls is

@@ -15,7 +15,8 @@ asio::awaitable<std::expected<Session, SessionFailure>> connect_session(SessionO
     }
     auto socket = co_await connect_to(options.endpoint, options.liveness);
     if (!socket) {
-        co_return std::unexpected(SessionFailure{socket.error(), false});
+        // A connect cut on its way (reached) is a break to retry; a refusal is not.
+        co_return std::unexpected(SessionFailure{socket.error(), socket.error().reached});
     }
     auto urgent = co_await client_handshake(
         std::move(*socket),
