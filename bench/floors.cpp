@@ -6,6 +6,14 @@
 //   uffdm_floors touch  --bytes N [--held M]       first touch of N fresh bytes, M filled first
 //   uffdm_floors serve  --listen HOST:PORT        prints "listening on tcp:HOST:PORT"
 //   uffdm_floors client --connect HOST:PORT [--round-trips N] [--stream-mib M] [--place-mib P]
+//                       [--marked-probe N]
+//
+// --marked-probe: what the wire does to an answer while a stream fills it. N round trips of a
+// 24-byte request and a 4 KiB answer, 200 us apart, three ways: marked like the urgent
+// connection (transport::TrafficMarking's defaults) with nothing else on the link; the same
+// beside a stream marked like a bulk connection (SO_PRIORITY, DSCP, TCP_NOTSENT_LOWAT) that
+// fills it; and both unmarked. The server marks its side the same way (the answers and the
+// stream leave through the same egress queue there).
 //
 // --place-mib: the background stream's work on the destination without the protocol, P MiB
 // received in 256 KiB runs and placed into fresh registered anonymous memory, three ways:
@@ -45,6 +53,7 @@
 #include <thread>
 #include <vector>
 
+#include "transport/traffic_class.hpp"
 #include "uffd/event_fd.hpp"
 #include "uffd/fault_reader.hpp"
 #include "uffd/mapping.hpp"
@@ -58,7 +67,8 @@ constexpr std::size_t kRequestBytes = 24;  // a REQUEST frame: 16-byte header + 
 constexpr std::size_t kPageBytes = 4096;
 constexpr std::size_t kChunk = 1U << 20;
 
-enum Mode : std::uint64_t { kPing = 1, kStream = 2, kQuit = 3 };
+// kPingMarked and kStreamMarked: the server marks its socket urgent or bulk first.
+enum Mode : std::uint64_t { kPing = 1, kStream = 2, kQuit = 3, kPingMarked = 4, kStreamMarked = 5 };
 
 [[noreturn]] void die(const std::string& why) {
     std::fprintf(stderr, "uffdm_floors: %s\n", why.c_str());
@@ -283,7 +293,32 @@ sockaddr_in parse_address(const std::string& text) {
     return address;
 }
 
-// Serves connections one after the other: each starts with {u64 mode, u64 argument}.
+// One connection: {u64 mode, u64 argument}, then a ping-pong or a stream.
+void serve_one(int fd, std::uint64_t mode, std::uint64_t argument) {
+    static const std::vector<char> data(kChunk, 'x');
+    if (mode == kPingMarked || mode == kStreamMarked) {
+        (void)uffdm::transport::mark_connection(fd, mode == kPingMarked, {});
+    }
+    if (mode == kPing || mode == kPingMarked) {
+        char request[kRequestBytes];
+        for (std::uint64_t i = 0; i < argument && recv_all(fd, request, sizeof request); ++i) {
+            send_all(fd, data.data(), kPageBytes);
+        }
+    } else if (mode == kStream || mode == kStreamMarked) {
+        // The client may close a stream early (the probe's stream ends with the probe).
+        for (std::uint64_t sent = 0; sent < argument;) {
+            ssize_t n = ::send(fd, data.data(), std::min<std::uint64_t>(kChunk, argument - sent),
+                               MSG_NOSIGNAL);
+            if (n <= 0) {
+                break;
+            }
+            sent += static_cast<std::uint64_t>(n);
+        }
+    }
+    ::close(fd);
+}
+
+// Serves each connection on its own thread (a probe runs beside a stream) until a QUIT.
 void serve(const std::string& listen_at) {
     sockaddr_in address = parse_address(listen_at);
     int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -299,7 +334,7 @@ void serve(const std::string& listen_at) {
     ::inet_ntop(AF_INET, &address.sin_addr, host, sizeof host);
     std::printf("listening on tcp:%s:%u\n", host, ntohs(address.sin_port));
     std::fflush(stdout);
-    std::vector<char> data(kChunk, 'x');
+    std::vector<std::thread> connections;
     for (;;) {
         int fd = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
         if (fd < 0) {
@@ -315,18 +350,10 @@ void serve(const std::string& listen_at) {
             ::close(fd);
             break;
         }
-        if (command[0] == kPing) {
-            char request[kRequestBytes];
-            for (std::uint64_t i = 0; i < command[1] && recv_all(fd, request, sizeof request);
-                 ++i) {
-                send_all(fd, data.data(), kPageBytes);
-            }
-        } else if (command[0] == kStream) {
-            for (std::uint64_t sent = 0; sent < command[1]; sent += kChunk) {
-                send_all(fd, data.data(), std::min<std::uint64_t>(kChunk, command[1] - sent));
-            }
-        }
-        ::close(fd);
+        connections.emplace_back(serve_one, fd, command[0], command[1]);
+    }
+    for (auto& connection : connections) {
+        connection.join();
     }
     ::close(listener);
 }
@@ -475,8 +502,52 @@ double receive_and_place(const sockaddr_in& address, std::uint64_t bytes, PlaceM
     return static_cast<double>(runs * kRun) / seconds;
 }
 
+// N paced round trips on a connection marked urgent (or not), alone or beside a stream marked
+// bulk (or not) that a second thread drains until the probe is done.
+nlohmann::json probe_round_trips(const sockaddr_in& address, std::size_t round_trips, bool marked,
+                                 bool beside_stream) {
+    uffdm::transport::TrafficMarking marking;
+    marking.enabled = marked;
+    int stream = -1;
+    std::atomic<bool> probing{true};
+    std::thread drain;
+    if (beside_stream) {
+        stream = connect_to(address, marked ? kStreamMarked : kStream, ~std::uint64_t{0} >> 1);
+        (void)uffdm::transport::mark_connection(stream, false, marking);
+        drain = std::thread([stream, &probing] {
+            std::vector<char> sink(kChunk);
+            while (probing.load(std::memory_order_relaxed) &&
+                   ::recv(stream, sink.data(), sink.size(), 0) > 0) {
+            }
+        });
+        std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the link fills
+    }
+    int fd = connect_to(address, marked ? kPingMarked : kPing, round_trips);
+    (void)uffdm::transport::mark_connection(fd, true, marking);
+    std::vector<char> page(kPageBytes);
+    std::vector<double> samples;
+    char request[kRequestBytes] = {};
+    for (std::size_t i = 0; i < round_trips; ++i) {
+        auto start = Clock::now();
+        send_all(fd, request, sizeof request);
+        if (!recv_all(fd, page.data(), kPageBytes)) {
+            die("the floor server closed during the probe");
+        }
+        samples.push_back(since_us(start));
+        std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+    ::close(fd);
+    if (beside_stream) {
+        probing = false;
+        ::shutdown(stream, SHUT_RDWR);
+        drain.join();
+        ::close(stream);
+    }
+    return summary_us(std::move(samples));
+}
+
 nlohmann::json client(const std::string& at, std::size_t round_trips, std::size_t stream_mib,
-                      std::size_t place_mib) {
+                      std::size_t place_mib, std::size_t marked_probe) {
     sockaddr_in address = parse_address(at);
     nlohmann::json out;
     int fd = connect_to(address, kPing, round_trips);
@@ -520,6 +591,12 @@ nlohmann::json client(const std::string& at, std::size_t round_trips, std::size_
             out["receive_place_" + std::string(name) + "_bytes_per_s"] =
                 receive_and_place(address, place_bytes, way);
         }
+    }
+    if (marked_probe > 0) {
+        out["marked_rtt_us"] = probe_round_trips(address, marked_probe, true, false);
+        out["marked_rtt_beside_stream_us"] = probe_round_trips(address, marked_probe, true, true);
+        out["unmarked_rtt_beside_stream_us"] =
+            probe_round_trips(address, marked_probe, false, true);
     }
     ::close(connect_to(address, kQuit, 0));
     return out;
@@ -570,13 +647,14 @@ int main(int argc, char** argv) {
     } else if (mode == "client") {
         auto out =
             client(text(argc, argv, "--connect"), number(argc, argv, "--round-trips", 20000),
-                   number(argc, argv, "--stream-mib", 2048), number(argc, argv, "--place-mib", 0));
+                   number(argc, argv, "--stream-mib", 2048), number(argc, argv, "--place-mib", 0),
+                   number(argc, argv, "--marked-probe", 0));
         std::printf("%s\n", out.dump().c_str());
     } else {
         std::fprintf(stderr,
                      "usage: uffdm_floors warm --bytes N | local [--faults N] [--memcpy-mib M] | "
                      "serve --listen HOST:PORT | client --connect HOST:PORT [--round-trips N] "
-                     "[--stream-mib M] [--place-mib P]\n");
+                     "[--stream-mib M] [--place-mib P] [--marked-probe N]\n");
         return 2;
     }
     return 0;
