@@ -60,12 +60,7 @@ std::expected<GuestMemory, transport::Failure> GuestMemory::synthetic(const Synt
         region->data = static_cast<std::byte*>(p);
         region->length = info.length;
         region->owned = true;
-        for (std::uint64_t page = 0; page < info.pages(); ++page) {
-            if (content_of(spec, info.id, page) != PageContent::Zero) {
-                fill_page(spec, info.id, page,
-                          {region->data + page * info.page_size, info.page_size});
-            }
-        }
+        fill_new_region(spec, info.id, info.pages(), region->data);
         memory.regions_.push_back(std::move(region));
     }
     return memory;
