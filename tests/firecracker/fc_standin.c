@@ -346,6 +346,8 @@ static void touch_all(double start) {
 }
 
 int main(int argc, char** argv) {
+    // Line by line: a test that gives up on a stand-in that hangs shows how far it got.
+    setvbuf(stdout, NULL, _IOLBF, 0);
     for (int i = 1; i < argc; ++i) {
         const char* a = argv[i];
         const char* v = i + 1 < argc ? argv[i + 1] : "";
@@ -434,6 +436,7 @@ int main(int argc, char** argv) {
                 die("madvise(MADV_DONTNEED)");
             }
         }
+        fprintf(stderr, "fc_standin: balloon: %ld pages discarded\n", opt.balloon_count);
     }
     if (opt.latency > 0) {
         latency_workload();
@@ -441,6 +444,7 @@ int main(int argc, char** argv) {
     if (!opt.no_touch_all && !opt.verify_late) {
         touch_all(start);
     }
+    fprintf(stderr, "fc_standin: vCPU phase over, %d kernel reads next\n", opt.kernel_reads);
     kernel_reads();
     printf("checked %ld pages, %ld zero (ballooned), %ld differ\n", checked, zero_pages,
            mismatches);
