@@ -131,7 +131,7 @@ void fill_new_region(const SyntheticSpec& spec, std::uint32_t region, std::uint6
             }
         }
     };
-    // Threads only where there is enough to share (a thread costs about what 64 pages do).
+    // A helper thread only for a share of at least 4096 pages (16 MiB of 4 KiB pages).
     constexpr std::uint64_t kPagesPerThread = 4096;
     std::uint64_t threads = std::min<std::uint64_t>(
         std::max(1U, std::thread::hardware_concurrency()), pages / kPagesPerThread);

@@ -322,8 +322,8 @@ def case_precopy_kills(args):
         live = report.get("live", {})
         source = report.get("source", {}).get("live", {})
         log(f"precopy-kills: migration {migrations}: {landed} kills ({at_round_end} at a "
-            f"round's end, {early} more before round 0 ended), {len(report['pauses'])} pauses, {live.get('precopy_rounds')} "
-            f"rounds, switchover {source.get('switchover_reason')}, "
+            f"round's end, {early} more before round 0 ended), {len(report['pauses'])} pauses, "
+            f"{live.get('precopy_rounds')} rounds, switchover {source.get('switchover_reason')}, "
             f"{live.get('pages_discarded_at_switchover')} pages discarded, {report['pages']} "
             f"pages verified bit for bit")
         if not report.get("live"):
